@@ -1,0 +1,202 @@
+"""The VQ-VAE tokenizer: a VQGAN-style CNN encoder, a vector quantizer, and a mirrored decoder.
+
+    image (B, 3, H, W) --Encoder--> (B, z_channels, h, w) --1x1 conv--> z (B, embed_dim, h, w)
+      --VQ--> tokens (B, h, w) / z_q --1x1 conv--> --Decoder--> image (B, 3, H, W)
+
+with h = H / 2**(len(ch_mult) - 1). The blocks follow taming-transformers' VQGAN, which LlamaGen's and
+VAR's tokenizers also use: ResNet blocks (GroupNorm + SiLU + 3x3 conv), stride-2 convs down, nearest
+upsampling + conv up, optional self-attention at the lowest resolution, and 1x1 convs around the quantizer
+(quant_conv / post_quant_conv) so the code dimension is free of the encoder's width.
+
+Losses here: reconstruction (L2 or L1) + the quantizer's codebook and commitment terms. The perceptual and
+adversarial terms of VQGAN slot in on top (see `VQVAE.forward`'s returned dict) in notebook 02.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .vq import VectorQuantizer
+
+
+@dataclass
+class VQVAEConfig:
+    image_size: int = 32  # input images are (3, image_size, image_size) in [-1, 1]
+    ch: int = 64  # width of the first (full-resolution) level; the main cost on a CPU
+    ch_mult: tuple = (1, 2, 2)  # width multiplier per level; len - 1 = number of 2x downsamplings
+    num_res_blocks: int = 1  # ResNet blocks per level (VQGAN uses 2)
+    attn: bool = False  # self-attention in the middle block, at the lowest resolution (VQGAN: True)
+    z_channels: int = 64  # encoder output / decoder input width
+    embed_dim: int = 64  # code dimension (the 1x1 quant_conv maps z_channels -> embed_dim)
+    codebook_size: int = 512  # K: number of codes, i.e. the vocabulary of the generators
+    beta: float = 0.25  # commitment weight (VQ-VAE paper, LlamaGen)
+    recon_loss: str = "l2"  # "l2" or "l1"
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        self.ch_mult = tuple(self.ch_mult)
+        down = 2 ** (len(self.ch_mult) - 1)
+        if self.image_size % down:
+            raise ValueError(f"image_size {self.image_size} is not divisible by 2**(len(ch_mult)-1) = {down}")
+        if self.recon_loss not in ("l1", "l2"):
+            raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
+
+    @property
+    def latent_size(self) -> int:
+        return self.image_size // 2 ** (len(self.ch_mult) - 1)
+
+
+def norm(c: int) -> nn.GroupNorm:
+    return nn.GroupNorm(math.gcd(32, c), c, eps=1e-6)  # 32 groups as VQGAN, fewer when c is small
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, dropout: float = 0.0):
+        super().__init__()
+        self.norm1, self.conv1 = norm(c_in), nn.Conv2d(c_in, c_out, 3, padding=1)
+        self.norm2, self.conv2 = norm(c_out), nn.Conv2d(c_out, c_out, 3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.skip = nn.Conv2d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
+        return self.skip(x) + h
+
+
+class AttnBlock(nn.Module):
+    """Single-head self-attention over all h*w positions (VQGAN's mid block)."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.norm, self.qkv, self.proj = norm(c), nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
+
+    def forward(self, x):
+        B, C, H, W = x.shape
+        q, k, v = self.qkv(self.norm(x)).flatten(2).transpose(1, 2).chunk(3, dim=-1)  # (B, HW, C) each
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C)
+        return x + self.proj(h.transpose(1, 2).reshape(B, C, H, W))
+
+
+class Downsample(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, stride=2)
+
+    def forward(self, x):
+        return self.conv(F.pad(x, (0, 1, 0, 1)))  # taming's asymmetric pad: exact halving with a 3x3 kernel
+
+
+class Upsample(nn.Module):
+    def __init__(self, c: int):
+        super().__init__()
+        self.conv = nn.Conv2d(c, c, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
+
+
+def mid_block(c, attn, dropout):
+    return nn.Sequential(ResBlock(c, c, dropout), AttnBlock(c) if attn else nn.Identity(), ResBlock(c, c, dropout))
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        widths = [cfg.ch * m for m in cfg.ch_mult]
+        self.conv_in = nn.Conv2d(3, cfg.ch, 3, padding=1)
+        layers, c = [], cfg.ch
+        for i, w in enumerate(widths):
+            for _ in range(cfg.num_res_blocks):
+                layers.append(ResBlock(c, w, cfg.dropout))
+                c = w
+            if i < len(widths) - 1:
+                layers.append(Downsample(c))
+        self.down = nn.Sequential(*layers)
+        self.mid = mid_block(c, cfg.attn, cfg.dropout)
+        self.norm_out, self.conv_out = norm(c), nn.Conv2d(c, cfg.z_channels, 3, padding=1)
+
+    def forward(self, x):  # (B, 3, H, W) -> (B, z_channels, h, w)
+        h = self.mid(self.down(self.conv_in(x)))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        widths = [cfg.ch * m for m in cfg.ch_mult]
+        c = widths[-1]
+        self.conv_in = nn.Conv2d(cfg.z_channels, c, 3, padding=1)
+        self.mid = mid_block(c, cfg.attn, cfg.dropout)
+        layers = []
+        for i, w in reversed(list(enumerate(widths))):
+            for _ in range(cfg.num_res_blocks + 1):  # one more than the encoder, as VQGAN
+                layers.append(ResBlock(c, w, cfg.dropout))
+                c = w
+            if i > 0:
+                layers.append(Upsample(c))
+        self.up = nn.Sequential(*layers)
+        self.norm_out, self.conv_out = norm(c), nn.Conv2d(c, 3, 3, padding=1)
+
+    def forward(self, z):  # (B, z_channels, h, w) -> (B, 3, H, W)
+        h = self.up(self.mid(self.conv_in(z)))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+class VQVAE(nn.Module):
+    def __init__(self, cfg: VQVAEConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
+        self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1)
+        self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.embed_dim, cfg.beta)
+        self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
+
+    def check_images(self, images: torch.Tensor):
+        s = self.cfg.image_size
+        if images.ndim != 4 or images.shape[1:] != (3, s, s) or not images.is_floating_point():
+            raise ValueError(f"expected float images of shape (B, 3, {s}, {s}) in [-1, 1], "
+                             f"got {images.dtype} {tuple(images.shape)}")
+
+    def quantize(self, images):
+        self.check_images(images)
+        return self.quantizer(self.quant_conv(self.encoder(images)))
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        """Images (B, 3, H, W) in [-1, 1] -> token map (B, h, w) of code indices."""
+        return self.quantize(images)[1]
+
+    @torch.no_grad()
+    def decode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Token map (B, h, w) -> images (B, 3, H, W), roughly in [-1, 1] (not clamped)."""
+        return self.decode_codes(self.quantizer.lookup(tokens))
+
+    def decode_codes(self, z_q: torch.Tensor) -> torch.Tensor:
+        return self.decoder(self.post_quant_conv(z_q))
+
+    def forward(self, images: torch.Tensor):
+        """-> reconstructions, losses {"recon", "vq", "total"}, stats (usage, perplexity, ...)."""
+        z_q, indices, vq_loss, stats = self.quantize(images)
+        recon = self.decode_codes(z_q)
+        dist = F.mse_loss if self.cfg.recon_loss == "l2" else F.l1_loss
+        recon_loss = dist(recon.float(), images.float())
+        losses = {"recon": recon_loss, "vq": vq_loss, "total": recon_loss + vq_loss}
+        return recon, losses, stats
+
+    # --- checkpoints carry their config, so loading needs no flags
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+    @classmethod
+    def from_checkpoint(cls, path, map_location="cpu") -> "VQVAE":
+        from .checkpoint import load_checkpoint
+        ckpt = load_checkpoint(path, map_location)
+        if ckpt["config"].get("model") != "vqvae":
+            raise ValueError(f"{path} holds a {ckpt['config'].get('model')!r} model, not a VQ-VAE")
+        model = cls(VQVAEConfig(**ckpt["config"]["model_config"]))
+        model.load_state_dict(ckpt["model"])
+        return model.eval()

@@ -1,0 +1,47 @@
+"""Checkpoints: written atomically, loaded safely.
+
+A checkpoint is a plain dict of tensors, numbers, strings and lists (model and optimizer state, step,
+config, RNG state), so `torch.load(weights_only=True)` can read it without unpickling arbitrary code.
+It is written to a temporary file in the same folder, flushed to disk, then renamed over the old one:
+a run killed mid-write leaves the previous checkpoint intact, never a half-written file.
+"""
+
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    pass
+
+
+def save_checkpoint(obj: dict, path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(obj, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}: train one first (python -m minivar train <recipe>)")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+        raise CheckpointError(f"{path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: {e}). "
+                              f"Delete it and train again, or point to an earlier checkpoint") from e
+    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
+        raise CheckpointError(f"{path} is not a minivar checkpoint (expected a dict with 'model' and 'config')")
+    return ckpt

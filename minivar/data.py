@@ -1,0 +1,233 @@
+"""Datasets: one entry point, `load_dataset(name, split, image_size=..., root=...)`.
+
+Every dataset yields (image, label) with image a float tensor in [-1, 1] of shape (3, H, W), and carries
+`.classes` (the class names). The names:
+
+- "emoji"      3,655 colour emoji on white at 32x32 or 64x64, labels = 9 Unicode groups. Bundled in
+               data/emoji.npz (built by data/build_emoji.py), so it works offline: CPU runs, tests, CI.
+- "cifar10"    50k/10k 32x32 images, 10 classes, downloaded into <root>/ on first use.
+- "imagenet64" the official downsampled ImageNet 64x64 npz batches, placed by the user in
+               <root>/imagenet64/. Read through memory maps: the 1.28M images never sit in RAM at once.
+- "folder"     any ImageFolder tree (root/<class>/<image>), resized and centre-cropped.
+"""
+
+import pickle
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the repo's data/ (bundled set, downloads)
+DATASETS = ("emoji", "cifar10", "imagenet64", "folder")
+SPLITS = ("train", "test")
+
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+
+def to_tensor_images(uint8_hwc: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) or (H, W, 3) uint8 -> float in [-1, 1], channels first."""
+    x = torch.from_numpy(np.ascontiguousarray(uint8_hwc)).float().div_(127.5).sub_(1.0)
+    return x.movedim(-1, -3)
+
+
+def to_uint8_images(images: torch.Tensor) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> (B, H, W, 3) uint8, for saving and plotting."""
+    x = ((images.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return x.movedim(-3, -1).cpu().numpy()
+
+
+class ArrayDataset(Dataset):
+    """Images held as one uint8 (N, H, W, 3) array (in memory or memory-mapped) plus int labels."""
+
+    def __init__(self, images, labels, classes, flip=False):
+        self.images, self.labels, self.flip = images, np.asarray(labels), flip
+        self.classes = [str(c) for c in classes]
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        x = to_tensor_images(self.images[i])
+        if self.flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return x, int(self.labels[i])
+
+
+# ---------------------------------------------------------------------------------------------- emoji
+
+def load_emoji(split, image_size=32, root=None, flip=False):
+    path = Path(root or DATA_DIR) / "emoji.npz"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: it ships with the repository (git checkout data/emoji.npz), "
+                                f"or rebuild it with `python data/build_emoji.py` (needs Debian's "
+                                f"fonts-noto-color-emoji and unicode-data)")
+    if image_size not in (32, 64):
+        raise ValueError(f"emoji comes at image_size 32 or 64, got {image_size}")
+    with np.load(path) as f:
+        keep = f["is_test"] == (split == "test")
+        return ArrayDataset(f[f"images{image_size}"][keep], f["labels"][keep], f["class_names"], flip)
+
+
+# -------------------------------------------------------------------------------------------- cifar10
+
+def read_cifar_batches(folder: Path, split: str):
+    """Read the CIFAR-10 python pickle batches: data (N, 3072) uint8 channel-major, labels, meta."""
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    data, labels = [], []
+    for name in names:
+        with open(folder / name, "rb") as fh:
+            batch = pickle.load(fh, encoding="latin1")
+        data.append(np.asarray(batch["data"], dtype=np.uint8))
+        labels.extend(batch["labels"])
+    with open(folder / "batches.meta", "rb") as fh:
+        classes = pickle.load(fh, encoding="latin1")["label_names"]
+    images = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 32, 32, 3)
+    return images, np.asarray(labels, dtype=np.int64), classes
+
+
+def load_cifar10(split, image_size=32, root=None, flip=False, download=True):
+    if image_size != 32:
+        raise ValueError(f"cifar10 images are 32x32, got image_size={image_size}")
+    root = Path(root or DATA_DIR)
+    folder = root / "cifar-10-batches-py"
+    if not (folder / "batches.meta").exists():
+        if not download:
+            raise FileNotFoundError(f"{folder} not found: run once with internet access (download=True), or "
+                                    f"place the extracted cifar-10-python.tar.gz from {CIFAR_URL} in {root}")
+        from torchvision.datasets.utils import download_and_extract_archive
+        try:
+            download_and_extract_archive(CIFAR_URL, str(root), md5=CIFAR_MD5)
+        except Exception as e:  # no internet, proxy, disk full...
+            raise RuntimeError(f"could not download CIFAR-10 ({e}). Download {CIFAR_URL} by hand and extract it "
+                               f"into {root}, or use the offline dataset: --set dataset=emoji") from e
+    images, labels, classes = read_cifar_batches(folder, split)
+    return ArrayDataset(images, labels, classes, flip)
+
+
+# ----------------------------------------------------------------------------------------- imagenet64
+
+def npz_member_memmap(path: Path, key: str) -> np.ndarray:
+    """Memory-map one array stored *uncompressed* inside an .npz (a zip of .npy files).
+
+    The official downsampled-ImageNet batches are written with np.savez (no compression), so the raw
+    array bytes sit contiguously in the file: we find where, and map them instead of reading 1-2 GB.
+    Returns None when the member is compressed (then it must be extracted first).
+    """
+    with zipfile.ZipFile(path) as zf:
+        info = zf.getinfo(f"{key}.npy")
+        if info.compress_type != zipfile.ZIP_STORED:
+            return None
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset)
+        local = fh.read(30)  # zip local file header: name and extra-field lengths sit at bytes 26..29
+        name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+        fh.seek(info.header_offset + 30 + name_len + extra_len)
+        version = np.lib.format.read_magic(fh)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(fh)
+        offset = fh.tell()
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=shape, order="F" if fortran else "C")
+
+
+def extract_npz_member(path: Path, key: str, out: Path, chunk=1 << 26) -> np.ndarray:
+    """Stream a compressed .npz member to a plain .npy next to it (once), in chunks, then memory-map it."""
+    if not out.exists():
+        tmp = out.with_suffix(".tmp")
+        with zipfile.ZipFile(path) as zf, zf.open(f"{key}.npy") as src, open(tmp, "wb") as dst:
+            while block := src.read(chunk):
+                dst.write(block)
+        tmp.replace(out)
+    return np.load(out, mmap_mode="r")
+
+
+class ImageNet64(Dataset):
+    """Downsampled ImageNet 64x64: rows of 12288 uint8 (R plane, G plane, B plane), labels 1..1000."""
+
+    def __init__(self, files, flip=False):
+        self.parts, self.flip = [], flip
+        for f in files:
+            data = npz_member_memmap(f, "data")
+            if data is None:
+                data = extract_npz_member(f, "data", f.with_suffix(".data.npy"))
+            if data.ndim != 2 or data.shape[1] != 3 * 64 * 64:
+                raise ValueError(f"{f}: expected 'data' of shape (N, 12288), got {data.shape}")
+            with np.load(f) as z:
+                labels = np.asarray(z["labels"], dtype=np.int64) - 1  # the files count classes from 1
+            self.parts.append((data, labels))
+        self.offsets = np.cumsum([0] + [len(lab) for _, lab in self.parts])
+        self.classes = [str(i) for i in range(1000)]
+
+    def __len__(self):
+        return int(self.offsets[-1])
+
+    def __getitem__(self, i):
+        p = int(np.searchsorted(self.offsets, i, side="right")) - 1
+        data, labels = self.parts[p]
+        j = i - self.offsets[p]
+        x = to_tensor_images(np.asarray(data[j]).reshape(3, 64, 64).transpose(1, 2, 0))
+        if self.flip and torch.rand(()) < 0.5:
+            x = x.flip(-1)
+        return x, int(labels[j])
+
+
+def load_imagenet64(split, image_size=64, root=None, flip=False):
+    if image_size != 64:
+        raise ValueError(f"imagenet64 images are 64x64, got image_size={image_size}")
+    folder = Path(root or DATA_DIR) / "imagenet64"
+    pattern = "train_data_batch_*.npz" if split == "train" else "val_data.npz"
+    files = sorted(folder.glob(pattern), key=lambda p: int(p.stem.rsplit("_", 1)[-1]) if split == "train" else 0)
+    if not files:
+        raise FileNotFoundError(
+            f"no {pattern} in {folder}: download the 64x64 'Downsampled ImageNet' npz batches "
+            f"(Imagenet64_train_part1/2.zip and Imagenet64_val.zip from image-net.org, after registering) "
+            f"and unzip them into {folder}")
+    return ImageNet64(files, flip)
+
+
+# ---------------------------------------------------------------------------------------------- folder
+
+class ImageFolderDataset(Dataset):
+    def __init__(self, root, image_size, flip=False):
+        from torchvision import datasets, transforms
+        self.inner = datasets.ImageFolder(str(root), transform=transforms.Compose([
+            transforms.Resize(image_size), transforms.CenterCrop(image_size),
+            transforms.RandomHorizontalFlip() if flip else transforms.Lambda(lambda x: x),
+            transforms.PILToTensor()]))
+        self.classes = self.inner.classes
+
+    def __len__(self):
+        return len(self.inner)
+
+    def __getitem__(self, i):
+        x, y = self.inner[i]
+        x = x[:3] if x.shape[0] >= 3 else x.expand(3, -1, -1)  # drop alpha, widen greyscale
+        return x.float() / 127.5 - 1.0, y
+
+
+def load_folder(split, image_size=32, root=None, flip=False):
+    if root is None:
+        raise ValueError("dataset 'folder' needs root=<path to an ImageFolder tree> (or --set data_root=...)")
+    root = Path(root)
+    sub = root / split
+    tree = sub if sub.is_dir() else root  # root/train, root/test if present, else the whole tree
+    if not tree.is_dir():
+        raise FileNotFoundError(f"{tree} is not a folder of class sub-folders")
+    return ImageFolderDataset(tree, image_size, flip)
+
+
+LOADERS = {"emoji": load_emoji, "cifar10": load_cifar10, "imagenet64": load_imagenet64, "folder": load_folder}
+
+
+def load_dataset(name: str, split: str = "train", image_size: int = 32, root=None, flip: bool = False) -> Dataset:
+    """Return a Dataset of (image in [-1, 1] with shape (3, H, W), label); `.classes` holds class names.
+
+    `flip=True` adds random horizontal flips (training augmentation).
+    """
+    if name not in LOADERS:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+    return LOADERS[name](split, image_size=image_size, root=root, flip=flip)

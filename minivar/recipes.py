@@ -1,0 +1,95 @@
+"""Named training configurations, and `--set key=value` overrides checked against the config's types.
+
+"emoji-*" recipes run on a laptop CPU in minutes; "cifar10-*" and "imagenet64-*" want one GPU.
+Times next to GPU recipes are estimates until someone measures them (then: measured, with the machine).
+"""
+
+import dataclasses
+import typing
+
+from .autoencoder import VQVAEConfig
+from .train import TrainConfig
+
+
+def _emoji_vqvae():
+    # Cheap at full resolution (ch=32: ~150 img/s on 2 cores), 32x32 -> 8x8 tokens, 512 codes.
+    # About 3 minutes on 2 CPU cores.
+    return TrainConfig(name="emoji-vqvae", dataset="emoji", batch_size=64, lr=2e-3, warmup_steps=50,
+                       max_steps=1500, eval_every=250, ckpt_every=250,
+                       model_config=VQVAEConfig(image_size=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+                                                z_channels=64, embed_dim=64, codebook_size=512))
+
+
+def _cifar10_vqvae():
+    # One GPU; estimate (not yet measured): ~10 minutes on an A100/H100 class GPU.
+    return TrainConfig(name="cifar10-vqvae", dataset="cifar10", batch_size=128, lr=4e-4, warmup_steps=500,
+                       max_steps=30_000, eval_every=2000, ckpt_every=2000, num_workers=4,
+                       model_config=VQVAEConfig(image_size=32, ch=128, ch_mult=(1, 2, 2), num_res_blocks=2,
+                                                attn=True, z_channels=256, embed_dim=64, codebook_size=1024))
+
+
+def _imagenet64_vqvae():
+    # One GPU; estimate (not yet measured): ~2 hours on an A100/H100 class GPU.
+    return TrainConfig(name="imagenet64-vqvae", dataset="imagenet64", batch_size=128, lr=4e-4,
+                       warmup_steps=1000, max_steps=100_000, eval_every=5000, ckpt_every=5000, num_workers=8,
+                       model_config=VQVAEConfig(image_size=64, ch=128, ch_mult=(1, 1, 2, 2), num_res_blocks=2,
+                                                attn=True, z_channels=256, embed_dim=64, codebook_size=4096))
+
+
+RECIPES = {"emoji-vqvae": _emoji_vqvae, "cifar10-vqvae": _cifar10_vqvae, "imagenet64-vqvae": _imagenet64_vqvae}
+
+
+def get(name: str, overrides=()) -> TrainConfig:
+    """The recipe `name` with `overrides` ("key=value" strings) applied."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
+    cfg = RECIPES[name]()
+    for item in overrides:
+        apply_override(cfg, item)
+    return cfg
+
+
+def settable_keys(cfg: TrainConfig) -> list:
+    model_keys = [f.name for f in dataclasses.fields(cfg.model_config)]
+    return [f.name for f in dataclasses.fields(cfg) if f.name != "model_config"] + model_keys
+
+
+def apply_override(cfg: TrainConfig, item: str):
+    """Apply "key=value" to cfg (a training field, or a model field as "key" or "model.key"), type-checked."""
+    if "=" not in item:
+        raise ValueError(f"--set expects key=value, got {item!r}")
+    key, value = (s.strip() for s in item.split("=", 1))
+    key = key.removeprefix("model.")
+    train_fields = {f.name: f for f in dataclasses.fields(cfg) if f.name != "model_config"}
+    model_fields = {f.name: f for f in dataclasses.fields(cfg.model_config)}
+    if key in train_fields:
+        target, f = cfg, train_fields[key]
+    elif key in model_fields:
+        target, f = cfg.model_config, model_fields[key]
+    else:
+        raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(settable_keys(cfg))}")
+    setattr(target, key, parse_value(value, f.type, key))
+    target.__post_init__()  # re-run the config's own checks (e.g. image_size vs downsampling)
+
+
+def parse_value(text: str, typ, key: str):
+    """Parse `text` as `typ` (int, float, bool, str, tuple of ints); a wrong value names the expected type."""
+    typ = typing.get_origin(typ) or typ
+    try:
+        if typ is bool:
+            if text.lower() in ("1", "true", "yes", "on"):
+                return True
+            if text.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError
+        if typ is int:
+            return int(text)
+        if typ is float:
+            return float(text)
+        if typ is tuple:
+            return tuple(int(v) if v.strip().lstrip("-").isdigit() else float(v) for v in text.split(",") if v.strip())
+        return text
+    except ValueError:
+        example = {bool: "true/false", int: "an integer", float: "a number",
+                   tuple: "comma-separated numbers, e.g. 1,2,2"}
+        raise ValueError(f"{key} expects {example.get(typ, typ.__name__)}, got {text!r}") from None

@@ -1,0 +1,324 @@
+"""One plain training loop for every model in the course.
+
+    cfg = recipes.get("emoji-vqvae")         # a TrainConfig
+    result = train(cfg)                      # -> {"step", "loss", "psnr", ..., "run_dir", "model"}
+
+What it does, top to bottom, so a learner can read it in one go:
+- the data order is a pure function of the step (a seeded permutation per epoch, random flips seeded by
+  step), so a resumed run sees exactly the batches an uninterrupted run would have seen;
+- AdamW, linear warmup then cosine decay, gradient clipping, bf16 autocast on CUDA;
+- every `eval_every` steps (rank 0): reconstructions of fixed test images, test metrics, a loss-curve PNG;
+- every `ckpt_every` steps and at the end: an atomic checkpoint (model, optimizer, step, config, RNG);
+  `resume=True` continues from it with nothing lost;
+- under `torchrun` the same code runs DistributedDataParallel (NCCL on GPUs, gloo on CPUs): each rank
+  takes its slice of the global batch, gradients are averaged, only rank 0 writes files.
+"""
+
+import json
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Sampler
+from tqdm.auto import tqdm
+
+from . import device as best_device
+from .autoencoder import VQVAE, VQVAEConfig
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import load_dataset
+from .metrics import evaluate_tokenizer, psnr
+from .viz import plot_curves, save_grid
+
+# Every trainable model kind: its config class and its model class. Later lessons register theirs here.
+MODELS = {"vqvae": (VQVAEConfig, VQVAE)}
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"  # the run's folder: <out_dir>/<name>/
+    model: str = "vqvae"  # a key of MODELS
+    model_config: VQVAEConfig = field(default_factory=VQVAEConfig)
+    dataset: str = "emoji"  # emoji | cifar10 | imagenet64 | folder
+    data_root: str = ""  # "" = the repo's data/ folder
+    flip: bool = True  # random horizontal flips of training images
+    batch_size: int = 64  # global batch, split evenly over torchrun ranks
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    betas: tuple = (0.9, 0.95)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    max_steps: int = 2000  # training ends here ...
+    minutes: float = 0.0  # ... or after this many minutes of training, if > 0 (the LR schedule follows it)
+    eval_every: int = 250
+    ckpt_every: int = 250
+    log_every: int = 10
+    eval_batches: int = 4  # test batches used for the periodic metrics (all of them at the end)
+    seed: int = 0
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where bf16 is usually slower)
+    num_workers: int = 0  # data loader workers; 0 is fastest for the in-memory datasets
+    device: str = "auto"  # auto | cpu | cuda | mps
+    out_dir: str = "runs"
+
+    def __post_init__(self):
+        if self.model not in MODELS:
+            raise ValueError(f"unknown model {self.model!r}; choose one of {', '.join(MODELS)}")
+        if isinstance(self.model_config, dict):
+            self.model_config = MODELS[self.model][0](**self.model_config)
+        self.betas = tuple(self.betas)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ------------------------------------------------------------------------------------ distributed setup
+
+def setup_distributed():
+    """-> (rank, world_size, device). Initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1, None
+    if not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend)
+    rank, local_rank = dist.get_rank(), int(os.environ.get("LOCAL_RANK", "0"))
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_rank)
+        return rank, world, torch.device("cuda", local_rank)
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))  # ranks share the cores
+    return rank, world, torch.device("cpu")
+
+
+# ---------------------------------------------------------------------------- data order = f(step)
+
+class StepBatches(Sampler):
+    """Yields the index list of this rank's part of the global batch for step, step + 1, ... forever.
+
+    Epoch e is a permutation drawn from seed + e; step s takes the next `batch_size` indices of it
+    (the last incomplete batch of an epoch is dropped). Rank r takes the r-th contiguous slice.
+    """
+
+    def __init__(self, n, batch_size, seed=0, start_step=0, rank=0, world=1):
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world}")
+        if n < batch_size:
+            raise ValueError(f"the dataset has {n} images, fewer than one batch of {batch_size}; "
+                             f"lower batch_size (--set batch_size=...)")
+        self.n, self.batch_size, self.seed, self.start_step = n, batch_size, seed, start_step
+        self.rank, self.world = rank, world
+        self.steps_per_epoch = n // batch_size
+        self._epoch, self._perm = None, None  # the current epoch's permutation, drawn once
+
+    def indices(self, step):
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+        batch = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+        local = self.batch_size // self.world
+        return batch[self.rank * local:(self.rank + 1) * local].tolist()
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            yield self.indices(step)
+            step += 1
+
+    def __len__(self):  # infinite in spirit; DataLoader only needs a number
+        return 1 << 62
+
+
+def flip_batch(images, step, seed, rank, world):
+    """Flip half the images, chosen by a generator seeded by the step (over the global batch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    mask = torch.rand(images.shape[0] * world, generator=g) < 0.5
+    mask = mask[rank * images.shape[0]:(rank + 1) * images.shape[0]].to(images.device)
+    return torch.where(mask[:, None, None, None], images.flip(-1), images)
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+def build_model(cfg: TrainConfig) -> torch.nn.Module:
+    return MODELS[cfg.model][1](cfg.model_config)
+
+
+def compute_loss(model, images, labels):
+    """The scalar to minimise and the numbers to log, for one batch. `model` may be wrapped in DDP."""
+    recon, losses, stats = model(images)
+    metrics = {k: v.item() for k, v in losses.items()}
+    metrics.update({k: v.item() for k, v in stats.items()})
+    return losses["total"], metrics
+
+
+def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
+    """Linear warmup, then cosine from lr to lr * min_lr_ratio over max_steps (or the time budget)."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
+    if cfg.minutes > 0:
+        progress = max(progress, elapsed / (60 * cfg.minutes))
+    progress = min(1.0, progress)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def read_log(path: Path, upto_step=None) -> list:
+    if not path.exists():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [r for r in records if upto_step is None or r["step"] <= upto_step]
+
+
+def unwrap(model):
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+# ------------------------------------------------------------------------------------------ the loop
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+    """Train `cfg` to its step or time budget. With resume=True, continue from <run_dir>/ckpt.pt if it exists
+    (and return at once if that run is already finished). Returns the final metrics and the model."""
+    rank, world, dev = setup_distributed()
+    dev = dev or (best_device() if cfg.device == "auto" else torch.device(cfg.device))
+    torch.manual_seed(cfg.seed)
+    run_dir, ckpt_path, log_path = cfg.run_dir, cfg.run_dir / "ckpt.pt", cfg.run_dir / "metrics.jsonl"
+
+    model = build_model(cfg).to(dev)
+    decay = [p for p in model.parameters() if p.ndim >= 2]
+    no_decay = [p for p in model.parameters() if p.ndim < 2]  # no weight decay on norms and biases
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+    step, elapsed = 0, 0.0
+    if ckpt_path.exists():
+        if not resume:
+            raise FileExistsError(f"{run_dir} already holds a run: pass --resume (resume=True) to continue it, "
+                                  f"or choose another name (--set name=...)")
+        ckpt = load_checkpoint(ckpt_path, map_location=dev)
+        saved = ckpt["config"]
+        if saved["model"] != cfg.model or saved["model_config"] != asdict(cfg.model_config):
+            raise ValueError(f"{ckpt_path} was trained with model {saved['model']} {saved['model_config']}, "
+                             f"which differs from the requested one; resume with the same recipe and --set "
+                             f"options, or start a new run (--set name=...)")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, elapsed = ckpt["step"], ckpt["elapsed"]
+        torch.set_rng_state(ckpt["rng"]["torch"])
+    elif rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log_path.unlink(missing_ok=True)
+    if rank == 0:
+        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        records = read_log(log_path, upto_step=step)  # drop lines logged after the checkpoint we resume from
+        log_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+    root = cfg.data_root or None
+    size = cfg.model_config.image_size
+    train_set = load_dataset(cfg.dataset, "train", image_size=size, root=root)
+    test_set = load_dataset(cfg.dataset, "test", image_size=size, root=root)
+    sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, step, rank, world)
+    batches = iter(DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
+                              pin_memory=dev.type == "cuda"))
+    test_loader = DataLoader(test_set, batch_size=64, shuffle=False)
+    fixed = torch.stack([test_set[i][0] for i in range(min(16, len(test_set)))]).to(dev)
+
+    ddp = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) \
+        if world > 1 else model
+    amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda")
+
+    def done(step, elapsed):
+        stop = step >= cfg.max_steps or (cfg.minutes > 0 and elapsed >= 60 * cfg.minutes)
+        if world > 1:  # every rank must agree, or one would wait forever in the next all-reduce
+            flag = torch.tensor([float(stop)], device=dev)
+            dist.broadcast(flag, 0)
+            stop = bool(flag.item())
+        return stop
+
+    def checkpoint():
+        if rank == 0:
+            save_checkpoint({"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "step": step,
+                             "elapsed": elapsed, "config": cfg.to_dict(),
+                             "rng": {"torch": torch.get_rng_state()}}, ckpt_path)
+
+    def evaluate(final=False):
+        m = unwrap(model)
+        with amp:
+            ev = evaluate_tokenizer(m, test_loader, dev, None if final else cfg.eval_batches)
+            recon = m(fixed)[0].float()
+        m.train()
+        save_grid(run_dir / "reconstructions.png", torch.cat([fixed, recon]), nrow=len(fixed))
+        records = read_log(log_path)
+        plot_curves(records, keys=("loss", "recon"), path=run_dir / "loss.png", title=cfg.name)
+        return {f"test_{k}": v for k, v in ev.items()}
+
+    model.train()
+    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress or rank != 0, desc=cfg.name,
+               mininterval=1.0, dynamic_ncols=True)
+    last_ckpt, images_seen, t_start = step, 0, time.time()
+    while not done(step, elapsed):
+        t0 = time.time()
+        images, labels = next(batches)
+        images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+        if cfg.flip:
+            images = flip_batch(images, step, cfg.seed, rank, world)
+        lr = lr_at(cfg, step, elapsed)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        with amp:
+            loss, metrics = compute_loss(ddp, images, labels)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        elapsed += time.time() - t0
+        images_seen += images.shape[0] * world
+        bar.update(1)
+        if rank == 0:
+            record = {"step": step, "loss": metrics["total"], **metrics, "lr": lr,
+                      "grad_norm": grad_norm.item(), "elapsed": round(elapsed, 2)}
+            if step % cfg.eval_every == 0:
+                record.update(evaluate())
+            if step % cfg.log_every == 0 or "test_psnr" in record:
+                bar.set_postfix(loss=f"{metrics['total']:.4f}", usage=f"{metrics['usage']:.2f}")
+                with open(log_path, "a") as fh:
+                    fh.write(json.dumps(record) + "\n")
+        if step - last_ckpt >= cfg.ckpt_every:
+            checkpoint()
+            last_ckpt = step
+    bar.close()
+    if step != last_ckpt or not ckpt_path.exists():
+        checkpoint()
+
+    result = {"step": step, "elapsed": elapsed, "run_dir": str(run_dir)}
+    if images_seen:
+        result["images_per_s"] = images_seen / max(1e-9, time.time() - t_start)
+    if rank == 0:
+        records = read_log(log_path)
+        if records:
+            result["loss"] = records[-1]["loss"]
+        result.update(evaluate(final=True))
+        (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    if world > 1:
+        dist.barrier()
+    result["model"] = unwrap(model).eval()
+    return result
+
+
+def batch_for_step(dataset, step, cfg: TrainConfig, rank=0, world=1):
+    """This rank's (images, labels) at `step`, exactly as the loop builds them (flips included)."""
+    idx = StepBatches(len(dataset), cfg.batch_size, cfg.seed, step, rank, world).indices(step)
+    images = torch.stack([dataset[i][0] for i in idx])
+    labels = torch.tensor([dataset[i][1] for i in idx])
+    return (flip_batch(images, step, cfg.seed, rank, world) if cfg.flip else images), labels
+
+
+__all__ = ["TrainConfig", "train", "MODELS", "build_model", "compute_loss", "batch_for_step", "psnr"]

@@ -1,0 +1,82 @@
+"""Pictures: image grids, token maps, loss curves. Everything returns or saves a figure you can look at."""
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .data import to_uint8_images
+
+
+def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> np.ndarray:
+    """(B, 3, H, W) in [-1, 1] -> one (rows*H, nrow*W, 3) uint8 array, white gaps between images."""
+    x = to_uint8_images(images)
+    B, H, W, _ = x.shape
+    ncol = min(nrow, B)
+    nrows = -(-B // ncol)
+    grid = np.full((nrows * (H + pad) - pad, ncol * (W + pad) - pad, 3), 255, np.uint8)
+    for i in range(B):
+        r, c = divmod(i, ncol)
+        grid[r * (H + pad): r * (H + pad) + H, c * (W + pad): c * (W + pad) + W] = x[i]
+    return grid
+
+
+def save_grid(path, images: torch.Tensor, nrow: int = 8, scale: int = 2) -> Path:
+    """Save a grid PNG, each image enlarged `scale` times (nearest) so small images stay visible."""
+    from PIL import Image
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = Image.fromarray(image_grid(images, nrow))
+    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
+    return path
+
+
+def show_grid(images: torch.Tensor, nrow: int = 8, title: str = None, ax=None, figsize=None):
+    import matplotlib.pyplot as plt
+    grid = image_grid(images, nrow)
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize or (min(12, grid.shape[1] / 25), min(12, grid.shape[0] / 25)))
+    ax.imshow(grid)
+    ax.set_axis_off()
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_token_map(tokens: torch.Tensor, ax=None, codebook_size=None, cmap="tab20"):
+    """One (h, w) token map as a colour image with the indices written in (small maps only)."""
+    import matplotlib.pyplot as plt
+    t = tokens.cpu().numpy()
+    if ax is None:
+        _, ax = plt.subplots(figsize=(3, 3))
+    ax.imshow(t % 20 if cmap == "tab20" else t, cmap=cmap, vmin=0, vmax=19 if cmap == "tab20" else codebook_size)
+    if t.shape[0] <= 8:
+        for (i, j), v in np.ndenumerate(t):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return ax
+
+
+def plot_curves(records: list, keys=("loss",), path=None, title=None, ax=None):
+    """Plot metrics logged as [{"step": s, key: value, ...}] (the run's metrics.jsonl); save if `path`."""
+    import matplotlib.pyplot as plt
+    own = ax is None
+    if own:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+    for k in keys:
+        pts = [(r["step"], r[k]) for r in records if k in r]
+        if pts:
+            ax.plot(*zip(*pts), label=k)
+    ax.set_xlabel("step")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    if title:
+        ax.set_title(title)
+    if path is not None:
+        ax.figure.tight_layout()
+        ax.figure.savefig(path, dpi=100)
+        if own:
+            plt.close(ax.figure)
+    return ax

@@ -1,0 +1,32 @@
+"""Run by tests/test_ddp.py, once under `torchrun --nproc_per_node 2` and once as one plain process.
+
+Saves (rank 0) the gradients of one training batch and the weights after a few steps of train().
+"""
+
+import sys
+from pathlib import Path
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from minivar.data import load_dataset  # noqa: E402
+from minivar.train import batch_for_step, build_model, compute_loss, setup_distributed, train  # noqa: E402
+from tests.helpers import tiny_train_config  # noqa: E402
+
+out = Path(sys.argv[1])
+rank, world, dev = setup_distributed()
+cfg = tiny_train_config(out / "runs", batch_size=16, max_steps=4, warmup_steps=1, ckpt_every=2, eval_every=100)
+
+torch.manual_seed(0)
+model = build_model(cfg)
+images, labels = batch_for_step(load_dataset("emoji", "train"), 3, cfg, rank, world)
+ddp = DistributedDataParallel(model) if world > 1 else model
+loss, _ = compute_loss(ddp, images, labels)
+loss.backward()
+if rank == 0:
+    torch.save({n: p.grad for n, p in model.named_parameters()}, out / "grads.pt")
+
+result = train(cfg, progress=False)
+if rank == 0:
+    torch.save(result["model"].state_dict(), out / "weights.pt")

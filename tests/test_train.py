@@ -1,0 +1,143 @@
+import json
+
+import pytest
+import torch
+
+from minivar import recipes
+from minivar.__main__ import main
+from minivar.checkpoint import CheckpointError, load_checkpoint
+from minivar.train import StepBatches, lr_at, train
+from tests.helpers import tiny_train_config
+
+
+def test_a_tiny_run_learns(tmp_path):
+    cfg = tiny_train_config(tmp_path, max_steps=60, eval_every=30, ckpt_every=30)
+    result = train(cfg, progress=False)
+    records = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == list(range(1, 61))
+    first = sum(r["recon"] for r in records[:5]) / 5
+    last = sum(r["recon"] for r in records[-5:]) / 5
+    assert last < 0.6 * first, (first, last)
+    for f in ("ckpt.pt", "reconstructions.png", "loss.png", "config.json", "result.json"):
+        assert (cfg.run_dir / f).exists(), f
+    assert result["step"] == 60 and 5 < result["test_psnr"] < 60
+
+
+def test_resume_continues_with_the_same_state(tmp_path):
+    straight = train(tiny_train_config(tmp_path / "a", max_steps=20, ckpt_every=10), progress=False)
+
+    cfg = tiny_train_config(tmp_path / "b", max_steps=10, ckpt_every=10)
+    train(cfg, progress=False)  # "killed" after step 10: only its checkpoint and log remain
+    cfg.max_steps = 20
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(cfg, progress=False)
+    resumed = train(cfg, resume=True, progress=False)
+
+    assert resumed["step"] == 20
+    for (name, a), b in zip(straight["model"].state_dict().items(), resumed["model"].state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    opt_a = load_checkpoint(tmp_path / "a" / "tiny" / "ckpt.pt")["optimizer"]
+    opt_b = load_checkpoint(tmp_path / "b" / "tiny" / "ckpt.pt")["optimizer"]
+    torch.testing.assert_close(opt_a["state"], opt_b["state"])
+    log = [json.loads(line)["step"] for line in (tmp_path / "b" / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert log == list(range(1, 21))
+
+
+def test_resume_drops_log_lines_after_the_checkpoint(tmp_path):
+    cfg = tiny_train_config(tmp_path, max_steps=10, ckpt_every=10)
+    train(cfg, progress=False)
+    log = cfg.run_dir / "metrics.jsonl"
+    with open(log, "a") as fh:  # a run killed at step 12, after its last checkpoint at 10
+        fh.write(json.dumps({"step": 11, "loss": 1.0}) + "\n" + json.dumps({"step": 12, "loss": 1.0}) + "\n")
+    cfg.max_steps = 12
+    train(cfg, resume=True, progress=False)
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == list(range(1, 13))
+
+
+def test_resume_refuses_a_different_model(tmp_path):
+    cfg = tiny_train_config(tmp_path, max_steps=2)
+    train(cfg, progress=False)
+    cfg.model_config.codebook_size = 64
+    with pytest.raises(ValueError, match="differs"):
+        train(cfg, resume=True, progress=False)
+
+
+def test_corrupt_or_truncated_checkpoint_gives_a_clear_error(tmp_path):
+    cfg = tiny_train_config(tmp_path, max_steps=2)
+    train(cfg, progress=False)
+    path = cfg.run_dir / "ckpt.pt"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="corrupt or truncated"):
+        load_checkpoint(path)
+    path.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="Delete it"):
+        train(cfg, resume=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="train one first"):
+        load_checkpoint(tmp_path / "missing.pt")
+
+
+def test_checkpoint_is_loaded_with_weights_only(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("code ran",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": Evil(), "config": {}}, path)
+    with pytest.raises(CheckpointError):
+        load_checkpoint(path)  # the safe unpickler refuses the callable instead of running it
+
+
+def test_step_batches_are_a_function_of_the_step():
+    a = StepBatches(100, 10, seed=3)
+    b = StepBatches(100, 10, seed=3, start_step=7)
+    it_a, it_b = iter(a), iter(b)
+    seq_a = [next(it_a) for _ in range(12)]
+    assert next(it_b) == seq_a[7]
+    assert sorted(sum(seq_a[:10], [])) == list(range(100))  # one epoch covers every image once
+    halves = [StepBatches(100, 10, seed=3, rank=r, world=2).indices(4) for r in range(2)]
+    assert halves[0] + halves[1] == a.indices(4)
+    with pytest.raises(ValueError, match="divisible"):
+        StepBatches(100, 10, world=3)
+
+
+def test_lr_schedule_warms_up_then_decays():
+    cfg = tiny_train_config("/tmp", lr=1.0, warmup_steps=10, max_steps=110, min_lr_ratio=0.1)
+    assert lr_at(cfg, 0, 0) == pytest.approx(0.1) and lr_at(cfg, 9, 0) == pytest.approx(1.0)
+    assert lr_at(cfg, 60, 0) == pytest.approx(0.55) and lr_at(cfg, 110, 0) == pytest.approx(0.1)
+    cfg.minutes = 1.0  # a time budget drives the cosine too
+    assert lr_at(cfg, 20, 60.0) == pytest.approx(0.1)
+
+
+def test_recipes_and_overrides():
+    cfg = recipes.get("emoji-vqvae", ["lr=5e-4", "codebook_size=1024", "model.ch_mult=1,2,4", "flip=false"])
+    assert cfg.lr == 5e-4 and cfg.model_config.codebook_size == 1024
+    assert cfg.model_config.ch_mult == (1, 2, 4) and cfg.flip is False
+    with pytest.raises(ValueError, match="emoji-vqvae, cifar10-vqvae"):
+        recipes.get("emoji-gan")
+    with pytest.raises(ValueError, match="valid keys: .*codebook_size"):
+        recipes.get("emoji-vqvae", ["codebooksize=3"])
+    with pytest.raises(ValueError, match="codebook_size expects an integer"):
+        recipes.get("emoji-vqvae", ["codebook_size=many"])
+    with pytest.raises(ValueError, match="divisible"):
+        recipes.get("emoji-vqvae", ["image_size=30"])
+    for name in recipes.RECIPES:
+        recipes.get(name)
+
+
+def test_cli_errors_are_one_clear_line(capsys):
+    assert main(["train", "nope"]) == 2
+    assert "unknown recipe 'nope'; choose one of: emoji-vqvae" in capsys.readouterr().err
+    assert main(["train", "emoji-vqvae", "--set", "lr"]) == 2
+    assert "key=value" in capsys.readouterr().err
+
+
+def test_cli_train_and_resume(tmp_path, capsys):
+    args = ["train", "emoji-vqvae", "--set", f"out_dir={tmp_path}", "--set", "max_steps=3", "--set", "ch=8",
+            "--set", "ch_mult=1,2", "--set", "batch_size=8", "--set", "eval_batches=1"]
+    assert main(args) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 3
+    assert main(args) == 2  # exists: asks for --resume
+    assert main(args + ["--set", "max_steps=5", "--resume"]) == 0
+    assert json.loads(capsys.readouterr().out)["step"] == 5
