@@ -15,6 +15,16 @@ from pathlib import Path
 from . import recipes
 
 
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (Linux/macOS; NaN where the resource module is missing)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return float("nan")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
+
+
 def cmd_train(args):
     cfg = recipes.get(args.recipe, args.set)
     from .train import train
@@ -25,8 +35,6 @@ def cmd_train(args):
 
 def cmd_demo(args):
     """Train the emoji tokenizer on CPU within the time budget and write reconstructions.png."""
-    import resource
-
     from .train import train
     t0 = time.time()
     out = Path(args.out)
@@ -35,7 +43,7 @@ def cmd_demo(args):
     print(f"minivar demo: training a VQ-VAE tokenizer on the bundled emoji for up to {args.minutes:g} minutes "
           f"(re-running continues or reuses {cfg.run_dir})")
     result = train(cfg, resume=True)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    peak_mb = peak_memory_mb()
     print(f"\nwrote {cfg.run_dir / 'reconstructions.png'} (top: test images, bottom: reconstructions)")
     print(f"test PSNR {result['test_psnr']:.2f} dB, codebook usage {result['test_usage']:.0%} "
           f"(perplexity {result['test_perplexity']:.0f} of {cfg.model_config.codebook_size}), "

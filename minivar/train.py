@@ -228,7 +228,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     batches = iter(DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
                               pin_memory=dev.type == "cuda"))
     test_loader = DataLoader(test_set, batch_size=64, shuffle=False)
-    fixed = torch.stack([test_set[i][0] for i in range(min(16, len(test_set)))]).to(dev)
+    picks = torch.linspace(0, len(test_set) - 1, min(16, len(test_set))).long().tolist()  # spread over classes
+    fixed = torch.stack([test_set[i][0] for i in picks]).to(dev)
 
     ddp = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) \
         if world > 1 else model
@@ -254,47 +255,62 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             ev = evaluate_tokenizer(m, test_loader, dev, None if final else cfg.eval_batches)
             recon = m(fixed)[0].float()
         m.train()
-        save_grid(run_dir / "reconstructions.png", torch.cat([fixed, recon]), nrow=len(fixed))
+        grid = torch.cat([fixed, recon])  # top row: test images, bottom row: their reconstructions
+        save_grid(run_dir / "reconstructions.png", grid, nrow=len(fixed))
+        save_grid(run_dir / "eval" / f"step_{step:07d}.png", grid, nrow=len(fixed))  # the history
         records = read_log(log_path)
         plot_curves(records, keys=("loss", "recon"), path=run_dir / "loss.png", title=cfg.name)
         return {f"test_{k}": v for k, v in ev.items()}
 
     model.train()
-    bar = tqdm(total=cfg.max_steps, initial=step, disable=not progress or rank != 0, desc=cfg.name,
-               mininterval=1.0, dynamic_ncols=True)
-    last_ckpt, images_seen, t_start = step, 0, time.time()
-    while not done(step, elapsed):
-        t0 = time.time()
-        images, labels = next(batches)
-        images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
-        if cfg.flip:
-            images = flip_batch(images, step, cfg.seed, rank, world)
-        lr = lr_at(cfg, step, elapsed)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        with amp:
-            loss, metrics = compute_loss(ddp, images, labels)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        step += 1
-        elapsed += time.time() - t0
-        images_seen += images.shape[0] * world
-        bar.update(1)
-        if rank == 0:
-            record = {"step": step, "loss": metrics["total"], **metrics, "lr": lr,
-                      "grad_norm": grad_norm.item(), "elapsed": round(elapsed, 2)}
-            if step % cfg.eval_every == 0:
-                record.update(evaluate())
-            if step % cfg.log_every == 0 or "test_psnr" in record:
-                bar.set_postfix(loss=f"{metrics['total']:.4f}", usage=f"{metrics['usage']:.2f}")
-                with open(log_path, "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-        if step - last_ckpt >= cfg.ckpt_every:
+    # With a time budget the bar counts seconds of training, otherwise steps.
+    timed = cfg.minutes > 0
+    bar = tqdm(total=60 * cfg.minutes if timed else cfg.max_steps, initial=elapsed if timed else step,
+               unit="s" if timed else "step", disable=not progress or rank != 0, desc=cfg.name, mininterval=1.0,
+               dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}" if timed else None)
+    last_ckpt, images_seen, t_start, between_steps = step, 0, time.time(), True
+    try:
+        while not done(step, elapsed):
+            t0 = time.time()
+            images, labels = next(batches)
+            images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+            if cfg.flip:
+                images = flip_batch(images, step, cfg.seed, rank, world)
+            lr = lr_at(cfg, step, elapsed)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            with amp:
+                loss, metrics = compute_loss(ddp, images, labels)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            between_steps = False  # from here until `step += 1`, weights and step count disagree
+            opt.step()
+            step += 1
+            between_steps = True
+            elapsed += time.time() - t0
+            images_seen += images.shape[0] * world
+            bar.update(min(time.time() - t0, bar.total - bar.n) if timed else 1)
+            if rank == 0:
+                record = {"step": step, "loss": metrics["total"], **metrics, "lr": lr,
+                          "grad_norm": grad_norm.item(), "elapsed": round(elapsed, 2)}
+                if step % cfg.eval_every == 0:
+                    record.update(evaluate())
+                if step % cfg.log_every == 0 or "test_psnr" in record:
+                    bar.set_postfix(step=step, loss=f"{metrics['total']:.4f}", usage=f"{metrics['usage']:.2f}")
+                    with open(log_path, "a") as fh:
+                        fh.write(json.dumps(record) + "\n")
+            if step - last_ckpt >= cfg.ckpt_every:
+                checkpoint()
+                last_ckpt = step
+    except KeyboardInterrupt:
+        # Ctrl-C, or the notebook's stop button: keep what was trained (when we stopped between two steps).
+        if between_steps and step > last_ckpt:
             checkpoint()
-            last_ckpt = step
-    bar.close()
+            print(f"\ninterrupted: saved {ckpt_path} at step {step}; continue with --resume (resume=True)")
+        raise
+    finally:
+        bar.close()
     if step != last_ckpt or not ckpt_path.exists():
         checkpoint()
 

@@ -70,7 +70,8 @@ def plot_curves(records: list, keys=("loss",), path=None, title=None, ax=None):
             ax.plot(*zip(*pts), label=k)
     ax.set_xlabel("step")
     ax.set_yscale("log")
-    ax.legend()
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend()
     ax.grid(alpha=0.3)
     if title:
         ax.set_title(title)

@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from minivar import recipes
+from minivar import train as train_module
 from minivar.__main__ import main
 from minivar.checkpoint import CheckpointError, load_checkpoint
 from minivar.train import StepBatches, lr_at, train
@@ -23,24 +24,60 @@ def test_a_tiny_run_learns(tmp_path):
     assert result["step"] == 60 and 5 < result["test_psnr"] < 60
 
 
-def test_resume_continues_with_the_same_state(tmp_path):
+def crash_at_call(monkeypatch, n, exc):
+    """Make the n-th training step raise `exc`, as a kill or Ctrl-C would interrupt a real run."""
+    calls = {"n": 0}
+
+    def compute_loss(*args):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise exc
+        return train_module.compute_loss_original(*args)
+
+    monkeypatch.setattr(train_module, "compute_loss_original", train_module.compute_loss, raising=False)
+    monkeypatch.setattr(train_module, "compute_loss", compute_loss)
+
+
+def assert_same_run(dir_a, dir_b, result_a, result_b):
+    for (name, a), b in zip(result_a["model"].state_dict().items(), result_b["model"].state_dict().values()):
+        torch.testing.assert_close(a, b, msg=name)
+    opt_a = load_checkpoint(dir_a / "tiny" / "ckpt.pt")["optimizer"]
+    opt_b = load_checkpoint(dir_b / "tiny" / "ckpt.pt")["optimizer"]
+    torch.testing.assert_close(opt_a["state"], opt_b["state"])
+    log_a = [json.loads(line) for line in (dir_a / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    log_b = [json.loads(line) for line in (dir_b / "tiny" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log_b] == [r["step"] for r in log_a]
+    assert [r["loss"] for r in log_b] == pytest.approx([r["loss"] for r in log_a])
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint_with_the_same_state(tmp_path, monkeypatch):
     straight = train(tiny_train_config(tmp_path / "a", max_steps=20, ckpt_every=10), progress=False)
 
-    cfg = tiny_train_config(tmp_path / "b", max_steps=10, ckpt_every=10)
-    train(cfg, progress=False)  # "killed" after step 10: only its checkpoint and log remain
-    cfg.max_steps = 20
+    cfg = tiny_train_config(tmp_path / "b", max_steps=20, ckpt_every=10)
+    crash_at_call(monkeypatch, 14, RuntimeError("killed"))  # dies during step 14; last checkpoint: step 10
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, progress=False)
+    monkeypatch.undo()
+    assert load_checkpoint(cfg.run_dir / "ckpt.pt")["step"] == 10
     with pytest.raises(FileExistsError, match="--resume"):
         train(cfg, progress=False)
     resumed = train(cfg, resume=True, progress=False)
-
     assert resumed["step"] == 20
-    for (name, a), b in zip(straight["model"].state_dict().items(), resumed["model"].state_dict().values()):
-        torch.testing.assert_close(a, b, msg=name)
-    opt_a = load_checkpoint(tmp_path / "a" / "tiny" / "ckpt.pt")["optimizer"]
-    opt_b = load_checkpoint(tmp_path / "b" / "tiny" / "ckpt.pt")["optimizer"]
-    torch.testing.assert_close(opt_a["state"], opt_b["state"])
-    log = [json.loads(line)["step"] for line in (tmp_path / "b" / "tiny" / "metrics.jsonl").read_text().splitlines()]
-    assert log == list(range(1, 21))
+    assert_same_run(tmp_path / "a", tmp_path / "b", straight, resumed)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resume_loses_nothing(tmp_path, monkeypatch, capsys):
+    straight = train(tiny_train_config(tmp_path / "a", max_steps=16, ckpt_every=100), progress=False)
+
+    cfg = tiny_train_config(tmp_path / "b", max_steps=16, ckpt_every=100)
+    crash_at_call(monkeypatch, 8, KeyboardInterrupt())
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    monkeypatch.undo()
+    assert load_checkpoint(cfg.run_dir / "ckpt.pt")["step"] == 7  # the 7 finished steps were kept
+    assert "interrupted: saved" in capsys.readouterr().out
+    resumed = train(cfg, resume=True, progress=False)
+    assert_same_run(tmp_path / "a", tmp_path / "b", straight, resumed)
 
 
 def test_resume_drops_log_lines_after_the_checkpoint(tmp_path):
