@@ -27,12 +27,18 @@ class VQVAEConfig:
     image_size: int = 32  # input images are (3, image_size, image_size) in [-1, 1]
     ch: int = 64  # width of the first (full-resolution) level; the main cost on a CPU
     ch_mult: tuple = (1, 2, 2)  # width multiplier per level; len - 1 = number of 2x downsamplings
-    num_res_blocks: int = 1  # ResNet blocks per level (VQGAN uses 2)
-    attn: bool = False  # self-attention in the middle block, at the lowest resolution (VQGAN: True)
+    num_res_blocks: int = 1  # ResNet blocks per encoder level (VQGAN / LlamaGen: 2; the decoder has one more)
+    attn: bool = False  # self-attention at the lowest resolution: mid block + after its ResNet blocks (VQGAN)
     z_channels: int = 64  # encoder output / decoder input width
-    embed_dim: int = 64  # code dimension (the 1x1 quant_conv maps z_channels -> embed_dim)
+    embed_dim: int = 64  # code dimension: quant_conv maps z_channels -> embed_dim (ViT-VQGAN's factorized codes)
     codebook_size: int = 512  # K: number of codes, i.e. the vocabulary of the generators
     beta: float = 0.25  # commitment weight (VQ-VAE paper, LlamaGen)
+    l2_norm: bool = False  # codes and z on the unit sphere, cosine distance (LlamaGen's default: True)
+    ema: bool = False  # EMA codebook updates instead of the codebook loss
+    ema_decay: float = 0.99
+    restart_after: int = 0  # re-initialise codes unused for this many steps (0: never)
+    entropy_weight: float = 0.0  # LlamaGen's entropy loss weight (its default: 0)
+    rotation_trick: bool = False  # rotation trick instead of the straight-through copy
     recon_loss: str = "l2"  # "l2" or "l1"
     dropout: float = 0.0
 
@@ -68,17 +74,20 @@ class ResBlock(nn.Module):
 
 
 class AttnBlock(nn.Module):
-    """Single-head self-attention over all h*w positions (VQGAN's mid block)."""
+    """Single-head self-attention over all h*w positions (VQGAN's attention block)."""
 
     def __init__(self, c: int):
         super().__init__()
-        self.norm, self.qkv, self.proj = norm(c), nn.Conv2d(c, 3 * c, 1), nn.Conv2d(c, c, 1)
+        self.norm = norm(c)
+        self.q, self.k, self.v = nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 1), nn.Conv2d(c, c, 1)
+        self.proj_out = nn.Conv2d(c, c, 1)
 
     def forward(self, x):
         B, C, H, W = x.shape
-        q, k, v = self.qkv(self.norm(x)).flatten(2).transpose(1, 2).chunk(3, dim=-1)  # (B, HW, C) each
-        h = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C)
-        return x + self.proj(h.transpose(1, 2).reshape(B, C, H, W))
+        h = self.norm(x)
+        q, k, v = (f(h).flatten(2).transpose(1, 2) for f in (self.q, self.k, self.v))  # (B, HW, C) each
+        h = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C), softmax(q k^T / sqrt(C)) v
+        return x + self.proj_out(h.transpose(1, 2).reshape(B, C, H, W))
 
 
 class Downsample(nn.Module):
@@ -99,50 +108,69 @@ class Upsample(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest"))
 
 
-def mid_block(c, attn, dropout):
-    return nn.Sequential(ResBlock(c, c, dropout), AttnBlock(c) if attn else nn.Identity(), ResBlock(c, c, dropout))
+class Level(nn.Module):
+    """One resolution: ResNet blocks, each followed by attention if `attn`, then a resampling (or none)."""
+
+    def __init__(self, c_in, c_out, n_blocks, attn, resample, dropout):
+        super().__init__()
+        self.res = nn.ModuleList(ResBlock(c_in if i == 0 else c_out, c_out, dropout) for i in range(n_blocks))
+        self.attn = nn.ModuleList(AttnBlock(c_out) for _ in range(n_blocks)) if attn else nn.ModuleList()
+        if resample is not None:
+            self.resample = resample(c_out)
+
+    def forward(self, x):
+        for i, block in enumerate(self.res):
+            x = block(x)
+            if self.attn:
+                x = self.attn[i](x)
+        return self.resample(x) if hasattr(self, "resample") else x
+
+
+class Mid(nn.Module):
+    def __init__(self, c, attn, dropout):
+        super().__init__()
+        self.res1, self.res2 = ResBlock(c, c, dropout), ResBlock(c, c, dropout)
+        self.attn = AttnBlock(c) if attn else nn.Identity()
+
+    def forward(self, x):
+        return self.res2(self.attn(self.res1(x)))
 
 
 class Encoder(nn.Module):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
-        widths = [cfg.ch * m for m in cfg.ch_mult]
+        widths, n = [cfg.ch * m for m in cfg.ch_mult], len(cfg.ch_mult)
         self.conv_in = nn.Conv2d(3, cfg.ch, 3, padding=1)
-        layers, c = [], cfg.ch
-        for i, w in enumerate(widths):
-            for _ in range(cfg.num_res_blocks):
-                layers.append(ResBlock(c, w, cfg.dropout))
-                c = w
-            if i < len(widths) - 1:
-                layers.append(Downsample(c))
-        self.down = nn.Sequential(*layers)
-        self.mid = mid_block(c, cfg.attn, cfg.dropout)
-        self.norm_out, self.conv_out = norm(c), nn.Conv2d(c, cfg.z_channels, 3, padding=1)
+        self.levels = nn.ModuleList(
+            Level(cfg.ch if i == 0 else widths[i - 1], widths[i], cfg.num_res_blocks, cfg.attn and i == n - 1,
+                  Downsample if i < n - 1 else None, cfg.dropout) for i in range(n))
+        self.mid = Mid(widths[-1], cfg.attn, cfg.dropout)
+        self.norm_out, self.conv_out = norm(widths[-1]), nn.Conv2d(widths[-1], cfg.z_channels, 3, padding=1)
 
     def forward(self, x):  # (B, 3, H, W) -> (B, z_channels, h, w)
-        h = self.mid(self.down(self.conv_in(x)))
+        h = self.conv_in(x)
+        for level in self.levels:
+            h = level(h)
+        h = self.mid(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
 class Decoder(nn.Module):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__()
-        widths = [cfg.ch * m for m in cfg.ch_mult]
-        c = widths[-1]
-        self.conv_in = nn.Conv2d(cfg.z_channels, c, 3, padding=1)
-        self.mid = mid_block(c, cfg.attn, cfg.dropout)
-        layers = []
-        for i, w in reversed(list(enumerate(widths))):
-            for _ in range(cfg.num_res_blocks + 1):  # one more than the encoder, as VQGAN
-                layers.append(ResBlock(c, w, cfg.dropout))
-                c = w
-            if i > 0:
-                layers.append(Upsample(c))
-        self.up = nn.Sequential(*layers)
-        self.norm_out, self.conv_out = norm(c), nn.Conv2d(c, 3, 3, padding=1)
+        widths, n = [cfg.ch * m for m in cfg.ch_mult], len(cfg.ch_mult)
+        self.conv_in = nn.Conv2d(cfg.z_channels, widths[-1], 3, padding=1)
+        self.mid = Mid(widths[-1], cfg.attn, cfg.dropout)
+        # levels in the order they run: lowest resolution first (as LlamaGen stores them)
+        self.levels = nn.ModuleList(
+            Level(widths[min(i + 1, n - 1)], widths[i], cfg.num_res_blocks + 1, cfg.attn and i == n - 1,
+                  Upsample if i > 0 else None, cfg.dropout) for i in reversed(range(n)))
+        self.norm_out, self.conv_out = norm(widths[0]), nn.Conv2d(widths[0], 3, 3, padding=1)
 
     def forward(self, z):  # (B, z_channels, h, w) -> (B, 3, H, W)
-        h = self.up(self.mid(self.conv_in(z)))
+        h = self.mid(self.conv_in(z))
+        for level in self.levels:
+            h = level(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
@@ -152,7 +180,9 @@ class VQVAE(nn.Module):
         self.cfg = cfg
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1)
-        self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.embed_dim, cfg.beta)
+        self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.embed_dim, cfg.beta, l2_norm=cfg.l2_norm, ema=cfg.ema,
+                                         ema_decay=cfg.ema_decay, restart_after=cfg.restart_after,
+                                         entropy_weight=cfg.entropy_weight, rotation_trick=cfg.rotation_trick)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
 
     def check_images(self, images: torch.Tensor):

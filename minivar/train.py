@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from . import device as best_device
 from .autoencoder import VQVAE, VQVAEConfig
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import load_dataset
 from .metrics import evaluate_tokenizer, psnr
 from .viz import plot_curves, save_grid
@@ -204,11 +204,20 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                                   f"or choose another name (--set name=...)")
         ckpt = load_checkpoint(ckpt_path, map_location=dev)
         saved = ckpt["config"]
-        if saved["model"] != cfg.model or saved["model_config"] != asdict(cfg.model_config):
+        try:
+            saved_model_config = MODELS[saved["model"]][0](**saved["model_config"])
+        except (KeyError, TypeError) as e:
+            raise CheckpointError(f"{ckpt_path} holds a model this version of minivar does not know ({e}); "
+                                  f"delete {run_dir} and train again") from None
+        if saved["model"] != cfg.model or saved_model_config != cfg.model_config:
             raise ValueError(f"{ckpt_path} was trained with model {saved['model']} {saved['model_config']}, "
                              f"which differs from the requested one; resume with the same recipe and --set "
                              f"options, or start a new run (--set name=...)")
-        model.load_state_dict(ckpt["model"])
+        try:
+            model.load_state_dict(ckpt["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"{ckpt_path} does not fit this version of minivar's {cfg.model} ({e}); "
+                                  f"delete {run_dir} and train again") from None
         opt.load_state_dict(ckpt["optimizer"])
         step, elapsed = ckpt["step"], ckpt["elapsed"]
         torch.set_rng_state(ckpt["rng"]["torch"])

@@ -1,4 +1,4 @@
-"""Vector quantization (VQ-VAE, van den Oord et al. 2017), as VQGAN and LlamaGen use it.
+"""Vector quantization (VQ-VAE, van den Oord et al. 2017), with the options of LlamaGen and ViT-VQGAN.
 
 An encoder output z (B, C, h, w) is replaced by its nearest code e_k from a learned codebook (K, C):
 
@@ -10,37 +10,74 @@ sees z_q, in the backward pass the gradient at z_q is copied to z unchanged (z_q
 The codebook never sees that gradient; it learns from its own loss, and the encoder is kept close to the
 codes it picks by the commitment loss:
 
-    codebook loss   = ||sg[z] - e_k||^2     (moves codes toward the encoder outputs)
+    codebook loss   = ||sg[z] - e_k||^2          (moves codes toward the encoder outputs)
     commitment loss = beta * ||z - sg[e_k]||^2   (beta = 0.25, as the paper and LlamaGen)
 
-Options from LlamaGen / ViT-VQGAN (l2-normalised and low-dim codes, EMA, restarts) arrive in notebook 02.
+Options (all off by default), each a few lines below and a section of notebook 02:
+- l2_norm         z and codes on the unit sphere, so the distance is cosine (ViT-VQGAN, LlamaGen);
+- ema             codes follow an exponential moving average of their assigned z (VQ-VAE-2, SoundStream)
+                  instead of the codebook loss, with Laplace smoothing of the counts;
+- restart_after   a code unused for that many steps is re-initialised to a random current z (Jukebox);
+- entropy_weight  LlamaGen's entropy loss: confident per-vector assignments, diverse over the batch;
+- rotation_trick  Fifty et al. 2024: instead of copying the gradient, carry it through the rotation and
+                  scaling that maps z onto e_k, so it "sees" the angle between them.
+Low-dimensional codes (ViT-VQGAN's factorized codes) need no option here: the learned in/out projections
+are the VQ-VAE's 1x1 quant_conv / post_quant_conv around the quantizer, with `embed_dim` the code size.
 """
 
 import torch
-import torch.nn as nn
+import torch.distributed as dist
 import torch.nn.functional as F
+from torch import nn
 
 
 class VectorQuantizer(nn.Module):
-    def __init__(self, codebook_size: int = 512, dim: int = 64, beta: float = 0.25):
+    def __init__(self, codebook_size: int = 512, dim: int = 64, beta: float = 0.25, l2_norm: bool = False,
+                 ema: bool = False, ema_decay: float = 0.99, ema_eps: float = 1e-5, restart_after: int = 0,
+                 entropy_weight: float = 0.0, entropy_temperature: float = 0.01, rotation_trick: bool = False,
+                 usage_window: int = 65536):
         super().__init__()
         if codebook_size < 2 or dim < 1:
             raise ValueError(f"need codebook_size >= 2 and dim >= 1, got {codebook_size}, {dim}")
-        self.codebook_size, self.dim, self.beta = codebook_size, dim, beta
+        if not 0 < ema_decay < 1:
+            raise ValueError(f"ema_decay must lie in (0, 1), got {ema_decay}")
+        self.codebook_size, self.dim, self.beta, self.l2_norm = codebook_size, dim, beta, l2_norm
+        self.ema, self.ema_decay, self.ema_eps = ema, ema_decay, ema_eps
+        self.restart_after, self.rotation_trick = restart_after, rotation_trick
+        self.entropy_weight, self.entropy_temperature = entropy_weight, entropy_temperature
         self.codebook = nn.Embedding(codebook_size, dim)
         # small uniform init (taming / LlamaGen): codes start near the origin, where fresh encoders put z
         self.codebook.weight.data.uniform_(-1.0 / codebook_size, 1.0 / codebook_size)
+        if ema:  # the codebook is then a running average, not a parameter the optimizer touches
+            self.codebook.weight.requires_grad_(False)
+            self.register_buffer("ema_count", torch.zeros(codebook_size))
+            self.register_buffer("ema_sum", self.codebook.weight.data.clone())
+        if restart_after > 0:
+            self.register_buffer("steps", torch.zeros((), dtype=torch.long))
+            self.register_buffer("last_used", torch.zeros(codebook_size, dtype=torch.long))
+        # the most recent tokens seen in training, for LlamaGen-style usage; -1 marks an empty slot
+        self.register_buffer("recent", torch.full((usage_window,), -1, dtype=torch.long), persistent=False)
 
-    def nearest(self, z_flat: torch.Tensor) -> torch.Tensor:
-        """Index of the nearest code for each row of z_flat (N, C), by squared Euclidean distance.
+    def codes(self) -> torch.Tensor:
+        """The codebook as used for lookup: (K, C), on the unit sphere when l2_norm."""
+        e = self.codebook.weight
+        return F.normalize(e, dim=1) if self.l2_norm else e
+
+    def distances(self, z_flat: torch.Tensor) -> torch.Tensor:
+        """Squared distances (N, K) from each row of z_flat to each code.
 
         ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2, computed in fp32 even under autocast: in bf16 the
         difference of large nearly-equal terms loses the small gaps that decide the argmin.
         """
         with torch.autocast(z_flat.device.type, enabled=False):
-            z, e = z_flat.float(), self.codebook.weight.float()
-            d = z.pow(2).sum(1, keepdim=True) - 2 * z @ e.t() + e.pow(2).sum(1)  # (N, K)
-            return d.argmin(1)
+            z, e = z_flat.float(), self.codes().float()
+            return z.pow(2).sum(1, keepdim=True) - 2 * z @ e.t() + e.pow(2).sum(1)
+
+    def nearest(self, z_flat: torch.Tensor) -> torch.Tensor:
+        """Index of the nearest code for each row of z_flat (N, C). With l2_norm, z_flat is normalised first."""
+        if self.l2_norm:
+            z_flat = F.normalize(z_flat, dim=1)
+        return self.distances(z_flat).argmin(1)
 
     def forward(self, z: torch.Tensor):
         """z (B, C, h, w) -> z_q (B, C, h, w) with straight-through gradient, indices (B, h, w), loss, stats."""
@@ -48,18 +85,75 @@ class VectorQuantizer(nn.Module):
             raise ValueError(f"expected z of shape (B, {self.dim}, h, w), got {tuple(z.shape)}")
         B, C, h, w = z.shape
         z_flat = z.permute(0, 2, 3, 1).reshape(-1, C)  # (B*h*w, C)
-        idx = self.nearest(z_flat)  # (B*h*w,)
-        e = self.codebook(idx).to(z.dtype)  # (B*h*w, C)
+        if self.l2_norm:
+            z_flat = F.normalize(z_flat, dim=1)  # cosine geometry: everything on the unit sphere
+        d = self.distances(z_flat)  # (N, K)
+        idx = d.argmin(1)  # (N,)
+        e = F.embedding(idx, self.codes()).to(z.dtype)  # (N, C); embedding's backward sums deterministically
 
-        codebook_loss = F.mse_loss(e, z_flat.detach())
-        commitment_loss = self.beta * F.mse_loss(z_flat, e.detach())
-        e = z_flat + (e - z_flat).detach()  # straight-through: value of e, gradient of identity to z
+        stats = {}
+        loss = self.beta * F.mse_loss(z_flat, e.detach())  # commitment
+        stats["commitment_loss"] = loss.detach()
+        if not self.ema:
+            codebook_loss = F.mse_loss(e, z_flat.detach())
+            loss = loss + codebook_loss
+            stats["codebook_loss"] = codebook_loss.detach()
+        if self.entropy_weight > 0:
+            ent = entropy_loss(-d, self.entropy_temperature)
+            loss = loss + self.entropy_weight * ent
+            stats["entropy_loss"] = ent.detach()
+        if self.training:
+            with torch.no_grad():
+                if self.ema:
+                    self.ema_update(z_flat.detach(), idx)
+                if self.restart_after > 0:
+                    stats["restarted"] = self.restart_dead_codes(z_flat.detach(), idx)
+                stats["window_usage"] = self.track_usage(idx)
 
+        e = rotate_to(z_flat, e) if self.rotation_trick else straight_through(z_flat, e)
         z_q = e.reshape(B, h, w, C).permute(0, 3, 1, 2)
-        indices = idx.reshape(B, h, w)
-        stats = {"codebook_loss": codebook_loss.detach(), "commitment_loss": commitment_loss.detach(),
-                 **usage_stats(idx, self.codebook_size)}
-        return z_q, indices, codebook_loss + commitment_loss, stats
+        stats.update(usage_stats(idx, self.codebook_size))
+        return z_q, idx.reshape(B, h, w), loss, stats
+
+    # ------------------------------------------------------------------ the options, one method each
+
+    def ema_update(self, z_flat, idx):
+        """count_k <- decay count_k + (1 - decay) n_k;  sum_k <- decay sum_k + (1 - decay) sum_{i: k_i = k} z_i;
+        e_k = sum_k / smoothed count_k, the counts Laplace-smoothed so an empty code never divides by zero."""
+        onehot = F.one_hot(idx, self.codebook_size).type(z_flat.dtype)  # (N, K)
+        n, s = onehot.sum(0), onehot.t() @ z_flat  # (K,), (K, C)
+        if dist.is_available() and dist.is_initialized():  # every rank sees the whole global batch's statistics
+            dist.all_reduce(n)
+            dist.all_reduce(s)
+        self.ema_count.mul_(self.ema_decay).add_(n, alpha=1 - self.ema_decay)
+        self.ema_sum.mul_(self.ema_decay).add_(s, alpha=1 - self.ema_decay)
+        total = self.ema_count.sum()
+        smoothed = (self.ema_count + self.ema_eps) / (total + self.codebook_size * self.ema_eps) * total
+        self.codebook.weight.data.copy_(self.ema_sum / smoothed[:, None])
+
+    def restart_dead_codes(self, z_flat, idx) -> torch.Tensor:
+        """Codes unused for `restart_after` steps jump to random current encoder outputs. Returns how many."""
+        self.steps += 1
+        self.last_used[idx.unique()] = self.steps
+        dead = (self.steps - self.last_used >= self.restart_after).nonzero().flatten()
+        if len(dead):
+            pick = torch.randint(0, len(z_flat), (len(dead),), device=z_flat.device)
+            self.codebook.weight.data[dead] = z_flat[pick].to(self.codebook.weight.dtype)
+            self.last_used[dead] = self.steps  # give the new code time to win something
+            if self.ema:
+                self.ema_count[dead] = 1.0
+                self.ema_sum[dead] = self.codebook.weight.data[dead]
+            if dist.is_available() and dist.is_initialized():  # keep every rank's codebook identical
+                dist.broadcast(self.codebook.weight.data, 0)
+        return torch.tensor(float(len(dead)))
+
+    def track_usage(self, idx) -> torch.Tensor:
+        """Fraction of codes among the last `usage_window` training tokens (LlamaGen's usage measure,
+        without its quirk of a zero-filled window that counts code 0 as used before it has been seen)."""
+        n = min(len(idx), len(self.recent))
+        self.recent.copy_(torch.cat([self.recent[n:], idx[-n:]]))
+        seen = self.recent[self.recent >= 0]
+        return torch.tensor(seen.unique().numel() / self.codebook_size)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Token map (B, h, w) -> code vectors (B, C, h, w), for decoding."""
@@ -68,7 +162,38 @@ class VectorQuantizer(nn.Module):
         if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
             raise ValueError(f"token indices must lie in [0, {self.codebook_size}), "
                              f"got [{int(indices.min())}, {int(indices.max())}]")
-        return self.codebook(indices).permute(0, 3, 1, 2)
+        return F.embedding(indices, self.codes()).permute(0, 3, 1, 2)
+
+
+def straight_through(z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """Value of e, gradient of the identity to z."""
+    return z + (e - z).detach()
+
+
+def rotate_to(z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+    """The rotation trick (Fifty et al., 2024): e expressed as a rotation + rescaling of z, R and the scale held
+    constant. Forward value: e. Gradient to z: (||e|| / ||z||) R^T g, where R rotates z's direction onto e's.
+
+    R = I - 2 r r^T + 2 q u^T with u = z/||z||, q = e/||e||, r = (u + q)/||u + q||, applied without forming R.
+    """
+    eps = 1e-6
+    z_norm, e_norm = z.norm(dim=1, keepdim=True).clamp_min(eps), e.norm(dim=1, keepdim=True)
+    u, q = (z / z_norm).detach(), (e / e_norm.clamp_min(eps)).detach()
+    r = F.normalize(u + q, dim=1, eps=eps).detach()
+    rz = z - 2 * r * (r * z).sum(1, keepdim=True) + 2 * q * (u * z).sum(1, keepdim=True)  # R z, (N, C)
+    return (e_norm / z_norm).detach() * rz
+
+
+def entropy_loss(logits: torch.Tensor, temperature: float = 0.01) -> torch.Tensor:
+    """LlamaGen's codebook entropy loss on affinities (N, K) (there: -squared distance, temperature 0.01):
+    the mean entropy of each vector's soft assignment (small: be confident) minus the entropy of the batch's
+    average assignment (large: use many codes)."""
+    logits = logits.float() / temperature
+    probs, log_probs = logits.softmax(-1), logits.log_softmax(-1)
+    sample_entropy = -(probs * log_probs).sum(-1).mean()
+    avg = probs.mean(0)
+    avg_entropy = -(avg * torch.log(avg + 1e-5)).sum()
+    return sample_entropy - avg_entropy
 
 
 @torch.no_grad()

@@ -1,0 +1,63 @@
+"""minivar reproduces the official models from their weights (golden fixtures in tests/fixtures/README.md)."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from minivar.official import load_llamagen_vq
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def llamagen():
+    golden = torch.load(FIXTURES / "llamagen_vq_tiny.pt", weights_only=True)
+    args = {k: v for k, v in golden["model_args"].items() if k not in ("in_channels", "out_channels")}
+    return golden, load_llamagen_vq(golden["state_dict"], image_size=32, **args)
+
+
+def test_llamagen_vq_tokens_equal_the_official_indices(llamagen):
+    golden, vq = llamagen
+    tokens = vq.encode(golden["x"])  # (B, h, w); the official code returns them flattened (b, h, w)-major
+    assert tokens.shape == (2, 16, 16)
+    assert torch.equal(tokens.flatten(), golden["indices"])
+
+
+def test_llamagen_vq_intermediates_and_reconstructions(llamagen):
+    golden, vq = llamagen
+    with torch.no_grad():
+        h = vq.encoder(golden["x"])
+        torch.testing.assert_close(h, golden["encoder_out"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(vq.quant_conv(h), golden["pre_quant"], atol=1e-5, rtol=1e-4)
+        z_q, _, _, _ = vq.quantize(golden["x"])
+        torch.testing.assert_close(z_q, golden["quant"], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(vq.decode_codes(golden["quant"]), golden["dec"], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(vq.decode(vq.encode(golden["x"])), golden["dec_code"], atol=1e-5, rtol=1e-4)
+
+
+def test_llamagen_vq_training_losses(llamagen):
+    golden, vq = llamagen
+    q = vq.quantizer.train()
+    q.entropy_weight = 1.0  # the fixture recorded the entropy term with LlamaGen's entropy_loss_ratio = 1
+    with torch.no_grad():
+        _, _, loss, stats = q(golden["pre_quant"])
+    q.eval()
+    q.entropy_weight = 0.0
+    torch.testing.assert_close(stats["codebook_loss"], golden["train_vq_loss"])
+    torch.testing.assert_close(stats["commitment_loss"], golden["train_commit_loss"])
+    torch.testing.assert_close(stats["entropy_loss"], golden["train_entropy_loss_ratio1"], atol=1e-4, rtol=1e-4)
+    # usage: LlamaGen's zero-filled window also counts code 0 before it is seen; minivar's does not
+    official_extra = int(0 not in golden["indices"])
+    assert stats["window_usage"] * 64 == pytest.approx(golden["train_codebook_usage"] * 64 - official_extra)
+
+
+def test_wrapped_checkpoints_and_mismatched_args(llamagen):
+    golden, _ = llamagen
+    args = {k: v for k, v in golden["model_args"].items() if k not in ("in_channels", "out_channels")}
+    vq = load_llamagen_vq({"model": golden["state_dict"]}, image_size=32, **args)
+    assert torch.equal(vq.encode(golden["x"]).flatten(), golden["indices"])
+    with pytest.raises(ValueError, match="does not fit these ModelArgs"):
+        load_llamagen_vq(golden["state_dict"], image_size=32, **{**args, "codebook_size": 128})
+    with pytest.raises(ValueError, match="unknown LlamaGen ModelArgs"):
+        load_llamagen_vq(golden["state_dict"], codebook_dim=8)
