@@ -1,8 +1,9 @@
-"""Command line: python -m minivar {demo,train} ...
+"""Command line: python -m minivar {demo,train,sweep} ...
 
     python -m minivar demo                         # the main job: train on the bundled emoji, on CPU
     python -m minivar train emoji-vqvae --set lr=1e-3 --set codebook_size=1024
     python -m minivar train emoji-vqvae --resume    # continue a killed run from its last checkpoint
+    python -m minivar sweep codebook --dataset emoji  # codebook size x dim x l2 grid, recorded in benchmarks/
     torchrun --nproc_per_node 2 -m minivar train cifar10-vqvae   # several GPUs (or CPU processes)
 """
 
@@ -50,6 +51,12 @@ def cmd_demo(args):
           f"{result['step']} steps; wall time {time.time() - t0:.0f} s, peak memory {peak_mb:.0f} MB")
 
 
+def cmd_sweep(args):
+    from .sweep import run_codebook_sweep
+    rows = run_codebook_sweep(args.dataset, steps=args.steps)
+    print(f"{len(rows)} cells recorded in benchmarks/results/codebook_sweep_{args.dataset}.csv")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minivar", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -67,6 +74,12 @@ def main(argv=None):
                    help="override a recipe field, e.g. --set lr=1e-3 --set codebook_size=1024")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sweep", help="run a recorded experiment grid (resumable)")
+    p.add_argument("experiment", choices=["codebook"], help="codebook: size x dim x l2 (LlamaGen / ViT-VQGAN)")
+    p.add_argument("--dataset", default="emoji", help="emoji (CPU) or cifar10 (GPU)")
+    p.add_argument("--steps", type=int, default=None, help="training steps per cell (default: the grid's)")
+    p.set_defaults(func=cmd_sweep)
 
     args = parser.parse_args(argv)
     try:

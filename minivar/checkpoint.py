@@ -39,7 +39,14 @@ def load_checkpoint(path, map_location="cpu") -> dict:
         raise FileNotFoundError(f"no checkpoint at {path}: train one first (python -m minivar train <recipe>)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile, pickle.UnpicklingError) as e:
+    except pickle.UnpicklingError as e:
+        if "Unsupported global" not in str(e):  # not a refused class: the bytes themselves are bad
+            raise CheckpointError(f"{path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: {e}). "
+                                  f"Delete it and train again, or point to an earlier checkpoint") from e
+        raise CheckpointError(f"{path} holds Python objects that safe loading refuses (weights_only=True allows "
+                              f"tensors, numbers, strings, lists and dicts): it was not written by minivar, or it "
+                              f"was tampered with ({str(e).split('WeightsUnpickler error: ')[-1][:200]})") from e
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: {e}). "
                               f"Delete it and train again, or point to an earlier checkpoint") from e
     if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:

@@ -1,4 +1,14 @@
-"""Metrics: PSNR and codebook usage / perplexity (FID and friends arrive with notebook 02)."""
+"""Metrics: PSNR, SSIM, codebook usage / perplexity, fd_emoji (offline proxy) and rFID (torch-fidelity).
+
+| metric     | what it compares                                  | better | needs                          |
+|------------|---------------------------------------------------|--------|--------------------------------|
+| psnr       | pixels, per image (dB)                            | higher | nothing                        |
+| ssim       | local means / contrasts / structure, per image    | higher | pytorch-msssim                 |
+| usage      | fraction of codes used                            | higher | nothing                        |
+| perplexity | effective number of codes, exp(entropy)           | higher | nothing                        |
+| fd_emoji   | Frechet distance of emoji-classifier features     | lower  | data/emoji_classifier.pt       |
+| rfid       | FID between images and reconstructions            | lower  | torch-fidelity + Inception     |
+"""
 
 import torch
 
@@ -10,24 +20,116 @@ def psnr(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
     Computed on the [0, 1] scale, as usual: PSNR = 10 log10(1 / MSE). 20 dB is blurry, 30 dB is close.
     """
-    if x.shape != y.shape:
-        raise ValueError(f"psnr needs two image batches of the same shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    check_pair(x, y)
     mse = ((x.float().clamp(-1, 1) - y.float().clamp(-1, 1)) / 2).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-10))
 
 
+def ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Structural similarity per image (B,), on the [0, 1] scale with the standard 11x11 Gaussian window.
+
+    From the maintained `pytorch-msssim` package. For 32x32 images the window covers a third of the image,
+    so SSIM here is coarser than on photographs.
+    """
+    from pytorch_msssim import ssim as _ssim
+    check_pair(x, y)
+    x01, y01 = (x.float().clamp(-1, 1) + 1) / 2, (y.float().clamp(-1, 1) + 1) / 2
+    return _ssim(x01, y01, data_range=1.0, size_average=False)
+
+
+def check_pair(x, y):
+    if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
+        raise ValueError(f"expected two image batches of the same shape (B, 3, H, W), "
+                         f"got {tuple(x.shape)} and {tuple(y.shape)}")
+
+
+# ------------------------------------------------------------------------------- Frechet distances
+
+def frechet_distance(feats_a: torch.Tensor, feats_b: torch.Tensor) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) between Gaussians fitted to two feature sets.
+
+    Tr((S_a S_b)^(1/2)) is computed as the sum of square roots of the eigenvalues of S_a^(1/2) S_b S_a^(1/2),
+    which is symmetric, so only symmetric eigendecompositions (float64) are needed.
+    """
+    a, b = feats_a.double(), feats_b.double()
+    if a.ndim != 2 or b.ndim != 2 or a.shape[1] != b.shape[1] or min(len(a), len(b)) < 2:
+        raise ValueError(f"need two (N, D) feature sets with N >= 2, got {tuple(a.shape)} and {tuple(b.shape)}")
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a, s_b = torch.cov(a.t()), torch.cov(b.t())
+    w, v = torch.linalg.eigh(s_a)
+    sqrt_a = (v * w.clamp_min(0).sqrt()) @ v.t()
+    tr_sqrt = torch.linalg.eigvalsh(sqrt_a @ s_b @ sqrt_a).clamp_min(0).sqrt().sum()
+    return ((mu_a - mu_b).pow(2).sum() + s_a.trace() + s_b.trace() - 2 * tr_sqrt).item()
+
+
 @torch.no_grad()
-def evaluate_tokenizer(model, loader, device="cpu", max_batches=None) -> dict:
-    """Test-set PSNR of reconstructions, and codebook usage / perplexity over all tokens of the set."""
+def emoji_features(images: torch.Tensor, classifier=None, batch_size: int = 256) -> torch.Tensor:
+    from .emoji_classifier import load_emoji_classifier
+    classifier = classifier or load_emoji_classifier()
+    return torch.cat([classifier.features(images[i:i + batch_size].float().cpu())
+                      for i in range(0, len(images), batch_size)])
+
+
+def fd_emoji(images_a: torch.Tensor, images_b: torch.Tensor, classifier=None) -> float:
+    """Frechet distance between emoji-classifier features of two image sets in [-1, 1]. A proxy for FID on
+    the emoji data (lower is better; 0 for identical sets); not comparable to published FIDs."""
+    from .emoji_classifier import load_emoji_classifier
+    classifier = classifier or load_emoji_classifier()
+    return frechet_distance(emoji_features(images_a, classifier), emoji_features(images_b, classifier))
+
+
+def rfid(real: torch.Tensor, fake: torch.Tensor) -> float:
+    """FID (Inception-v3 features, via torch-fidelity) between two image sets in [-1, 1].
+
+    torch-fidelity downloads the Inception weights on first use; offline that fails with a clear error.
+    """
+    try:
+        import torch_fidelity
+    except ImportError:
+        raise ImportError("rfid needs torch-fidelity: pip install -e '.[eval]'") from None
+
+    class Images(torch.utils.data.Dataset):
+        def __init__(self, x):
+            self.x = ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
+
+        def __len__(self):
+            return len(self.x)
+
+        def __getitem__(self, i):
+            return self.x[i]
+
+    try:
+        out = torch_fidelity.calculate_metrics(input1=Images(fake), input2=Images(real), fid=True, verbose=False,
+                                               cuda=torch.cuda.is_available())
+    except Exception as e:  # most often: no internet for the Inception weights
+        raise RuntimeError(f"rFID failed ({type(e).__name__}: {e}). torch-fidelity downloads the Inception "
+                           f"weights on first use, which needs internet; offline, use fd_emoji on emoji data") from e
+    return float(out["frechet_inception_distance"])
+
+
+# ---------------------------------------------------------------------------- tokenizer evaluation
+
+@torch.no_grad()
+def evaluate_tokenizer(model, loader, device="cpu", max_batches=None, fd=False) -> dict:
+    """Test-set PSNR and SSIM of reconstructions, codebook usage / perplexity over all tokens of the set,
+    and (fd=True) fd_emoji between the test images and their reconstructions."""
     model.eval()
-    psnrs, tokens = [], []
+    psnrs, ssims, tokens, reals, recons = [], [], [], [], []
     for i, (images, _) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
         images = images.to(device)
         recon, _, _ = model(images)
+        recon = recon.float().clamp(-1, 1)
         psnrs.append(psnr(recon, images).cpu())
+        ssims.append(ssim(recon, images).cpu())
         tokens.append(model.encode(images).flatten().cpu())
+        if fd:
+            reals.append(images.cpu())
+            recons.append(recon.cpu())
     stats = usage_stats(torch.cat(tokens), model.cfg.codebook_size)
-    return {"psnr": torch.cat(psnrs).mean().item(), "usage": stats["usage"].item(),
-            "perplexity": stats["perplexity"].item()}
+    result = {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item(),
+              "usage": stats["usage"].item(), "perplexity": stats["perplexity"].item()}
+    if fd:
+        result["fd_emoji"] = fd_emoji(torch.cat(reals), torch.cat(recons))
+    return result

@@ -122,7 +122,7 @@ def test_checkpoint_is_loaded_with_weights_only(tmp_path):
 
     path = tmp_path / "evil.pt"
     torch.save({"model": Evil(), "config": {}}, path)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match="safe loading refuses"):
         load_checkpoint(path)  # the safe unpickler refuses the callable instead of running it
 
 
@@ -178,3 +178,4 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert main(args) == 2  # exists: asks for --resume
     assert main(args + ["--set", "max_steps=5", "--resume"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 5
+

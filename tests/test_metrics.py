@@ -1,0 +1,59 @@
+import pytest
+import torch
+
+from minivar.data import load_dataset
+from minivar.metrics import fd_emoji, frechet_distance, psnr, rfid, ssim
+
+
+def test_psnr_hand_computation():
+    x = torch.zeros(2, 3, 4, 4)
+    y = x + 0.2  # difference 0.1 on the [0, 1] scale -> MSE 0.01 -> 20 dB
+    torch.testing.assert_close(psnr(x, y), torch.tensor([20.0, 20.0]))
+    with pytest.raises(ValueError, match="same shape"):
+        psnr(x, y[:1])
+
+
+def test_ssim_is_one_for_identical_images_and_falls_with_noise():
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32) * 2 - 1
+    torch.testing.assert_close(ssim(x, x), torch.ones(2))
+    noisy = (x + 0.3 * torch.randn_like(x)).clamp(-1, 1)
+    assert (ssim(x, noisy) < 0.9).all()
+
+
+def test_frechet_distance_of_gaussians_has_the_closed_form():
+    torch.manual_seed(0)
+    a = torch.randn(20000, 3, dtype=torch.float64)
+    b = torch.randn(20000, 3, dtype=torch.float64) * 2 + 1  # mean 1, covariance 4 I
+    # ||mu||^2 = 3, Tr(I + 4I - 2 * 2I) = 3
+    assert frechet_distance(a, b) == pytest.approx(6.0, rel=0.05)
+    assert frechet_distance(a, a) == pytest.approx(0.0, abs=1e-8)
+
+
+def test_fd_emoji_separates_real_from_damaged_images():
+    test = load_dataset("emoji", "test")
+    train = load_dataset("emoji", "train")
+    x = torch.stack([test[i][0] for i in range(len(test))])
+    y = torch.stack([train[i][0] for i in range(0, 3000, 8)])
+    blurred = torch.nn.functional.avg_pool2d(x, 4).repeat_interleave(4, -1).repeat_interleave(4, -2)
+    same_distribution = fd_emoji(x, y)
+    assert same_distribution < fd_emoji(x, blurred)
+    assert fd_emoji(x, blurred) < fd_emoji(x, torch.rand_like(x) * 2 - 1)
+
+
+def test_emoji_classifier_is_shipped_with_its_accuracy():
+    from minivar.checkpoint import load_checkpoint
+    from minivar.emoji_classifier import WEIGHTS
+    ckpt = load_checkpoint(WEIGHTS)
+    assert ckpt["test_accuracy"] > 0.8  # majority class is 0.59
+
+
+def test_rfid_offline_error_names_the_way_out(monkeypatch):
+    torch_fidelity = pytest.importorskip("torch_fidelity")
+
+    def no_internet(**kwargs):
+        raise OSError("Temporary failure in name resolution")
+
+    monkeypatch.setattr(torch_fidelity, "calculate_metrics", no_internet)
+    with pytest.raises(RuntimeError, match="needs internet.*fd_emoji"):
+        rfid(torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 32, 32))
