@@ -42,7 +42,7 @@ def measure(name, device, steps, warmup, batch_size=None):
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
         with amp:
-            loss, _ = compute_loss(model, images, labels)
+            loss, _, _ = compute_loss(model, images, labels)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -15,6 +15,7 @@ def _emoji_vqvae():
     # Cheap at full resolution (ch=32: ~150 img/s on 2 cores), 32x32 -> 8x8 tokens, 512 codes of dim 8
     # (low-dim codes and lr 2e-3 used the codebook best among plain-VQ settings tried for 300 steps).
     # About 8 minutes on 2 CPU cores (the demo trains the same model for a 3-minute budget).
+    # No perceptual or GAN term: LPIPS needs a download and both cost more than the CPU budget allows.
     return TrainConfig(name="emoji-vqvae", dataset="emoji", batch_size=64, lr=2e-3, warmup_steps=50,
                        max_steps=1200, eval_every=200, ckpt_every=200,
                        model_config=VQVAEConfig(image_size=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
@@ -23,8 +24,10 @@ def _emoji_vqvae():
 
 def _cifar10_vqvae():
     # One GPU; estimate (not yet measured): ~10 minutes on an A100/H100 class GPU.
+    # VQGAN losses as LlamaGen: LPIPS (weight 1) from the start, PatchGAN (weight 0.5) after a third.
     return TrainConfig(name="cifar10-vqvae", dataset="cifar10", batch_size=128, lr=4e-4, warmup_steps=500,
                        max_steps=30_000, eval_every=2000, ckpt_every=2000, num_workers=4,
+                       perceptual_weight=1.0, disc_weight=0.5, disc_start=10_000,
                        model_config=VQVAEConfig(image_size=32, ch=128, ch_mult=(1, 2, 2), num_res_blocks=2,
                                                 attn=True, z_channels=256, embed_dim=64, codebook_size=1024))
 
@@ -33,6 +36,7 @@ def _imagenet64_vqvae():
     # One GPU; estimate (not yet measured): ~2 hours on an A100/H100 class GPU.
     return TrainConfig(name="imagenet64-vqvae", dataset="imagenet64", batch_size=128, lr=4e-4,
                        warmup_steps=1000, max_steps=100_000, eval_every=5000, ckpt_every=5000, num_workers=8,
+                       perceptual_weight=1.0, disc_weight=0.5, disc_start=30_000,
                        model_config=VQVAEConfig(image_size=64, ch=128, ch_mult=(1, 1, 2, 2), num_res_blocks=2,
                                                 attn=True, z_channels=256, embed_dim=64, codebook_size=4096))
 

@@ -31,6 +31,7 @@ from . import device as best_device
 from .autoencoder import VQVAE, VQVAEConfig
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import load_dataset
+from .losses import TokenizerLoss
 from .metrics import evaluate_tokenizer, psnr
 from .viz import plot_curves, save_grid
 
@@ -53,6 +54,11 @@ class TrainConfig:
     betas: tuple = (0.9, 0.95)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    perceptual_weight: float = 0.0  # LPIPS term of the tokenizer loss (downloads VGG16 once; GPU recipes: 1.0)
+    disc_weight: float = 0.0  # PatchGAN hinge term (GPU recipes: 0.5, as LlamaGen)
+    disc_start: int = 0  # step at which the discriminator and its loss switch on
+    disc_lr: float = 0.0  # discriminator learning rate; 0 = same as lr
+    adaptive_disc_weight: bool = True  # taming's gradient-norm balancing of the GAN term
     max_steps: int = 2000  # training ends here ...
     minutes: float = 0.0  # ... or after this many minutes of training, if > 0 (the LR schedule follows it)
     eval_every: int = 250
@@ -152,12 +158,18 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     return MODELS[cfg.model][1](cfg.model_config)
 
 
-def compute_loss(model, images, labels):
-    """The scalar to minimise and the numbers to log, for one batch. `model` may be wrapped in DDP."""
+def compute_loss(model, images, labels, loss_fn=None, step=0, discriminator=None):
+    """The scalar to minimise, the numbers to log, and the reconstructions, for one batch.
+    `model` (and `discriminator`) may be wrapped in DDP; `loss_fn` adds the perceptual and GAN terms."""
     recon, losses, stats = model(images)
     metrics = {k: v.item() for k, v in losses.items()}
     metrics.update({k: v.item() for k, v in stats.items()})
-    return losses["total"], metrics
+    total = losses["total"]
+    if loss_fn is not None:
+        total, extra = loss_fn.generator_loss(images, recon, losses, step, unwrap(model).decoder.conv_out.weight,
+                                              discriminator)
+        metrics.update(extra, total=total.item())
+    return total, metrics, recon
 
 
 def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
@@ -197,6 +209,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     no_decay = [p for p in model.parameters() if p.ndim < 2]  # no weight decay on norms and biases
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=cfg.betas)
+    loss_fn, disc, opt_d = None, None, None
+    if cfg.perceptual_weight > 0 or cfg.disc_weight > 0:
+        loss_fn = TokenizerLoss(cfg.perceptual_weight, cfg.disc_weight, cfg.disc_start,
+                                cfg.adaptive_disc_weight).to(dev)
+        disc = loss_fn.discriminator
+        if disc is not None:  # its own optimizer: it maximises what the autoencoder minimises
+            opt_d = torch.optim.AdamW(disc.parameters(), lr=cfg.disc_lr or cfg.lr, betas=cfg.betas)
     step, elapsed = 0, 0.0
     if ckpt_path.exists():
         if not resume:
@@ -219,6 +238,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             raise CheckpointError(f"{ckpt_path} does not fit this version of minivar's {cfg.model} ({e}); "
                                   f"delete {run_dir} and train again") from None
         opt.load_state_dict(ckpt["optimizer"])
+        if disc is not None:
+            disc.load_state_dict(ckpt["discriminator"])
+            opt_d.load_state_dict(ckpt["optimizer_d"])
         step, elapsed = ckpt["step"], ckpt["elapsed"]
         torch.set_rng_state(ckpt["rng"]["torch"])
     elif rank == 0:
@@ -240,8 +262,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     picks = torch.linspace(0, len(test_set) - 1, min(16, len(test_set))).long().tolist()  # spread over classes
     fixed = torch.stack([test_set[i][0] for i in picks]).to(dev)
 
-    ddp = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None) \
-        if world > 1 else model
+    def wrap(m):
+        return DistributedDataParallel(m, device_ids=[dev.index] if dev.type == "cuda" else None) if world > 1 else m
+    ddp = wrap(model)
+    ddp_disc = wrap(disc) if disc is not None else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda")
 
     def done(step, elapsed):
@@ -254,9 +278,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
 
     def checkpoint():
         if rank == 0:
+            extra = {"discriminator": disc.state_dict(), "optimizer_d": opt_d.state_dict()} if disc is not None else {}
             save_checkpoint({"model": unwrap(model).state_dict(), "optimizer": opt.state_dict(), "step": step,
                              "elapsed": elapsed, "config": cfg.to_dict(),
-                             "rng": {"torch": torch.get_rng_state()}}, ckpt_path)
+                             "rng": {"torch": torch.get_rng_state()}, **extra}, ckpt_path)
 
     def evaluate(final=False):
         m = unwrap(model)
@@ -289,11 +314,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             for group in opt.param_groups:
                 group["lr"] = lr
             with amp:
-                loss, metrics = compute_loss(ddp, images, labels)
+                loss, metrics, recon = compute_loss(ddp, images, labels, loss_fn, step, ddp_disc)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             between_steps = False  # from here until `step += 1`, weights and step count disagree
+            if disc is not None and loss_fn.gan_active(step):  # the discriminator's turn, on detached images
+                with amp:
+                    d_loss, d_metrics = loss_fn.discriminator_loss(images, recon, step, ddp_disc)
+                opt_d.zero_grad(set_to_none=True)
+                d_loss.backward()
+                opt_d.step()
+                metrics.update(d_metrics)
             opt.step()
             step += 1
             between_steps = True

@@ -22,7 +22,7 @@ torch.manual_seed(0)
 model = build_model(cfg)
 images, labels = batch_for_step(load_dataset("emoji", "train"), 3, cfg, rank, world)
 ddp = DistributedDataParallel(model) if world > 1 else model
-loss, _ = compute_loss(ddp, images, labels)
+loss, _, _ = compute_loss(ddp, images, labels)
 loss.backward()
 if rank == 0:
     torch.save({n: p.grad for n, p in model.named_parameters()}, out / "grads.pt")

@@ -179,3 +179,21 @@ def test_cli_train_and_resume(tmp_path, capsys):
     assert main(args + ["--set", "max_steps=5", "--resume"]) == 0
     assert json.loads(capsys.readouterr().out)["step"] == 5
 
+
+
+def test_gan_and_perceptual_terms_train_and_resume(tmp_path, monkeypatch):
+    import minivar.losses as losses_module
+    real_init = losses_module.PerceptualLoss.__init__
+    monkeypatch.setattr(losses_module.PerceptualLoss, "__init__",
+                        lambda self, pretrained=True: real_init(self, pretrained=False))  # offline: random VGG
+    cfg = tiny_train_config(tmp_path, max_steps=6, ckpt_every=3, perceptual_weight=1.0, disc_weight=0.5,
+                            disc_start=3)
+    result = train(cfg, progress=False)
+    records = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert "perceptual" in records[0] and "d_loss" not in records[2] and "d_loss" in records[3]
+    assert all(r["adaptive_weight"] >= 0 for r in records[3:])
+    ckpt = load_checkpoint(cfg.run_dir / "ckpt.pt")
+    assert "discriminator" in ckpt and "optimizer_d" in ckpt
+    cfg.max_steps = 8
+    assert train(cfg, resume=True, progress=False)["step"] == 8
+    assert result["step"] == 6
