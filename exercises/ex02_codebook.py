@@ -1,0 +1,32 @@
+"""Exercise 02: a healthy codebook.
+
+Fill in the three functions below, then check your work with
+
+    pytest -m ex02
+
+Notebook 02 builds each piece; minivar/vq.py holds the reference (try it yourself first).
+Shapes: z_flat (N, C) encoder outputs, codebook (K, C), indices (N,) LongTensor.
+"""
+
+import torch
+
+
+def l2_nearest_code(z_flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """Part 1. LlamaGen's lookup: normalise z and every code to unit length, then take the nearest code.
+    -> (N,) indices. (On the unit sphere, the nearest code is the one with the largest cosine similarity.)"""
+    raise NotImplementedError("Part 1 (l2_nearest_code) is not done yet: normalise both, then argmin distance")
+
+
+def usage_and_perplexity(indices: torch.Tensor, codebook_size: int) -> tuple:
+    """Part 2. -> (usage, perplexity) as Python floats.
+    usage: the fraction of the codebook_size codes that appear in `indices`.
+    perplexity: exp(entropy) of the histogram of `indices`, the "effective number of codes used"."""
+    raise NotImplementedError("Part 2 (usage_and_perplexity) is not done yet: count codes, then exp(entropy)")
+
+
+def restart_dead_codes(codebook: torch.Tensor, last_used: torch.Tensor, step: int, z_flat: torch.Tensor,
+                       restart_after: int, generator: torch.Generator = None) -> tuple:
+    """Part 3. Codes not used for `restart_after` steps (step - last_used >= restart_after) are dead: give each
+    a random row of z_flat (use torch.randint with `generator`). Return (new_codebook, dead_mask (K,) bool).
+    Do not modify the `codebook` argument in place; live codes must stay exactly as they were."""
+    raise NotImplementedError("Part 3 (restart_dead_codes) is not done yet: find dead codes, copy random z rows")
