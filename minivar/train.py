@@ -194,6 +194,33 @@ def unwrap(model):
     return model.module if isinstance(model, DistributedDataParallel) else model
 
 
+def restore(ckpt_path, cfg, model, opt, disc=None, opt_d=None, dev="cpu"):
+    """Load a run's checkpoint into the freshly built model and optimizers; -> (step, elapsed seconds).
+    Refuses, with the way out, a checkpoint of another model or of an older, incompatible minivar."""
+    ckpt = load_checkpoint(ckpt_path, map_location=dev)
+    saved, run_dir = ckpt["config"], ckpt_path.parent
+    try:
+        saved_model_config = MODELS[saved["model"]][0](**saved["model_config"])
+    except (KeyError, TypeError) as e:
+        raise CheckpointError(f"{ckpt_path} holds a model this version of minivar does not know ({e}); "
+                              f"delete {run_dir} and train again") from None
+    if saved["model"] != cfg.model or saved_model_config != cfg.model_config:
+        raise ValueError(f"{ckpt_path} was trained with model {saved['model']} {saved['model_config']}, "
+                         f"which differs from the requested one; resume with the same recipe and --set "
+                         f"options, or start a new run (--set name=...)")
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as e:
+        raise CheckpointError(f"{ckpt_path} does not fit this version of minivar's {cfg.model} ({e}); "
+                              f"delete {run_dir} and train again") from None
+    opt.load_state_dict(ckpt["optimizer"])
+    if disc is not None:
+        disc.load_state_dict(ckpt["discriminator"])
+        opt_d.load_state_dict(ckpt["optimizer_d"])
+    torch.set_rng_state(ckpt["rng"]["torch"])
+    return ckpt["step"], ckpt["elapsed"]
+
+
 # ------------------------------------------------------------------------------------------ the loop
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
@@ -221,28 +248,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         if not resume:
             raise FileExistsError(f"{run_dir} already holds a run: pass --resume (resume=True) to continue it, "
                                   f"or choose another name (--set name=...)")
-        ckpt = load_checkpoint(ckpt_path, map_location=dev)
-        saved = ckpt["config"]
-        try:
-            saved_model_config = MODELS[saved["model"]][0](**saved["model_config"])
-        except (KeyError, TypeError) as e:
-            raise CheckpointError(f"{ckpt_path} holds a model this version of minivar does not know ({e}); "
-                                  f"delete {run_dir} and train again") from None
-        if saved["model"] != cfg.model or saved_model_config != cfg.model_config:
-            raise ValueError(f"{ckpt_path} was trained with model {saved['model']} {saved['model_config']}, "
-                             f"which differs from the requested one; resume with the same recipe and --set "
-                             f"options, or start a new run (--set name=...)")
-        try:
-            model.load_state_dict(ckpt["model"])
-        except RuntimeError as e:
-            raise CheckpointError(f"{ckpt_path} does not fit this version of minivar's {cfg.model} ({e}); "
-                                  f"delete {run_dir} and train again") from None
-        opt.load_state_dict(ckpt["optimizer"])
-        if disc is not None:
-            disc.load_state_dict(ckpt["discriminator"])
-            opt_d.load_state_dict(ckpt["optimizer_d"])
-        step, elapsed = ckpt["step"], ckpt["elapsed"]
-        torch.set_rng_state(ckpt["rng"]["torch"])
+        step, elapsed = restore(ckpt_path, cfg, model, opt, disc, opt_d, dev)
     elif rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         log_path.unlink(missing_ok=True)
