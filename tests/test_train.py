@@ -151,7 +151,7 @@ def test_recipes_and_overrides():
     cfg = recipes.get("emoji-vqvae", ["lr=5e-4", "codebook_size=1024", "model.ch_mult=1,2,4", "flip=false"])
     assert cfg.lr == 5e-4 and cfg.model_config.codebook_size == 1024
     assert cfg.model_config.ch_mult == (1, 2, 4) and cfg.flip is False
-    with pytest.raises(ValueError, match="emoji-vqvae, cifar10-vqvae"):
+    with pytest.raises(ValueError, match="emoji-vqvae, emoji-vqvae-l2, cifar10-vqvae"):
         recipes.get("emoji-gan")
     with pytest.raises(ValueError, match="valid keys: .*codebook_size"):
         recipes.get("emoji-vqvae", ["codebooksize=3"])
@@ -165,7 +165,7 @@ def test_recipes_and_overrides():
 
 def test_cli_errors_are_one_clear_line(capsys):
     assert main(["train", "nope"]) == 2
-    assert "unknown recipe 'nope'; choose one of: emoji-vqvae" in capsys.readouterr().err
+    assert "unknown recipe 'nope'; choose one of: emoji-vqvae, emoji-vqvae-l2" in capsys.readouterr().err
     assert main(["train", "emoji-vqvae", "--set", "lr"]) == 2
     assert "key=value" in capsys.readouterr().err
 
