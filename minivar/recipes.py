@@ -14,7 +14,7 @@ from .train import TrainConfig
 def _emoji_vqvae():
     # Cheap at full resolution (ch=32: ~150 img/s on 2 cores), 32x32 -> 8x8 tokens, 512 codes of dim 8
     # (low-dim codes and lr 2e-3 used the codebook best among plain-VQ settings tried for 300 steps).
-    # About 8 minutes on 2 CPU cores (the demo trains the same model for a 3-minute budget).
+    # About 11 minutes on 2 CPU cores (the demo trains the same model for a 3-minute budget).
     # No perceptual or GAN term: LPIPS needs a download and both cost more than the CPU budget allows.
     return TrainConfig(name="emoji-vqvae", dataset="emoji", batch_size=64, lr=2e-3, warmup_steps=50,
                        max_steps=1200, eval_every=200, ckpt_every=200,
@@ -25,7 +25,7 @@ def _emoji_vqvae():
 def _emoji_vqvae_l2():
     # Notebook 02's finding applied: 1024 l2-normalised codes of dimension 4 (the best fd_emoji among the
     # 1024-code cells of the recorded sweep, 91% usage after 150 steps vs 4% for plain 64-d codes).
-    # The tokenizer for the emoji generators. About 8 minutes on 2 CPU cores.
+    # The tokenizer for the emoji generators. About 11 minutes on 2 CPU cores.
     cfg = _emoji_vqvae()
     cfg.name = "emoji-vqvae-l2"
     cfg.model_config = VQVAEConfig(image_size=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=64,
