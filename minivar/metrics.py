@@ -119,11 +119,11 @@ def evaluate_tokenizer(model, loader, device="cpu", max_batches=None, fd=False) 
         if max_batches is not None and i >= max_batches:
             break
         images = images.to(device)
-        recon, _, _ = model(images)
-        recon = recon.float().clamp(-1, 1)
+        z_q, indices, _, _ = model.quantize(images)  # encode once: tokens and reconstructions from one pass
+        recon = model.decode_codes(z_q).float().clamp(-1, 1)
         psnrs.append(psnr(recon, images).cpu())
         ssims.append(ssim(recon, images).cpu())
-        tokens.append(model.encode(images).flatten().cpu())
+        tokens.append(indices.flatten().cpu())
         if fd:
             reals.append(images.cpu())
             recons.append(recon.cpu())
