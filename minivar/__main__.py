@@ -1,8 +1,10 @@
-"""Command line: python -m minivar {demo,train,sweep} ...
+"""Command line: python -m minivar {demo,train,sample,sweep} ...
 
     python -m minivar demo                         # the main job: train on the bundled emoji, on CPU
     python -m minivar train emoji-vqvae --set lr=1e-3 --set codebook_size=1024
     python -m minivar train emoji-vqvae --resume    # continue a killed run from its last checkpoint
+    python -m minivar train emoji-raster            # a generator over the tokens of runs/emoji-vqvae-l2
+    python -m minivar sample runs/emoji-raster --n 64 --cfg 2.0   # a grid of samples, one column per class
     python -m minivar sweep codebook --dataset emoji  # codebook size x dim x l2 grid, recorded in benchmarks/
     torchrun --nproc_per_node 2 -m minivar train cifar10-vqvae   # several GPUs (or CPU processes)
 """
@@ -51,6 +53,48 @@ def cmd_demo(args):
           f"{result['step']} steps; wall time {time.time() - t0:.0f} s, peak memory {peak_mb:.0f} MB")
 
 
+def cmd_sample(args):
+    """Sample a trained generator; write a grid (one column per class) and optionally fd_emoji."""
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import device
+    from .train import load_run
+    from .viz import save_grid
+    dev = device() if args.device == "auto" else torch.device(args.device)
+    model, cfg, tokenizer = load_run(args.run, dev)
+    if tokenizer is None:
+        raise ValueError(f"{args.run} is a {cfg.model} run, not a generator; sample a run of a generator recipe")
+    n_cls = cfg.model_config.num_classes
+    if args.classes:
+        classes = [int(c) for c in args.classes.split(",")]
+        if min(classes) < 0 or max(classes) >= n_cls:
+            raise ValueError(f"--classes must lie in [0, {n_cls}), got {args.classes}")
+    else:
+        classes = list(range(n_cls))
+    labels = torch.tensor(classes * (args.n // len(classes) + 1))[:args.n].to(dev)
+    g = torch.Generator(dev).manual_seed(args.seed)
+    t0, images = time.time(), []
+    for chunk in tqdm(labels.split(args.batch_size), desc="sampling"):
+        maps = model.generate(chunk, cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k,
+                              top_p=args.top_p, generator=g)
+        images.append(tokenizer.decode(maps).float().clamp(-1, 1).cpu())
+    images, seconds = torch.cat(images), time.time() - t0
+    out = Path(args.out) if args.out else Path(args.run) / f"samples_cfg{args.cfg:g}.png"
+    shown = min(len(images), 256)
+    save_grid(out, images[:shown], nrow=min(len(classes), 16))
+    print(f"wrote {out}: {shown} of {len(images)} samples (one column per class: {classes[:16]}), "
+          f"{seconds:.1f} s ({len(images) / seconds:.1f} images/s)")
+    if args.fd:
+        if cfg.dataset != "emoji":
+            raise ValueError("--fd computes fd_emoji, which needs an emoji run; use torch-fidelity for FID")
+        from .data import load_dataset
+        from .metrics import fd_emoji
+        test = load_dataset("emoji", "test", image_size=cfg.model_config.image_size)
+        real = torch.stack([test[i][0] for i in range(len(test))])
+        print(f"fd_emoji({len(images)} samples vs {len(real)} test emoji) = {fd_emoji(images, real):.2f}")
+
+
 def cmd_sweep(args):
     from .sweep import run_codebook_sweep
     rows = run_codebook_sweep(args.dataset, steps=args.steps)
@@ -74,6 +118,21 @@ def main(argv=None):
                    help="override a recipe field, e.g. --set lr=1e-3 --set codebook_size=1024")
     p.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("sample", help="sample a trained generator run and write a grid")
+    p.add_argument("run", help="the run folder, e.g. runs/emoji-raster")
+    p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
+    p.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (1 = none; default 2)")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus: keep the top tokens holding this mass")
+    p.add_argument("--classes", default="", help="comma-separated class indices (default: all, in turn)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int, default=100)
+    p.add_argument("--fd", action="store_true", help="also print fd_emoji against the emoji test split")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
+    p.add_argument("--out", default="", help="the PNG to write (default <run>/samples_cfg<scale>.png)")
+    p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("sweep", help="run a recorded experiment grid (resumable)")
     p.add_argument("experiment", choices=["codebook"], help="codebook: size x dim x l2 (LlamaGen / ViT-VQGAN)")

@@ -33,7 +33,8 @@ def save_checkpoint(obj: dict, path) -> Path:
     return path
 
 
-def load_checkpoint(path, map_location="cpu") -> dict:
+def load_checkpoint(path, map_location="cpu", required=("model", "config")) -> dict:
+    """torch.load(weights_only=True) with errors that say what to do; `required`: the keys the dict must hold."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}: train one first (python -m minivar train <recipe>)")
@@ -49,6 +50,6 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: {e}). "
                               f"Delete it and train again, or point to an earlier checkpoint") from e
-    if not isinstance(ckpt, dict) or "model" not in ckpt or "config" not in ckpt:
-        raise CheckpointError(f"{path} is not a minivar checkpoint (expected a dict with 'model' and 'config')")
+    if not isinstance(ckpt, dict) or any(key not in ckpt for key in required):
+        raise CheckpointError(f"{path} is not a minivar checkpoint (expected a dict with {', '.join(required)})")
     return ckpt

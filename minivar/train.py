@@ -33,10 +33,17 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import load_dataset
 from .losses import TokenizerLoss
 from .metrics import evaluate_tokenizer, psnr
+from .raster_ar import RasterAR, RasterARConfig
+from .token_cache import load_tokenizer, token_dataset
 from .viz import plot_curves, save_grid
 
 # Every trainable model kind: its config class and its model class. Later lessons register theirs here.
-MODELS = {"vqvae": (VQVAEConfig, VQVAE)}
+# Tokenizers train on images; generators (models with a `generate` method) on their tokenizer's token maps.
+MODELS = {"vqvae": (VQVAEConfig, VQVAE), "raster": (RasterARConfig, RasterAR)}
+
+
+def is_generator(kind: str) -> bool:
+    return hasattr(MODELS[kind][1], "generate")
 
 
 @dataclass
@@ -46,7 +53,9 @@ class TrainConfig:
     model_config: VQVAEConfig = field(default_factory=VQVAEConfig)
     dataset: str = "emoji"  # emoji | cifar10 | imagenet64 | folder
     data_root: str = ""  # "" = the repo's data/ folder
-    flip: bool = True  # random horizontal flips of training images
+    flip: bool = True  # random horizontal flips of training images (generators: flipped copies' tokens)
+    tokenizer: str = ""  # generators: the tokenizer's run folder (its token maps are cached there)
+    sample_cfg: float = 2.0  # generators: classifier-free guidance scale of the sample grids written at eval
     batch_size: int = 64  # global batch, split evenly over torchrun ranks
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
@@ -77,6 +86,9 @@ class TrainConfig:
         if isinstance(self.model_config, dict):
             self.model_config = MODELS[self.model][0](**self.model_config)
         self.betas = tuple(self.betas)
+        if is_generator(self.model) and not self.tokenizer:
+            raise ValueError(f"model {self.model!r} generates tokens: set the tokenizer's run folder, "
+                             f"e.g. --set tokenizer=runs/emoji-vqvae-l2")
 
     @property
     def run_dir(self) -> Path:
@@ -158,9 +170,25 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     return MODELS[cfg.model][1](cfg.model_config)
 
 
+class GeneratorLoss(torch.nn.Module):
+    """A generator's `loss(tokens, labels)` as a forward call: DDP averages the gradients of what runs inside
+    the forward of the module it wraps."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, tokens, labels):
+        return self.model.loss(tokens, labels)
+
+
 def compute_loss(model, images, labels, loss_fn=None, step=0, discriminator=None):
     """The scalar to minimise, the numbers to log, and the reconstructions, for one batch.
-    `model` (and `discriminator`) may be wrapped in DDP; `loss_fn` adds the perceptual and GAN terms."""
+    `model` (and `discriminator`) may be wrapped in DDP; `loss_fn` adds the perceptual and GAN terms.
+    For a generator (a GeneratorLoss), `images` are token maps and there are no reconstructions."""
+    if isinstance(unwrap(model), GeneratorLoss):
+        loss, metrics = model(images, labels)
+        return loss, {**metrics, "total": loss.item()}, None
     recon, losses, stats = model(images)
     metrics = {k: v.item() for k, v in losses.items()}
     metrics.update({k: v.item() for k, v in stats.items()})
@@ -259,18 +287,29 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
 
     root = cfg.data_root or None
     size = cfg.model_config.image_size
-    train_set = load_dataset(cfg.dataset, "train", image_size=size, root=root)
-    test_set = load_dataset(cfg.dataset, "test", image_size=size, root=root)
+    generator = is_generator(cfg.model)
+    if generator:  # token maps, encoded once by the frozen tokenizer and cached beside it
+        tokenizer = load_tokenizer(cfg.tokenizer, dev)
+        check_tokenizer_fits(cfg, tokenizer)
+        kw = dict(image_size=size, root=root, device=dev, progress=progress and rank == 0)
+        train_set = token_dataset(cfg.tokenizer, cfg.dataset, "train", flip=cfg.flip, **kw)
+        test_set = token_dataset(cfg.tokenizer, cfg.dataset, "test", flip=False, **kw)
+    else:
+        train_set = load_dataset(cfg.dataset, "train", image_size=size, root=root)
+        test_set = load_dataset(cfg.dataset, "test", image_size=size, root=root)
     sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, step, rank, world)
     batches = iter(DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
                               pin_memory=dev.type == "cuda"))
     test_loader = DataLoader(test_set, batch_size=64, shuffle=False)
     picks = torch.linspace(0, len(test_set) - 1, min(16, len(test_set))).long().tolist()  # spread over classes
     fixed = torch.stack([test_set[i][0] for i in picks]).to(dev)
+    if generator:  # eval sample grid: one column per class (at most 16), two rows
+        n_cls = min(16, cfg.model_config.num_classes)
+        sample_labels = torch.arange(n_cls, device=dev).repeat(2)
 
     def wrap(m):
         return DistributedDataParallel(m, device_ids=[dev.index] if dev.type == "cuda" else None) if world > 1 else m
-    ddp = wrap(model)
+    ddp = wrap(GeneratorLoss(model) if generator else model)
     ddp_disc = wrap(disc) if disc is not None else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda")
 
@@ -289,7 +328,27 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                              "elapsed": elapsed, "config": cfg.to_dict(),
                              "rng": {"torch": torch.get_rng_state()}, **extra}, ckpt_path)
 
+    def evaluate_generator(final=False):
+        model.eval()
+        total, count = 0.0, 0
+        with torch.no_grad(), amp:
+            for i, (tokens, labels) in enumerate(test_loader):
+                if not final and i >= cfg.eval_batches:
+                    break
+                loss, _ = model.loss(tokens.to(dev), labels.to(dev))
+                total, count = total + loss.item() * len(tokens), count + len(tokens)
+            g = torch.Generator(dev).manual_seed(cfg.seed)  # the same noise at every eval: comparable grids
+            maps = model.generate(sample_labels, cfg_scale=cfg.sample_cfg, generator=g)
+            images = tokenizer.decode(maps).float().clamp(-1, 1)
+        model.train()
+        save_grid(run_dir / "samples.png", images, nrow=n_cls)
+        save_grid(run_dir / "eval" / f"step_{step:07d}.png", images, nrow=n_cls)
+        plot_curves(read_log(log_path), keys=("loss",), path=run_dir / "loss.png", title=cfg.name)
+        return {"test_loss": total / max(1, count)}
+
     def evaluate(final=False):
+        if generator:
+            return evaluate_generator(final)
         m = unwrap(model)
         with amp:
             ev = evaluate_tokenizer(m, test_loader, dev, None if final else cfg.eval_batches)
@@ -314,7 +373,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             t0 = time.time()
             images, labels = next(batches)
             images, labels = images.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
-            if cfg.flip:
+            if cfg.flip and not generator:
                 images = flip_batch(images, step, cfg.seed, rank, world)
             lr = lr_at(cfg, step, elapsed)
             for group in opt.param_groups:
@@ -343,8 +402,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                           "grad_norm": grad_norm.item(), "elapsed": round(elapsed, 2)}
                 if step % cfg.eval_every == 0:
                     record.update(evaluate())
-                if step % cfg.log_every == 0 or "test_psnr" in record:
-                    bar.set_postfix(step=step, loss=f"{metrics['total']:.4f}", usage=f"{metrics['usage']:.2f}")
+                if step % cfg.log_every == 0 or step % cfg.eval_every == 0:
+                    extra = {} if generator else {"usage": f"{metrics['usage']:.2f}"}
+                    bar.set_postfix(step=step, loss=f"{metrics['total']:.4f}", **extra)
                     with open(log_path, "a") as fh:
                         fh.write(json.dumps(record) + "\n")
             if step - last_ckpt >= cfg.ckpt_every:
@@ -376,6 +436,33 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     return result
 
 
+def check_tokenizer_fits(cfg: TrainConfig, tokenizer):
+    """A generator's vocabulary and grid must match its tokenizer's codebook and token map."""
+    mc, tc = cfg.model_config, tokenizer.cfg
+    if mc.vocab_size != tc.codebook_size:
+        raise ValueError(f"the tokenizer {cfg.tokenizer} has {tc.codebook_size} codes but the generator's "
+                         f"vocab_size is {mc.vocab_size}; --set vocab_size={tc.codebook_size}")
+    side = tc.latent_size
+    if hasattr(mc, "grid") and mc.grid != side:
+        raise ValueError(f"the tokenizer {cfg.tokenizer} makes {side}x{side} token maps but the generator's grid "
+                         f"is {mc.grid}; --set grid={side}")
+
+
+def load_run(run_dir, map_location="cpu"):
+    """A finished (or checkpointed) run -> (model in eval mode, its TrainConfig, its tokenizer or None)."""
+    ckpt_path = Path(run_dir) / "ckpt.pt" if Path(run_dir).is_dir() else Path(run_dir)
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"no checkpoint at {ckpt_path}; train the run first (python -m minivar train ...)")
+    saved = load_checkpoint(ckpt_path, map_location)["config"]
+    if saved.get("model") not in MODELS:
+        raise CheckpointError(f"{ckpt_path} holds a model this version of minivar does not know: "
+                              f"{saved.get('model')!r}")
+    cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
+    model = MODELS[cfg.model][1].from_checkpoint(ckpt_path, map_location)
+    tokenizer = load_tokenizer(cfg.tokenizer, map_location) if is_generator(cfg.model) else None
+    return model, cfg, tokenizer
+
+
 def batch_for_step(dataset, step, cfg: TrainConfig, rank=0, world=1):
     """This rank's (images, labels) at `step`, exactly as the loop builds them (flips included)."""
     idx = StepBatches(len(dataset), cfg.batch_size, cfg.seed, step, rank, world).indices(step)
@@ -384,4 +471,5 @@ def batch_for_step(dataset, step, cfg: TrainConfig, rank=0, world=1):
     return (flip_batch(images, step, cfg.seed, rank, world) if cfg.flip else images), labels
 
 
-__all__ = ["TrainConfig", "train", "MODELS", "build_model", "compute_loss", "batch_for_step", "psnr"]
+__all__ = ["TrainConfig", "train", "MODELS", "is_generator", "build_model", "compute_loss", "GeneratorLoss",
+           "batch_for_step", "load_run", "psnr"]

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minivar.official import load_llamagen_vq
+from minivar.official import load_llamagen_gpt, load_llamagen_vq
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -61,3 +61,51 @@ def test_wrapped_checkpoints_and_mismatched_args(llamagen):
         load_llamagen_vq(golden["state_dict"], image_size=32, **{**args, "codebook_size": 128})
     with pytest.raises(ValueError, match="unknown LlamaGen ModelArgs"):
         load_llamagen_vq(golden["state_dict"], codebook_dim=8)
+
+
+# ------------------------------------------------------------------------------- LlamaGen class-to-image GPT
+
+@pytest.fixture(scope="module")
+def llamagen_gpt():
+    return torch.load(FIXTURES / "llamagen_gpt_tiny.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("variant", ["mha", "gqa"])
+def test_llamagen_gpt_logits_equal_the_official_training_forward(llamagen_gpt, variant):
+    golden = llamagen_gpt if variant == "mha" else {**llamagen_gpt, **llamagen_gpt["gqa"]}
+    gpt = load_llamagen_gpt(golden["state_dict"], **golden["model_args"])
+    with torch.no_grad():
+        logits = gpt(golden["idx"], golden["cond_idx"])  # (B, N, vocab): output i predicts token i
+        torch.testing.assert_close(logits, golden["logits"], atol=1e-5, rtol=1e-4)
+        null = torch.full_like(golden["cond_idx"], gpt.null_class)
+        torch.testing.assert_close(gpt(golden["idx"], null), golden["logits_null"], atol=1e-5, rtol=1e-4)
+    loss, _ = gpt.loss(golden["targets"], golden["cond_idx"])
+    assert loss.item() == pytest.approx(golden["loss"].item() if torch.is_tensor(golden["loss"]) else golden["loss"],
+                                        abs=1e-5)
+
+
+def test_llamagen_gpt_rope_is_the_official_table(llamagen_gpt):
+    gpt = load_llamagen_gpt(llamagen_gpt["state_dict"], **llamagen_gpt["model_args"])
+    torch.testing.assert_close(gpt.rope, llamagen_gpt["freqs_cis"].float())
+    assert gpt.rope[0].abs().sum() == 0  # the quirk: the class token's rotation is all zeros
+
+
+@pytest.mark.parametrize("key", ["greedy_cfg1", "greedy_cfg2", "sample_cfg1", "sample_cfg2", "sample_cfg1_temp0.1",
+                                 "sample_cfg2_temp0.1", "sample_cfg2_topk8"])
+def test_llamagen_gpt_generation_equals_the_official_generate(llamagen_gpt, key):
+    """Same tokens as the official KV-cache generate(), under the same global seed (sampling draws one
+    torch.multinomial per step, as the official code does)."""
+    gpt = load_llamagen_gpt(llamagen_gpt["state_dict"], **llamagen_gpt["model_args"])
+    cfg = 2.0 if "cfg2" in key else 1.0
+    temperature = 0.0 if key.startswith("greedy") else (0.1 if "temp0.1" in key else 1.0)
+    torch.manual_seed(0)
+    maps = gpt.generate(llamagen_gpt["cond_idx"], cfg_scale=cfg, temperature=temperature,
+                        top_k=8 if "topk8" in key else 0)
+    assert torch.equal(maps.flatten(1), llamagen_gpt["generate"][key].long())
+
+
+def test_llamagen_gpt_loader_names_a_wrong_config(llamagen_gpt):
+    with pytest.raises(ValueError, match="check dim"):
+        load_llamagen_gpt(llamagen_gpt["state_dict"], **{**llamagen_gpt["model_args"], "n_layer": 3})
+    with pytest.raises(ValueError, match="unknown LlamaGen ModelArgs"):
+        load_llamagen_gpt(llamagen_gpt["state_dict"], **llamagen_gpt["model_args"], depth=2)

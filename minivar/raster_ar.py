@@ -1,0 +1,188 @@
+"""Raster-order autoregression (LlamaGen, Sun et al. 2024): a class-conditional GPT over a tokenizer's token map.
+
+The token map (B, h, w) is read like text, row by row, left to right, and the model learns
+
+    p(t_1, ..., t_N | class) = prod_i p(t_i | t_<i, class)
+
+The sequence the transformer sees is [class token, t_1, ..., t_{N-1}]; output i predicts t_{i+1}, so one
+forward pass scores every token (teacher forcing) and generation takes N steps, one token each.
+
+    model = RasterAR(RasterARConfig(vocab_size=1024, grid=8, num_classes=9))
+    logits = model(tokens[:, :-1], labels)                  # (B, N, vocab), output i predicts token i
+    loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+    maps = model.generate(labels, cfg_scale=2.0, top_k=100)  # (B, 8, 8), decode with the tokenizer
+
+As LlamaGen's `autoregressive/models/gpt.py` (c2i): Llama blocks (RMSNorm, SwiGLU, 2-D RoPE), a class
+embedding table with one extra row, the null class, that replaces the label with probability
+`class_dropout` in training so the same network also models p(tokens) for classifier-free guidance; a
+zero-initialised output head, so training starts from uniform predictions (loss = ln vocab).
+Simplifications: one class token (LlamaGen's c2i models use one), no drop-path, no cfg_interval.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .sampling import cfg_mix, sample
+from .transformer import Block, KVCache, RMSNorm, init_weights, rope_1d, rope_2d
+
+
+@dataclass
+class RasterARConfig:
+    vocab_size: int = 1024  # the tokenizer's codebook size
+    grid: int = 8  # token map side: 32x32 images through a 4x-downsampling tokenizer give 8x8 = 64 tokens
+    num_classes: int = 9  # the emoji groups; one more embedding row is the null class
+    dim: int = 256
+    n_layer: int = 6
+    n_head: int = 8
+    n_kv_head: int = 0  # 0 = n_head (plain multi-head); fewer = grouped-query attention
+    multiple_of: int = 64  # SwiGLU hidden size rounding (LlamaGen: 256)
+    ffn_dim_multiplier: float = 0.0  # 0 = none
+    norm_eps: float = 1e-5
+    rope: str = "2d"  # "2d": rows and columns rotate separate channel pairs (LlamaGen); "1d": raster index
+    rope_base: float = 10000.0
+    prefix_rope: str = "identity"  # the class token's rotation; "zeros" reproduces LlamaGen (see transformer.py)
+    class_dropout: float = 0.1  # probability of training on the null class (enables classifier-free guidance)
+    dropout: float = 0.0  # residual / feed-forward dropout
+    token_dropout: float = 0.0  # dropout on the input embeddings (LlamaGen's token_dropout_p)
+    image_size: int = 32  # of the images the tokens come from (for checks and for decoding)
+
+    def __post_init__(self):
+        if self.dim % self.n_head:
+            raise ValueError(f"dim {self.dim} must be divisible by n_head {self.n_head}")
+        if (self.dim // self.n_head) % 4 and self.rope == "2d":
+            raise ValueError(f"2-D RoPE splits each head into row and column pairs: head size dim/n_head = "
+                             f"{self.dim // self.n_head} must be divisible by 4")
+        if self.rope not in ("1d", "2d"):
+            raise ValueError(f"rope must be '1d' or '2d', got {self.rope!r}")
+        if self.prefix_rope not in ("identity", "zeros"):
+            raise ValueError(f"prefix_rope must be 'identity' or 'zeros', got {self.prefix_rope!r}")
+
+    @property
+    def seq_len(self) -> int:  # tokens per image
+        return self.grid * self.grid
+
+
+class RasterAR(nn.Module):
+    def __init__(self, cfg: RasterARConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.class_embedding = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # row num_classes = the null class
+        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.tok_dropout = nn.Dropout(cfg.token_dropout)
+        self.layers = nn.ModuleList(Block(cfg.dim, cfg.n_head, cfg.n_kv_head, cfg.multiple_of,
+                                          cfg.ffn_dim_multiplier, cfg.norm_eps, cfg.dropout)
+                                    for _ in range(cfg.n_layer))
+        self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
+        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        head_dim = cfg.dim // cfg.n_head
+        if cfg.rope == "2d":
+            rope = rope_2d(cfg.grid, cfg.grid, head_dim, cfg.rope_base, prefix=1, prefix_rope=cfg.prefix_rope)
+        else:
+            rope = rope_1d(cfg.seq_len, head_dim, cfg.rope_base, prefix=1, prefix_rope=cfg.prefix_rope)
+        self.register_buffer("rope", rope, persistent=False)  # (1 + N, head_dim/2, 2): class token, then the grid
+        init_weights(self)
+        nn.init.zeros_(self.output.weight)  # uniform predictions at step 0: the loss starts at ln(vocab_size)
+
+    @property
+    def null_class(self) -> int:
+        return self.cfg.num_classes
+
+    def check_inputs(self, tokens, labels):
+        N, V = self.cfg.seq_len, self.cfg.vocab_size
+        if tokens.dtype != torch.long or tokens.ndim != 2 or tokens.shape[1] > N:
+            raise ValueError(f"expected tokens as a LongTensor (B, T) with T <= {N} (flatten token maps "
+                             f"with .flatten(1)), got {tokens.dtype} {tuple(tokens.shape)}")
+        if labels.dtype != torch.long or labels.shape != tokens.shape[:1]:
+            raise ValueError(f"expected labels as a LongTensor ({tokens.shape[0]},), got {labels.dtype} "
+                             f"{tuple(labels.shape)}")
+        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= V):
+            raise ValueError(f"tokens must lie in [0, {V}) (the tokenizer's codebook), got "
+                             f"[{tokens.min().item()}, {tokens.max().item()}]")
+        if labels.numel() and (labels.min() < 0 or labels.max() > self.null_class):
+            raise ValueError(f"labels must lie in [0, {self.cfg.num_classes}] ({self.cfg.num_classes} = null class)")
+
+    def drop_labels(self, labels):
+        """Label dropout for classifier-free guidance: each label becomes the null class with prob class_dropout."""
+        if not self.training or self.cfg.class_dropout <= 0:
+            return labels
+        drop = torch.rand(labels.shape, device=labels.device) < self.cfg.class_dropout
+        return torch.where(drop, torch.full_like(labels, self.null_class), labels)
+
+    def forward(self, tokens, labels, caches=None):
+        """tokens (B, T) with T < N, labels (B,) -> logits (B, T + 1, vocab); output i predicts token i.
+
+        With `caches` (one KVCache per layer) the call continues a sequence: `tokens` are the next positions,
+        after the class token and the tokens already in the caches, and the logits are for the positions after
+        each of them (no class token this time unless the caches are empty).
+        """
+        self.check_inputs(tokens, labels)
+        n_past = len(caches[0]) if caches is not None else 0
+        x = self.tok_embeddings(tokens)  # (B, T, dim)
+        if n_past == 0:  # the sequence starts with the class token
+            cls = self.class_embedding(self.drop_labels(labels))[:, None]  # (B, 1, dim)
+            x = torch.cat([cls, x], dim=1)
+        x = self.tok_dropout(x)
+        rope = self.rope[n_past:n_past + x.shape[1]]
+        for i, layer in enumerate(self.layers):
+            x = layer(x, rope, cache=caches[i] if caches is not None else None)
+        return self.output(self.norm(x)).float()
+
+    def loss(self, tokens, labels):
+        """Teacher forcing: mean cross-entropy of every token of the (B, N) maps given the ones before it."""
+        tokens = tokens.flatten(1)
+        logits = self(tokens[:, :-1], labels)  # (B, N, V)
+        loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+        return loss, {"loss": loss.item(), "bits_per_token": loss.item() / math.log(2)}
+
+    @torch.no_grad()
+    def generate(self, labels, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, generator=None,
+                 use_cache=True, prefix=None):
+        """Sample token maps (B, grid, grid) for class labels (B,), one token per step in raster order.
+
+        cfg_scale > 1 runs the batch twice, with the labels and with the null class, and samples from
+        uncond + cfg_scale * (cond - uncond). use_cache=False recomputes the whole sequence at every step
+        (slow; the reference the cache must match). `prefix` (B, T) fixes the first T tokens (completion).
+        """
+        was_training = self.training
+        self.eval()
+        labels = torch.as_tensor(labels, device=self.rope.device).long()
+        B, N = labels.shape[0], self.cfg.seq_len
+        guided = cfg_scale != 1.0
+        if guided:  # second half: the same sequences without their class
+            labels = torch.cat([labels, torch.full_like(labels, self.null_class)])
+        seq = torch.zeros(labels.shape[0], 0, dtype=torch.long, device=labels.device)
+        if prefix is not None:
+            seq = prefix.flatten(1).to(labels.device).long()
+            seq = torch.cat([seq, seq]) if guided else seq
+        caches = [KVCache() for _ in self.layers] if use_cache else None
+        new = seq  # what the model has not seen yet
+        while seq.shape[1] < N:
+            logits = self(new, labels, caches)[:, -1] if use_cache else self(seq, labels)[:, -1]  # (B', V)
+            if guided:
+                logits = cfg_mix(logits[:B], logits[B:], cfg_scale)
+            nxt = sample(logits, temperature, top_k, top_p, generator)[:, None]  # (B, 1)
+            new = torch.cat([nxt, nxt]) if guided else nxt
+            seq = torch.cat([seq, new], dim=1)
+        self.train(was_training)
+        return seq[:B].view(B, self.cfg.grid, self.cfg.grid)
+
+    # --- checkpoints carry their config, so loading needs no flags
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+    @classmethod
+    def from_checkpoint(cls, path, map_location="cpu") -> "RasterAR":
+        from .checkpoint import load_checkpoint
+        ckpt = load_checkpoint(path, map_location)
+        if ckpt["config"].get("model") != "raster":
+            raise ValueError(f"{path} holds a {ckpt['config'].get('model')!r} model, not a raster AR model")
+        model = cls(RasterARConfig(**ckpt["config"]["model_config"]))
+        model.load_state_dict(ckpt["model"])
+        return model.eval()
+
+
+__all__ = ["RasterARConfig", "RasterAR"]

@@ -1,0 +1,62 @@
+"""Turning logits into tokens: temperature, top-k, top-p (nucleus), classifier-free guidance.
+
+    logits = cfg_mix(cond_logits, uncond_logits, scale=2.0)      # uncond + 2 * (cond - uncond)
+    tokens = sample(logits, temperature=1.0, top_k=100, top_p=0.95, generator=g)   # (B,)
+
+Every function returns new tensors and leaves its inputs alone. (The filter LlamaGen and VAR copy from an old
+Hugging Face helper writes -inf into the caller's logits in place; harmless there, a trap in a notebook that
+plots the logits after sampling.)
+"""
+
+import torch
+
+
+def cfg_mix(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+    """Classifier-free guidance on logits (LlamaGen): uncond + scale * (cond - uncond).
+    scale 1 is plain conditional sampling; scale > 1 pushes away from what the class-free model predicts."""
+    return uncond + scale * (cond - uncond)
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row (ties with the k-th are kept too), set the rest to -inf."""
+    if k <= 0 or k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (B, 1)
+    return logits.masked_fill(logits < kth, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Keep the smallest set of most likely tokens whose probabilities add up to at least p (at least one).
+
+    Sort descending; a token is dropped when the probability mass *before* it already reaches p, so the token
+    that crosses p is kept (the official rule: cumulative > p, shifted right by one).
+    """
+    if p >= 1.0:
+        return logits
+    if p <= 0:
+        raise ValueError(f"top_p must be in (0, 1], got {p}")
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    mass_before = sorted_logits.softmax(-1).cumsum(-1) - sorted_logits.softmax(-1)
+    drop_sorted = mass_before >= p
+    drop_sorted[..., 0] = False
+    drop = torch.zeros_like(drop_sorted).scatter(-1, order, drop_sorted)  # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """top-k first, then top-p among what is left (the official order). 0 / 1.0 switch a filter off."""
+    return top_p_filter(top_k_filter(logits, top_k), top_p)
+
+
+def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
+           generator: torch.Generator = None) -> torch.Tensor:
+    """logits (B, V) -> token indices (B,). temperature 0 means greedy (argmax)."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    if temperature == 0:
+        return logits.argmax(-1)
+    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+__all__ = ["cfg_mix", "top_k_filter", "top_p_filter", "filter_logits", "sample"]

@@ -1,0 +1,63 @@
+"""Logit filters keep exactly the intended support, guidance mixes as LlamaGen, inputs are left alone."""
+
+import pytest
+import torch
+
+from minivar.sampling import cfg_mix, filter_logits, sample, top_k_filter, top_p_filter
+
+
+def support(logits):
+    return set(torch.nonzero(torch.isfinite(logits[0])).flatten().tolist())
+
+
+def test_top_k_keeps_the_k_largest():
+    logits = torch.tensor([[0.1, 3.0, -1.0, 2.0, 0.5]])
+    assert support(top_k_filter(logits, 2)) == {1, 3}
+    assert support(top_k_filter(logits, 0)) == set(range(5))  # 0 = off
+    assert support(top_k_filter(logits, 9)) == set(range(5))
+
+
+@pytest.mark.parametrize("p, kept", [(0.5, {2}), (0.7, {2, 0}), (0.8, {2, 0}), (0.81, {2, 0, 3}), (1.0, {0, 1, 2, 3})])
+def test_top_p_keeps_the_smallest_head_holding_p(p, kept):
+    probs = torch.tensor([[0.3, 0.05, 0.5, 0.15]])  # sorted: 2 (0.5), 0 (0.3), 3 (0.15), 1 (0.05)
+    assert support(top_p_filter(probs.log(), p)) == kept
+
+
+def test_top_p_always_keeps_the_most_likely_token():
+    assert support(top_p_filter(torch.tensor([[5.0, 0.0, 0.0]]), 1e-6)) == {0}
+
+
+def test_filters_compose_and_leave_their_input_alone():
+    logits = torch.tensor([[0.3, 0.05, 0.5, 0.15]]).log()
+    before = logits.clone()
+    out = filter_logits(logits, top_k=3, top_p=0.6)
+    assert support(out) == {2, 0}
+    assert torch.equal(logits, before)
+
+
+def test_cfg_mix_is_llamagen_formula_and_scale_one_is_conditional():
+    cond, uncond = torch.randn(3, 10), torch.randn(3, 10)
+    torch.testing.assert_close(cfg_mix(cond, uncond, 3.0), uncond + 3.0 * (cond - uncond))
+    torch.testing.assert_close(cfg_mix(cond, uncond, 1.0), cond)  # up to rounding of (cond - uncond) + uncond
+
+
+def test_sample_respects_the_filters_and_temperature_zero_is_greedy():
+    torch.manual_seed(0)
+    logits = torch.randn(4, 50)
+    assert torch.equal(sample(logits, temperature=0), logits.argmax(-1))
+    assert torch.equal(sample(logits, top_k=1), logits.argmax(-1))
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([sample(logits, top_k=5, generator=g) for _ in range(200)])  # (200, 4)
+    top5 = logits.topk(5).indices
+    for row in range(4):
+        assert set(draws[:, row].tolist()) <= set(top5[row].tolist())
+    with pytest.raises(ValueError, match="temperature"):
+        sample(logits, temperature=-1)
+
+
+def test_sample_frequencies_follow_the_probabilities():
+    probs = torch.tensor([[0.6, 0.3, 0.1]])
+    g = torch.Generator().manual_seed(0)
+    draws = sample(probs.log().expand(20000, 3), generator=g)
+    freq = torch.bincount(draws, minlength=3).float() / 20000
+    torch.testing.assert_close(freq, probs[0], atol=0.015, rtol=0)

@@ -1,0 +1,82 @@
+"""Generators train on cached token maps of a frozen tokenizer, through the same loop as the tokenizers."""
+
+import json
+
+import pytest
+import torch
+
+from minivar import recipes
+from minivar.__main__ import main
+from minivar.token_cache import CACHE_KEYS, load_checkpoint, token_dataset
+from minivar.train import load_run, train
+from tests.helpers import tiny_raster_config, tiny_train_config
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    cfg = tiny_train_config(tmp_path_factory.mktemp("tok"), max_steps=4, eval_every=100, ckpt_every=100)
+    train(cfg, progress=False)
+    return cfg.run_dir
+
+
+def test_token_cache_is_built_once_with_flipped_copies_and_rebuilt_for_a_new_tokenizer(tokenizer_dir):
+    train_tokens = token_dataset(tokenizer_dir, "emoji", "train", progress=False)
+    test_tokens = token_dataset(tokenizer_dir, "emoji", "test", progress=False)
+    assert len(train_tokens) == 2 * 3290 and len(test_tokens) == 365  # the train split gains mirror images
+    tokens, label = train_tokens[0]
+    assert tokens.shape == (256,) and tokens.dtype == torch.long and 0 <= tokens.min() and tokens.max() < 32
+    cache = tokenizer_dir / "tokens" / "emoji_test_32.pt"
+    assert load_checkpoint(cache, required=CACHE_KEYS)["tokens"].dtype == torch.int16  # 4x smaller on disk than int64
+    stamp = cache.stat().st_mtime_ns
+    token_dataset(tokenizer_dir, "emoji", "test", progress=False)
+    assert cache.stat().st_mtime_ns == stamp  # reused
+    saved = load_checkpoint(cache, required=CACHE_KEYS)
+    saved["tokenizer_step"] = -1  # as if the tokenizer had trained further since
+    torch.save(saved, cache)
+    token_dataset(tokenizer_dir, "emoji", "test", progress=False)
+    assert load_checkpoint(cache, required=CACHE_KEYS)["tokenizer_step"] == 4
+    cache.write_bytes(b"garbage")  # a damaged cache is rebuilt, not an error
+    assert len(token_dataset(tokenizer_dir, "emoji", "test", progress=False)) == 365
+
+
+def test_a_tiny_raster_model_learns_writes_samples_and_resumes(tmp_path, tokenizer_dir):
+    cfg = tiny_raster_config(tmp_path, tokenizer_dir, max_steps=30)
+    result = train(cfg, progress=False)
+    records = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    first = sum(r["loss"] for r in records[:3]) / 3
+    last = sum(r["loss"] for r in records[-3:]) / 3
+    assert last < first - 0.3, (first, last)  # from ln 32 = 3.47 towards the tokens' entropy
+    assert result["test_loss"] < first
+    for f in ("ckpt.pt", "samples.png", "loss.png", "result.json"):
+        assert (cfg.run_dir / f).exists(), f
+    longer = tiny_raster_config(tmp_path, tokenizer_dir, max_steps=35)
+    assert train(longer, resume=True, progress=False)["step"] == 35
+    model, saved, tokenizer = load_run(cfg.run_dir)
+    assert saved.model == "raster" and model.generate(torch.tensor([0]), cfg_scale=1.5).shape == (1, 16, 16)
+    assert tokenizer.cfg.codebook_size == 32
+
+
+def test_cli_sample_writes_a_grid(tmp_path, tokenizer_dir, capsys):
+    cfg = tiny_raster_config(tmp_path, tokenizer_dir, max_steps=2)
+    train(cfg, progress=False)
+    out = tmp_path / "grid.png"
+    assert main(["sample", str(cfg.run_dir), "--n", "9", "--cfg", "1.5", "--top-k", "8", "--out", str(out)]) == 0
+    assert out.exists() and "9 of 9 samples" in capsys.readouterr().out
+    assert main(["sample", str(tokenizer_dir)]) == 2
+    assert "not a generator" in capsys.readouterr().err
+
+
+def test_generator_errors_name_the_fix(tmp_path, tokenizer_dir):
+    with pytest.raises(ValueError, match="set tokenizer"):
+        tiny_raster_config(tmp_path, tokenizer_dir, tokenizer="")
+    with pytest.raises(FileNotFoundError, match="python -m minivar train emoji-vqvae-l2"):
+        train(recipes.get("emoji-raster", [f"out_dir={tmp_path}", f"tokenizer={tmp_path}/emoji-vqvae-l2"]),
+              progress=False)
+    cfg = tiny_raster_config(tmp_path, tokenizer_dir)
+    cfg.model_config.vocab_size = 64
+    with pytest.raises(ValueError, match="vocab_size=32"):
+        train(cfg, progress=False)
+    cfg = tiny_raster_config(tmp_path, tokenizer_dir)
+    cfg.model_config.grid = 8
+    with pytest.raises(ValueError, match="grid=16"):
+        train(cfg, progress=False)
