@@ -3,9 +3,10 @@
     python benchmarks/train_throughput.py                      # every emoji-* recipe, CPU
     python benchmarks/train_throughput.py cifar10-vqvae --device cuda
 
-Times `--steps` optimizer steps (forward, backward, AdamW) on random images of the recipe's shape after
-`--warmup` untimed ones, prints a table and appends it to benchmarks/results/train_throughput.csv together
-with the command, the machine and the date. Wall time is measured here, never asserted in a test.
+Times `--steps` optimizer steps (forward, backward, AdamW) on random images (generators: random token maps)
+of the recipe's shape after `--warmup` untimed ones, prints a table and appends it to
+benchmarks/results/train_throughput.csv together with the command, the machine and the date.
+Wall time is measured here, never asserted in a test.
 """
 
 import argparse
@@ -21,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minivar import recipes  # noqa: E402
-from minivar.train import build_model, compute_loss  # noqa: E402
+from minivar.train import GeneratorLoss, build_model, compute_loss, is_generator  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "train_throughput.csv"
 
@@ -35,6 +36,9 @@ def measure(name, device, steps, warmup, batch_size=None):
     s = cfg.model_config.image_size
     images = torch.rand(B, 3, s, s, device=device) * 2 - 1
     labels = torch.zeros(B, dtype=torch.long, device=device)
+    if is_generator(cfg.model):  # generators train on token maps (random ones cost the same)
+        images = torch.randint(0, cfg.model_config.vocab_size, (B, cfg.model_config.seq_len), device=device)
+        model = GeneratorLoss(model)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.amp)
     for i in range(warmup + steps):
         if i == warmup:

@@ -72,7 +72,17 @@ def cmd_sample(args):
             raise ValueError(f"--classes must lie in [0, {n_cls}), got {args.classes}")
     else:
         classes = list(range(n_cls))
-    labels = torch.tensor(classes * (args.n // len(classes) + 1))[:args.n].to(dev)
+    labels = torch.tensor(classes * (args.n // len(classes) + 1))[:args.n]
+    if args.fd:
+        if cfg.dataset != "emoji":
+            raise ValueError("--fd computes fd_emoji, which needs an emoji run; use torch-fidelity for FID")
+        from .data import load_dataset
+        test = load_dataset("emoji", "test", image_size=cfg.model_config.image_size)
+        real = torch.stack([test[i][0] for i in range(len(test))])
+        if not args.classes:  # compare like with like: the test split's class frequencies, not uniform classes
+            test_labels = torch.tensor([test[i][1] for i in range(len(test))])
+            labels = test_labels[torch.arange(args.n) % len(test_labels)]
+    labels = labels.to(dev)
     g = torch.Generator(dev).manual_seed(args.seed)
     t0, images = time.time(), []
     for chunk in tqdm(labels.split(args.batch_size), desc="sampling"):
@@ -82,16 +92,12 @@ def cmd_sample(args):
     images, seconds = torch.cat(images), time.time() - t0
     out = Path(args.out) if args.out else Path(args.run) / f"samples_cfg{args.cfg:g}.png"
     shown = min(len(images), 256)
-    save_grid(out, images[:shown], nrow=min(len(classes), 16))
-    print(f"wrote {out}: {shown} of {len(images)} samples (one column per class: {classes[:16]}), "
+    save_grid(out, images[:shown], nrow=16 if args.fd and not args.classes else min(len(classes), 16))
+    layout = "labels follow the test split" if args.fd and not args.classes else f"one column per class: {classes[:16]}"
+    print(f"wrote {out}: {shown} of {len(images)} samples ({layout}), "
           f"{seconds:.1f} s ({len(images) / seconds:.1f} images/s)")
     if args.fd:
-        if cfg.dataset != "emoji":
-            raise ValueError("--fd computes fd_emoji, which needs an emoji run; use torch-fidelity for FID")
-        from .data import load_dataset
         from .metrics import fd_emoji
-        test = load_dataset("emoji", "test", image_size=cfg.model_config.image_size)
-        real = torch.stack([test[i][0] for i in range(len(test))])
         print(f"fd_emoji({len(images)} samples vs {len(real)} test emoji) = {fd_emoji(images, real):.2f}")
 
 
@@ -129,7 +135,8 @@ def main(argv=None):
     p.add_argument("--classes", default="", help="comma-separated class indices (default: all, in turn)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)
-    p.add_argument("--fd", action="store_true", help="also print fd_emoji against the emoji test split")
+    p.add_argument("--fd", action="store_true",
+                   help="also print fd_emoji against the emoji test split (labels then follow its class frequencies)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--out", default="", help="the PNG to write (default <run>/samples_cfg<scale>.png)")
     p.set_defaults(func=cmd_sample)

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Sampler, Subset
 from tqdm.auto import tqdm
 
 from . import device as best_device
@@ -306,6 +306,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if generator:  # eval sample grid: one column per class (at most 16), two rows
         n_cls = min(16, cfg.model_config.num_classes)
         sample_labels = torch.arange(n_cls, device=dev).repeat(2)
+        # periodic test loss on a fixed random subset (test splits are sorted by class), the final one on all
+        subset = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(cfg.seed))
+        quick_loader = DataLoader(Subset(test_set, subset[:cfg.eval_batches * 64].tolist()), batch_size=64)
 
     def wrap(m):
         return DistributedDataParallel(m, device_ids=[dev.index] if dev.type == "cuda" else None) if world > 1 else m
@@ -332,9 +335,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         model.eval()
         total, count = 0.0, 0
         with torch.no_grad(), amp:
-            for i, (tokens, labels) in enumerate(test_loader):
-                if not final and i >= cfg.eval_batches:
-                    break
+            for tokens, labels in test_loader if final else quick_loader:
                 loss, _ = model.loss(tokens.to(dev), labels.to(dev))
                 total, count = total + loss.item() * len(tokens), count + len(tokens)
             g = torch.Generator(dev).manual_seed(cfg.seed)  # the same noise at every eval: comparable grids
@@ -364,7 +365,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     model.train()
     # With a time budget the bar counts seconds of training, otherwise steps.
     timed = cfg.minutes > 0
-    bar = tqdm(total=60 * cfg.minutes if timed else cfg.max_steps, initial=elapsed if timed else step,
+    # (a finished timed run resumes with elapsed past the budget: tqdm's notebook bar cannot start beyond its total)
+    bar = tqdm(total=60 * cfg.minutes if timed else cfg.max_steps,
+               initial=min(elapsed, 60 * cfg.minutes) if timed else step,
                unit="s" if timed else "step", disable=not progress or rank != 0, desc=cfg.name, mininterval=1.0,
                dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}" if timed else None)
     last_ckpt, images_seen, t_start, between_steps = step, 0, time.time(), True
