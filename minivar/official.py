@@ -20,7 +20,9 @@ import re
 import torch
 
 from .autoencoder import VQVAE, VQVAEConfig
+from .msvq import MultiScaleVQVAE, MultiScaleVQVAEConfig
 from .raster_ar import RasterAR, RasterARConfig
+from .var import VAR, VARConfig
 
 # LlamaGen's tokenizer_image/vq_model.py ModelArgs defaults (the released VQ-16 / VQ-8 tokenizers use them,
 # with encoder/decoder_ch_mult [1, 1, 2, 2, 4] for VQ-16 and [1, 2, 2, 4] for VQ-8).
@@ -138,4 +140,118 @@ def load_llamagen_gpt(state_dict: dict, **official_model_args) -> RasterAR:
     return model.eval()
 
 
-__all__ = ["load_llamagen_vq", "load_llamagen_gpt", "unwrap_state_dict"]
+# VAR's models/vqvae.py VQVAE defaults (vae_ch160v4096z32.pth uses them with ch=160, z_channels=32).
+VAR_VQVAE_DEFAULTS = dict(vocab_size=4096, z_channels=32, ch=128, dropout=0.0, beta=0.25, using_znorm=False,
+                          quant_conv_ks=3, quant_resi=0.5, share_quant_resi=4, default_qresi_counts=0,
+                          v_patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), test_mode=True)
+# Hard-coded inside VAR's VQVAE (not constructor arguments); accepted here for small test models.
+VAR_VQVAE_FIXED = dict(ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2)
+
+
+def _var_vae_name(name: str, n_levels: int) -> str:
+    """One VAR (Stable-Diffusion-style) VQVAE weight name -> minivar's."""
+    name = re.sub(r"^(encoder)\.down\.(\d+)\.", r"\1.levels.\2.", name)
+    name = re.sub(r"^decoder\.up\.(\d+)\.", lambda m: f"decoder.levels.{n_levels - 1 - int(m.group(1))}.", name)
+    name = re.sub(r"\.block\.(\d+)\.", r".res.\1.", name)
+    name = name.replace(".nin_shortcut.", ".skip.").replace(".mid.block_1.", ".mid.res1.")
+    name = name.replace(".mid.block_2.", ".mid.res2.").replace(".mid.attn_1.", ".mid.attn.")
+    name = re.sub(r"\.(downsample|upsample)\.conv\.", ".resample.conv.", name)
+    name = name.replace("quantize.embedding.", "quantizer.codebook.")
+    name = re.sub(r"^quantize\.quant_resi\.(?:qresi_ls\.)?(\d+)\.", r"quantizer.phis.\1.conv.", name)
+    return name.replace("quantize.quant_resi.qresi.", "quantizer.phis.0.conv.")
+
+
+def load_var_vqvae(state_dict: dict, **official_kwargs) -> MultiScaleVQVAE:
+    """minivar's MultiScaleVQVAE from a VAR VQVAE state dict (e.g. vae_ch160v4096z32.pth) and the official
+    constructor's keyword arguments. `encode_scales` / `decode_scales` then equal the official `img_to_idxBl` /
+    `idxBl_to_img(..., same_shape=True, last_one=True)`."""
+    unknown = set(official_kwargs) - set(VAR_VQVAE_DEFAULTS) - set(VAR_VQVAE_FIXED)
+    if unknown:
+        raise ValueError(f"unknown VAR VQVAE arguments {sorted(unknown)}; known: {', '.join(VAR_VQVAE_DEFAULTS)}")
+    args = {**VAR_VQVAE_DEFAULTS, **VAR_VQVAE_FIXED, **official_kwargs}
+    scales = tuple(args["v_patch_nums"])
+    ch_mult = tuple(args["ch_mult"])
+    n_scales, share = len(scales), args["share_quant_resi"]
+    n_phi = (args["default_qresi_counts"] or n_scales) if share == 0 else share
+    cfg = MultiScaleVQVAEConfig(image_size=scales[-1] * 2 ** (len(ch_mult) - 1), ch=args["ch"], ch_mult=ch_mult,
+                                num_res_blocks=args["num_res_blocks"], attn=True, z_channels=args["z_channels"],
+                                embed_dim=args["z_channels"], codebook_size=args["vocab_size"], beta=args["beta"],
+                                l2_norm=args["using_znorm"], dropout=args["dropout"], scales=scales,
+                                phi_ratio=abs(args["quant_resi"]) if abs(args["quant_resi"]) > 1e-6 else 0.0,
+                                n_phi=n_phi, quant_kernel=args["quant_conv_ks"])
+    model = MultiScaleVQVAE(cfg)
+    renamed = {}
+    for name, tensor in unwrap_state_dict(state_dict).items():
+        if name == "quantize.ema_vocab_hit_SV":  # VAR's running code-usage statistics, not weights
+            continue
+        new = _var_vae_name(name, len(ch_mult))
+        if ".qkv." in new:  # VAR fuses the attention's q, k, v 1x1 convs: outputs ordered [q | k | v]
+            for part, chunk in zip("qkv", tensor.chunk(3, dim=0)):
+                renamed[new.replace(".qkv.", f".{part}.")] = chunk
+        else:
+            renamed[new] = tensor
+    hint = "check vocab_size, z_channels, ch, share_quant_resi, v_patch_nums (and ch_mult / num_res_blocks)"
+    try:
+        missing, unexpected = model.load_state_dict(renamed, strict=False)
+    except RuntimeError as e:
+        raise ValueError(f"the state dict does not fit these arguments ({e}); {hint}") from None
+    if missing or unexpected:
+        raise ValueError(f"the state dict does not fit these arguments: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}; {hint}")
+    return model.eval()
+
+
+# VAR's models/var.py VAR defaults; build_vae_var uses depth d, embed_dim 64 d, num_heads d, attn_l2_norm=True.
+VAR_DEFAULTS = dict(num_classes=1000, depth=16, embed_dim=1024, num_heads=16, mlp_ratio=4.0, drop_rate=0.0,
+                    attn_drop_rate=0.0, drop_path_rate=0.0, norm_eps=1e-6, shared_aln=False, cond_drop_rate=0.1,
+                    attn_l2_norm=False, patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), flash_if_available=True,
+                    fused_if_available=True)
+VAR_RENAMES = [(r"^head_nm\.ada_lin\.1\.", "head_ada.linear."), (r"\.ada_lin\.1\.", ".ada_lin.linear."),
+               (r"^shared_ada_lin\.1\.", "shared_ada_lin.linear."), (r"\.attn\.scale_mul_1H11$", ".attn.scale_mul")]
+
+
+def load_var(state_dict: dict, quantizer=None, **official_kwargs) -> VAR:
+    """minivar's VAR from an official VAR state dict (var_d16.pth, ...) and the constructor's keyword arguments
+    (without vae_local: the vocabulary and code size are read from the weights). `quantizer` (the tokenizer's,
+    e.g. load_var_vqvae(...).quantizer) is attached for generation and training.
+    `model(labels, teacher_forcing_input)` then equals the official `forward(label_B, x_BLCv_wo_first_l)`.
+
+        var = load_var(torch.load("var_d16.pth", weights_only=True), vae.quantizer, depth=16, embed_dim=1024,
+                       num_heads=16, attn_l2_norm=True, drop_path_rate=0.1 * 16 / 24)
+    """
+    unknown = set(official_kwargs) - set(VAR_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown VAR arguments {sorted(unknown)}; known: {', '.join(VAR_DEFAULTS)}")
+    args = {**VAR_DEFAULTS, **official_kwargs}
+    weights = unwrap_state_dict(state_dict)
+    if "head.weight" not in weights or "word_embed.weight" not in weights:
+        raise ValueError("not a VAR state dict: head.weight / word_embed.weight missing")
+    cfg = VARConfig(vocab_size=weights["head.weight"].shape[0], scales=tuple(args["patch_nums"]),
+                    code_dim=weights["word_embed.weight"].shape[1], num_classes=args["num_classes"],
+                    depth=args["depth"], dim=args["embed_dim"], n_head=args["num_heads"], mlp_ratio=args["mlp_ratio"],
+                    norm_eps=args["norm_eps"], class_dropout=args["cond_drop_rate"], dropout=args["drop_rate"],
+                    attn_dropout=args["attn_drop_rate"], drop_path=args["drop_path_rate"],
+                    attn_l2_norm=args["attn_l2_norm"], shared_aln=args["shared_aln"],
+                    image_size=16 * tuple(args["patch_nums"])[-1])
+    model = VAR(cfg)
+    renamed = {}
+    for name, tensor in weights.items():
+        if name in ("lvl_1L", "attn_bias_for_masking"):  # recomputed here from the schedule
+            continue
+        for pattern, repl in VAR_RENAMES:
+            name = re.sub(pattern, repl, name)
+        renamed[name] = tensor
+    hint = "check depth, embed_dim, num_heads, num_classes, patch_nums, shared_aln, attn_l2_norm"
+    try:
+        missing, unexpected = model.load_state_dict(renamed, strict=False)
+    except RuntimeError as e:
+        raise ValueError(f"the state dict does not fit these arguments ({e}); {hint}") from None
+    if missing or unexpected:
+        raise ValueError(f"the state dict does not fit these arguments: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}; {hint}")
+    if quantizer is not None:
+        model.attach_quantizer(quantizer)
+    return model.eval()
+
+
+__all__ = ["load_llamagen_vq", "load_llamagen_gpt", "load_var_vqvae", "load_var", "unwrap_state_dict"]

@@ -102,7 +102,9 @@ def token_dataset(tokenizer_path, dataset: str, split: str, image_size: int = 32
 
 def _register_builtin():
     from .autoencoder import VQVAE
+    from .msvq import MultiScaleVQVAE
     register_tokenizer("vqvae", VQVAE)
+    register_tokenizer("msvqvae", MultiScaleVQVAE)
 
 
 _register_builtin()

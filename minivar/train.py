@@ -33,13 +33,15 @@ from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import load_dataset
 from .losses import TokenizerLoss
 from .metrics import evaluate_tokenizer, psnr
+from .msvq import MultiScaleVQVAE, MultiScaleVQVAEConfig
 from .raster_ar import RasterAR, RasterARConfig
 from .token_cache import load_tokenizer, token_dataset
 from .viz import plot_curves, save_grid
 
 # Every trainable model kind: its config class and its model class. Later lessons register theirs here.
 # Tokenizers train on images; generators (models with a `generate` method) on their tokenizer's token maps.
-MODELS = {"vqvae": (VQVAEConfig, VQVAE), "raster": (RasterARConfig, RasterAR)}
+MODELS = {"vqvae": (VQVAEConfig, VQVAE), "msvqvae": (MultiScaleVQVAEConfig, MultiScaleVQVAE),
+          "raster": (RasterARConfig, RasterAR)}
 
 
 def is_generator(kind: str) -> bool:
@@ -462,7 +464,14 @@ def load_run(run_dir, map_location="cpu"):
                               f"{saved.get('model')!r}")
     cfg = TrainConfig(**{k: v for k, v in saved.items() if k in TrainConfig.__dataclass_fields__})
     model = MODELS[cfg.model][1].from_checkpoint(ckpt_path, map_location)
-    tokenizer = load_tokenizer(cfg.tokenizer, map_location) if is_generator(cfg.model) else None
+    tokenizer = None
+    if is_generator(cfg.model):
+        # the tokenizer path is stored as given, relative to where training ran (usually the folder holding
+        # runs/); from elsewhere (a notebook in notebooks/), find it relative to the run's out_dir instead
+        tok = Path(cfg.tokenizer)
+        beside = ckpt_path.parent.parent.parent / tok
+        tokenizer = load_tokenizer(beside if not tok.is_absolute() and not tok.exists() and beside.exists() else tok,
+                                   map_location)
     return model, cfg, tokenizer
 
 

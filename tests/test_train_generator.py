@@ -80,3 +80,18 @@ def test_generator_errors_name_the_fix(tmp_path, tokenizer_dir):
     cfg.model_config.grid = 8
     with pytest.raises(ValueError, match="grid=16"):
         train(cfg, progress=False)
+
+
+def test_load_run_finds_the_tokenizer_from_another_working_directory(tmp_path, tokenizer_dir, monkeypatch):
+    """Runs store the tokenizer path as given (relative to where training ran); a notebook one folder down
+    must still find it."""
+    import shutil
+    root = tmp_path / "project"
+    shutil.copytree(tokenizer_dir, root / "runs" / "tok")
+    monkeypatch.chdir(root)
+    cfg = tiny_raster_config("runs", "runs/tok", max_steps=1)
+    train(cfg, progress=False)
+    (root / "notebooks").mkdir()
+    monkeypatch.chdir(root / "notebooks")
+    model, saved, tokenizer = load_run("../runs/tiny-raster")
+    assert saved.tokenizer == "runs/tok" and tokenizer.cfg.codebook_size == 32

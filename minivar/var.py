@@ -1,0 +1,336 @@
+"""Next-scale prediction (VAR, Tian et al. 2024): generate an image coarse to fine, one whole scale per step.
+
+The tokens of the multi-scale tokenizer (msvq.py) are r_1 (1x1), r_2 (2x2), ..., r_K (h x w). VAR models
+
+    p(r_1, ..., r_K | class) = prod_k p(r_k | r_1, ..., r_{k-1}, class)
+
+and predicts all tokens of scale k at once, in parallel. The transformer's input for scale k is the
+reconstruction so far (the cumulative f_hat after scale k-1) area-downsampled to scale k's size: every
+position of the new scale sees a blurry version of the whole image, not just what lies above-left of it.
+
+    sequence: [class token (1 position)] [f_hat_1 at 2x2 (4)] [f_hat_2 at 3x3 (9)] ...   L = sum of s_k^2
+    predicts:  r_1                        r_2                  r_3 ...
+
+The mask is block-causal: a token sees every token of its own scale and of all coarser scales. Generation
+takes K forward passes (6 for the emoji schedule) instead of one per token.
+
+As the official models/var.py and basic_var.py:
+- the class embedding (one extra row: the null class, used with probability class_dropout in training, for
+  classifier-free guidance) is the start token (+ a learned start position) *and* the condition of every
+  AdaLN layer; learned absolute positions for all L tokens + a learned embedding per scale (level);
+- blocks are AdaLN self-attention: LayerNorm without affine, modulated by (shift, scale) from the class, each
+  residual branch multiplied by a gate gamma (initialised near 0, so blocks start almost switched off);
+- attention normalises q and k to unit length and multiplies by a learned per-head temperature (at most
+  100): the logits are cosine similarities, which keeps training stable;
+- an AdaLN norm before the output head; GELU (tanh) feed-forward.
+At inference guidance ramps up with the scale: t = cfg * k / (K - 1), logits (1 + t) cond - t uncond.
+
+Where minivar differs: label dropout happens only in training (the official forward drops labels in eval
+mode too); the quantizer is attached with `attach_quantizer` (the official keeps a hidden reference to the
+VQVAE), so the generator's checkpoint holds only the transformer.
+"""
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .sampling import sample
+from .transformer import AdaLN, KVCache, modulate
+
+
+@dataclass
+class VARConfig:
+    vocab_size: int = 1024  # the tokenizer's codebook size
+    scales: tuple = (1, 2, 3, 4, 6, 8)  # the tokenizer's schedule
+    code_dim: int = 4  # the tokenizer's code dimension (the teacher-forcing input's channels)
+    num_classes: int = 9
+    depth: int = 4
+    dim: int = 192
+    n_head: int = 4
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-6
+    class_dropout: float = 0.1  # label -> null class in training (classifier-free guidance)
+    dropout: float = 0.0  # after the attention projection and the feed-forward
+    attn_dropout: float = 0.0
+    drop_path: float = 0.0  # stochastic depth, rising linearly to this rate over the blocks (VAR: 0.1 * depth / 24)
+    attn_l2_norm: bool = True  # cosine attention with a learned temperature (VAR's default for its models)
+    shared_aln: bool = False  # one AdaLN projection shared by all blocks, plus a learned offset per block
+    image_size: int = 32  # of the images the tokenizer encodes (for checks and decoding)
+
+    def __post_init__(self):
+        self.scales = tuple(self.scales)
+        if self.dim % self.n_head:
+            raise ValueError(f"dim {self.dim} must be divisible by n_head {self.n_head}")
+        if list(self.scales) != sorted(set(self.scales)):
+            raise ValueError(f"scales must increase, got {self.scales}")
+
+    @property
+    def seq_len(self) -> int:  # tokens per image, all scales
+        return sum(s * s for s in self.scales)
+
+
+def block_causal_mask(scales) -> torch.Tensor:
+    """(L, L) bool, True = may attend: query at scale i sees keys at every scale j <= i."""
+    level = torch.cat([torch.full((s * s,), k) for k, s in enumerate(scales)])
+    return level[:, None] >= level[None, :]
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: drop a residual branch for a whole sample with probability p (scaled by 1/(1-p))."""
+
+    def __init__(self, p: float = 0.0):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if self.p == 0 or not self.training:
+            return x
+        keep = x.new_empty(x.shape[0], *([1] * (x.ndim - 1))).bernoulli_(1 - self.p)
+        return x * keep / (1 - self.p)
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, dim, n_head, l2_norm=True, attn_dropout=0.0, dropout=0.0):
+        super().__init__()
+        self.n_head, self.head_dim, self.l2_norm, self.attn_dropout = n_head, dim // n_head, l2_norm, attn_dropout
+        self.mat_qkv = nn.Linear(dim, 3 * dim, bias=False)
+        self.q_bias, self.v_bias = nn.Parameter(torch.zeros(dim)), nn.Parameter(torch.zeros(dim))
+        self.register_buffer("zero_k_bias", torch.zeros(dim))  # keys get no bias (a bias on k shifts every score
+        # of a query by the same amount, which softmax ignores)
+        if l2_norm:  # log of the per-head temperature multiplying the cosine similarities, starts at 4
+            self.scale_mul = nn.Parameter(torch.full((1, n_head, 1, 1), math.log(4.0)))
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(dropout)
+
+    def forward(self, x, mask=None, cache: KVCache = None):
+        B, L, C = x.shape
+        qkv = F.linear(x, self.mat_qkv.weight, torch.cat([self.q_bias, self.zero_k_bias, self.v_bias]))
+        q, k, v = qkv.view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # each (B, H, L, hd)
+        if self.l2_norm:
+            q = F.normalize(q, dim=-1) * self.scale_mul.clamp(max=math.log(100)).exp()
+            k = F.normalize(k, dim=-1)
+            scale = 1.0
+        else:
+            scale = 0.25 / math.sqrt(self.head_dim)  # the official choice without l2 norm
+        if cache is not None:
+            k, v = cache.append(k, v)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
+                                           dropout_p=self.attn_dropout if self.training else 0.0)
+        return self.proj_drop(self.proj(y.transpose(1, 2).reshape(B, L, C)))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim, hidden, dropout=0.0):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x):
+        return self.drop(self.fc2(F.gelu(self.fc1(x), approximate="tanh")))
+
+
+class AdaLNBlock(nn.Module):
+    """x + gamma1 * attn(LN(x) * (1 + scale1) + shift1), then the same with the feed-forward; the six vectors
+    come from the class condition (VAR's chunk order: gamma1, gamma2, scale1, scale2, shift1, shift2)."""
+
+    def __init__(self, cfg: VARConfig, drop_path: float):
+        super().__init__()
+        self.shared_aln = cfg.shared_aln
+        self.ln = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps, elementwise_affine=False)
+        self.attn = SelfAttention(cfg.dim, cfg.n_head, cfg.attn_l2_norm, cfg.attn_dropout, cfg.dropout)
+        self.ffn = FeedForward(cfg.dim, round(cfg.dim * cfg.mlp_ratio), cfg.dropout)
+        self.drop_path = DropPath(drop_path)
+        if cfg.shared_aln:  # this block's offset to the shared projection
+            self.ada_gss = nn.Parameter(torch.randn(1, 1, 6, cfg.dim) / cfg.dim ** 0.5)
+        else:
+            self.ada_lin = AdaLN(cfg.dim, cfg.dim, 6)
+
+    def forward(self, x, cond, mask=None, cache=None):
+        """cond: the class embedding (B, D), or with shared_aln the shared projection (B, 1, 6, D)."""
+        if self.shared_aln:
+            gamma1, gamma2, scale1, scale2, shift1, shift2 = (self.ada_gss + cond).unbind(2)
+        else:
+            gamma1, gamma2, scale1, scale2, shift1, shift2 = self.ada_lin(cond)
+        x = x + self.drop_path(self.attn(modulate(self.ln(x), shift1, scale1), mask, cache) * gamma1)
+        return x + self.drop_path(self.ffn(modulate(self.ln(x), shift2, scale2)) * gamma2)
+
+
+class VAR(nn.Module):
+    def __init__(self, cfg: VARConfig):
+        super().__init__()
+        self.cfg = cfg
+        D, L, first = cfg.dim, cfg.seq_len, cfg.scales[0] ** 2
+        std = math.sqrt(1 / D / 3)
+        self.word_embed = nn.Linear(cfg.code_dim, D)  # teacher-forcing input (code space) -> model width
+        self.class_emb = nn.Embedding(cfg.num_classes + 1, D)  # row num_classes = the null class
+        self.pos_start = nn.Parameter(torch.empty(1, first, D))
+        self.pos_1LC = nn.Parameter(torch.empty(1, L, D))  # absolute position of each token of each scale
+        self.lvl_embed = nn.Embedding(len(cfg.scales), D)  # which scale a token belongs to
+        nn.init.trunc_normal_(self.pos_start, std=std)
+        nn.init.trunc_normal_(self.pos_1LC, std=std)
+        if cfg.shared_aln:
+            self.shared_ada_lin = AdaLN(D, D, 6)
+        rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        self.blocks = nn.ModuleList(AdaLNBlock(cfg, rates[i]) for i in range(cfg.depth))
+        self.head_ln = nn.LayerNorm(D, eps=cfg.norm_eps, elementwise_affine=False)
+        self.head_ada = AdaLN(D, D, 2)  # (scale, shift) of the norm before the head
+        self.head = nn.Linear(D, cfg.vocab_size)
+        level = torch.cat([torch.full((s * s,), k) for k, s in enumerate(cfg.scales)])
+        self.register_buffer("level", level, persistent=False)  # (L,) scale index of every token
+        mask = torch.zeros(L, L).masked_fill(~block_causal_mask(cfg.scales), float("-inf"))
+        self.register_buffer("attn_bias", mask, persistent=False)  # additive: 0 = may attend, -inf = may not
+        self._quantizer = None  # attach_quantizer: (MultiScaleQuantizer,), kept out of the state dict
+        self.init_weights()
+
+    def init_weights(self, init_adaln=0.5, init_adaln_gamma=1e-5, init_head=0.02):
+        """VAR's initialisation: trunc-normal(sqrt(1/(3D))) weights, zero biases, a small head, AdaLN scale/shift
+        rows x0.5 and gate rows x1e-5 (each block starts as nearly the identity), output projections / sqrt(2 depth)."""
+        D, std = self.cfg.dim, math.sqrt(1 / self.cfg.dim / 3)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=std)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+            elif isinstance(m, nn.Embedding):
+                nn.init.trunc_normal_(m.weight, std=std)
+        with torch.no_grad():
+            self.head.weight.mul_(init_head)
+            self.head_ada.linear.weight.mul_(init_adaln)
+            for block in self.blocks:
+                block.attn.proj.weight.div_(math.sqrt(2 * self.cfg.depth))
+                block.ffn.fc2.weight.div_(math.sqrt(2 * self.cfg.depth))
+                if self.cfg.shared_aln:
+                    block.ada_gss[:, :, 2:].mul_(init_adaln)
+                    block.ada_gss[:, :, :2].mul_(init_adaln_gamma)
+                else:
+                    block.ada_lin.linear.weight[2 * D:].mul_(init_adaln)
+                    block.ada_lin.linear.weight[:2 * D].mul_(init_adaln_gamma)
+
+    # --- the quantizer that turns sampled tokens into the next scale's input -------------------------------
+
+    def attach_quantizer(self, quantizer):
+        """Attach the (frozen) multi-scale quantizer of the tokenizer whose tokens this model predicts."""
+        if tuple(quantizer.scales) != self.cfg.scales or quantizer.codebook_size != self.cfg.vocab_size:
+            raise ValueError(f"the tokenizer has scales {quantizer.scales} and {quantizer.codebook_size} codes; this "
+                             f"model expects {self.cfg.scales} and {self.cfg.vocab_size}")
+        self._quantizer = (quantizer,)
+        return self
+
+    @property
+    def quantizer(self):
+        if self._quantizer is None:
+            raise RuntimeError("attach the tokenizer's quantizer first: model.attach_quantizer(tokenizer.quantizer)")
+        return self._quantizer[0]
+
+    # --- training -------------------------------------------------------------------------------------------
+
+    def drop_labels(self, labels):
+        if not self.training or self.cfg.class_dropout <= 0:
+            return labels
+        drop = torch.rand(labels.shape, device=labels.device) < self.cfg.class_dropout
+        return torch.where(drop, torch.full_like(labels, self.cfg.num_classes), labels)
+
+    def condition(self, cond):
+        return self.shared_ada_lin.linear(F.silu(cond)).view(-1, 1, 6, self.cfg.dim) if self.cfg.shared_aln else cond
+
+    def logits(self, x, cond):
+        scale, shift = self.head_ada(cond)
+        return self.head(modulate(self.head_ln(x), shift, scale)).float()
+
+    def forward(self, labels, teacher_forcing_input):
+        """labels (B,), teacher_forcing_input (B, L - s_1^2, code_dim) (msvq's teacher_forcing_input)
+        -> logits (B, L, vocab) for every token of every scale."""
+        B, L = labels.shape[0], self.cfg.seq_len
+        first = self.cfg.scales[0] ** 2
+        if teacher_forcing_input.shape != (B, L - first, self.cfg.code_dim):
+            raise ValueError(f"expected teacher_forcing_input ({B}, {L - first}, {self.cfg.code_dim}), got "
+                             f"{tuple(teacher_forcing_input.shape)}")
+        cond = self.class_emb(self.drop_labels(labels))  # (B, D)
+        start = cond[:, None].expand(B, first, -1) + self.pos_start  # (B, first, D)
+        x = torch.cat([start, self.word_embed(teacher_forcing_input.float())], dim=1)
+        x = x + self.lvl_embed(self.level)[None] + self.pos_1LC  # (B, L, D)
+        c = self.condition(cond)
+        for block in self.blocks:
+            x = block(x, c, self.attn_bias)
+        return self.logits(x, cond)
+
+    def loss(self, tokens, labels):
+        """tokens (B, L): all scales flattened, coarsest first (the token cache's layout). Mean cross-entropy."""
+        maps = split_scales(tokens, self.cfg.scales)
+        logits = self(labels, self.quantizer.teacher_forcing_input(maps))  # (B, L, V)
+        per_token = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none").view(tokens.shape)
+        loss = per_token.mean()
+        last = self.cfg.scales[-1] ** 2
+        return loss, {"loss": loss.item(), "loss_last_scale": per_token[:, -last:].mean().item()}
+
+    # --- generation -------------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def generate(self, labels, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, generator=None,
+                 return_logits=False):
+        """Sample token maps [(B, s_k, s_k)], coarsest first, one scale per forward pass (KV cache).
+
+        Guidance ramps with the scale as VAR does: t = cfg_scale * k / (K - 1), logits (1 + t) cond - t uncond,
+        so the first scale is sampled without guidance. cfg_scale = 0 switches guidance off entirely.
+        """
+        was_training = self.training
+        self.eval()
+        q = self.quantizer
+        labels = torch.as_tensor(labels, device=self.pos_1LC.device).long()
+        B, K, D = labels.shape[0], len(self.cfg.scales), self.cfg.dim
+        both = torch.cat([labels, torch.full_like(labels, self.cfg.num_classes)])  # second half: null class
+        cond = self.class_emb(both)  # (2B, D)
+        c = self.condition(cond)
+        level_pos = self.lvl_embed(self.level)[None] + self.pos_1LC  # (1, L, D)
+        first = self.cfg.scales[0] ** 2
+        x = cond[:, None].expand(2 * B, first, D) + self.pos_start + level_pos[:, :first]
+        caches = [KVCache() for _ in self.blocks]
+        f_hat, maps, all_logits, start = None, [], [], 0
+        for k, s in enumerate(self.cfg.scales):
+            h = x
+            for block, cache in zip(self.blocks, caches):
+                h = block(h, c, None, cache)  # attends to every cached (coarser) token and its own scale
+            logits = self.logits(h, cond)  # (2B, s*s, V)
+            t = cfg_scale * k / max(1, K - 1)
+            logits = (1 + t) * logits[:B] - t * logits[B:]
+            all_logits.append(logits)
+            idx = sample(logits.reshape(B * s * s, -1), temperature, top_k, top_p, generator).view(B, s, s)
+            maps.append(idx)
+            f_hat, nxt = q.next_input(k, f_hat, idx)
+            start += s * s
+            if k < K - 1:
+                s_next = self.cfg.scales[k + 1]
+                x = self.word_embed(nxt.flatten(2).transpose(1, 2)) + level_pos[:, start:start + s_next ** 2]
+                x = torch.cat([x, x])
+        self.train(was_training)
+        return (maps, all_logits) if return_logits else maps
+
+    # --- checkpoints carry their config -------------------------------------------------------------------
+
+    def config_dict(self) -> dict:
+        return asdict(self.cfg)
+
+    @classmethod
+    def from_checkpoint(cls, path, map_location="cpu") -> "VAR":
+        from .checkpoint import load_checkpoint
+        ckpt = load_checkpoint(path, map_location)
+        if ckpt["config"].get("model") != "var":
+            raise ValueError(f"{path} holds a {ckpt['config'].get('model')!r} model, not a VAR model")
+        model = cls(VARConfig(**ckpt["config"]["model_config"]))
+        model.load_state_dict(ckpt["model"])
+        return model.eval()
+
+
+def split_scales(flat: torch.Tensor, scales) -> list:
+    """(B, L) tokens, all scales flattened coarsest first -> [(B, s_k, s_k)]."""
+    sizes = [s * s for s in scales]
+    if flat.ndim != 2 or flat.shape[1] != sum(sizes):
+        raise ValueError(f"expected flat multi-scale tokens (B, {sum(sizes)}) for scales {tuple(scales)}, "
+                         f"got {tuple(flat.shape)}")
+    return [t.reshape(-1, s, s) for t, s in zip(flat.split(sizes, dim=1), scales)]
+
+
+__all__ = ["VARConfig", "VAR", "block_causal_mask", "split_scales", "AdaLNBlock", "SelfAttention"]

@@ -1,0 +1,156 @@
+"""The next-scale transformer: block-causal structure, cached generation == teacher forcing, it learns, and it
+reproduces the official VAR (logits and sampled tokens) from its weights."""
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from minivar.msvq import MultiScaleQuantizer
+from minivar.official import load_var, load_var_vqvae
+from minivar.var import VAR, VARConfig, block_causal_mask, split_scales
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SCALES = (1, 2, 3, 4)
+
+
+def tiny(**kw):
+    torch.manual_seed(0)
+    q = MultiScaleQuantizer(16, 4, SCALES)
+    q.codebook.weight.data.normal_()
+    model = VAR(VARConfig(**{**dict(vocab_size=16, scales=SCALES, code_dim=4, num_classes=3, depth=2, dim=32,
+                                    n_head=4), **kw}))
+    with torch.no_grad():  # wake the gates and the head up, so that every path carries signal
+        for block in model.blocks:
+            block.ada_lin.linear.weight.normal_(std=0.1)
+        model.head.weight.normal_(std=0.5)
+    return model.attach_quantizer(q).eval(), q
+
+
+def random_tokens(B, vocab=16):
+    return [torch.randint(0, vocab, (B, s, s)) for s in SCALES]
+
+
+def test_block_causal_mask():
+    mask = block_causal_mask((1, 2))
+    expected = torch.tensor([[1, 0, 0, 0, 0]] + [[1, 1, 1, 1, 1]] * 4, dtype=torch.bool)
+    assert torch.equal(mask, expected)
+
+
+def test_scale_k_outputs_do_not_depend_on_finer_scales_inputs():
+    model, q = tiny()
+    x = q.teacher_forcing_input(random_tokens(2)).requires_grad_(True)  # (2, 29, 4): scales 2..4
+    logits = model(torch.tensor([0, 1]), x)  # (2, 30, V)
+    starts = [0, 1, 5, 14, 30]  # token ranges of the scales in the full sequence
+    for k in range(4):
+        (g,) = torch.autograd.grad(logits[:, starts[k]:starts[k + 1]].square().sum(), x, retain_graph=True)
+        seen = g.abs().sum((0, 2)) > 0  # (29,): input position j holds sequence position j + 1
+        own_end = starts[k + 1] - 1
+        assert not seen[own_end:].any(), f"scale {k} sees finer scales"
+        assert seen[:own_end].all(), f"scale {k} should see its own and coarser inputs"
+
+
+def test_cached_generation_logits_equal_the_teacher_forcing_forward():
+    model, q = tiny()
+    labels = torch.tensor([0, 2, 1])
+    maps, logits = model.generate(labels, cfg_scale=0.0, generator=torch.Generator().manual_seed(0),
+                                  return_logits=True)
+    with torch.no_grad():
+        full = model(labels, q.teacher_forcing_input(maps))
+    torch.testing.assert_close(torch.cat(logits, 1), full, atol=1e-5, rtol=1e-5)
+
+
+def test_guidance_ramps_linearly_over_the_scales():
+    model, q = tiny()
+    labels = torch.tensor([0, 1])
+    maps, logits = model.generate(labels, cfg_scale=3.0, generator=torch.Generator().manual_seed(0), return_logits=True)
+    null = torch.full_like(labels, 3)
+    with torch.no_grad():
+        x = q.teacher_forcing_input(maps)
+        cond, uncond = model(labels, x), model(null, x)
+    start = 0
+    for k, s in enumerate(SCALES):
+        t = 3.0 * k / 3
+        expected = (1 + t) * cond[:, start:start + s * s] - t * uncond[:, start:start + s * s]
+        torch.testing.assert_close(logits[k], expected, atol=1e-5, rtol=1e-5)
+        start += s * s
+
+
+def test_a_tiny_var_memorises_three_token_pyramids_and_regenerates_them():
+    model, q = tiny(class_dropout=0.0, dim=64)
+    model.train()
+    targets = torch.cat([t.flatten(1) for t in random_tokens(3)], 1)  # (3, 30)
+    labels = torch.arange(3)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(200):
+        loss, _ = model.loss(targets, labels)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05
+    maps = model.generate(labels, cfg_scale=0.0, temperature=0)
+    assert torch.equal(torch.cat([m.flatten(1) for m in maps], 1), targets)
+
+
+def test_errors_name_the_fix():
+    model, q = tiny()
+    with pytest.raises(ValueError, match=r"teacher_forcing_input \(2, 29, 4\)"):
+        model(torch.tensor([0, 1]), torch.zeros(2, 30, 4))
+    with pytest.raises(ValueError, match=r"\(B, 30\)"):
+        split_scales(torch.zeros(2, 31, dtype=torch.long), SCALES)
+    bare = VAR(VARConfig(vocab_size=16, scales=SCALES, code_dim=4, num_classes=3, depth=1, dim=32, n_head=4))
+    with pytest.raises(RuntimeError, match="attach_quantizer"):
+        bare.generate(torch.tensor([0]))
+    with pytest.raises(ValueError, match="scales"):
+        bare.attach_quantizer(MultiScaleQuantizer(16, 4, (1, 2, 4)))
+
+
+# ------------------------------------------------------------------------------------------ the official VAR
+
+@pytest.fixture(scope="module")
+def official():
+    vae_golden = torch.load(FIXTURES / "var_vqvae_tiny.pt", weights_only=True)
+    ddconfig = vae_golden["ddconfig_effective"]
+    vae = load_var_vqvae(vae_golden["state_dict"], ch_mult=tuple(ddconfig["ch_mult"]),
+                         num_res_blocks=ddconfig["num_res_blocks"],
+                         **{k: v for k, v in vae_golden["kwargs"].items() if k != "test_mode"})
+    return torch.load(FIXTURES / "var_tiny.pt", weights_only=True), vae
+
+
+@pytest.mark.parametrize("variant", ["plain", "shared_aln"])
+def test_var_logits_and_loss_equal_the_official_forward(official, variant):
+    golden, vae = official
+    ref = golden if variant == "plain" else {**golden, **golden["saln"]}
+    var = load_var(ref["state_dict"], vae.quantizer, **ref["kwargs"])
+    with torch.no_grad():
+        torch.testing.assert_close(var(golden["label_B"], golden["x_BLCv_wo_first_l"]), ref["logits"],
+                                   atol=1e-5, rtol=1e-4)
+        null = torch.full_like(golden["label_B"], 10)
+        torch.testing.assert_close(var(null, golden["x_BLCv_wo_first_l"]), ref["logits_null"], atol=1e-5, rtol=1e-4)
+        loss, _ = var.loss(golden["gt_BL"], golden["label_B"])
+    assert loss.item() == pytest.approx(float(ref["loss_trainer_ls0"]), rel=1e-5)
+    tokens = split_scales(golden["gt_BL"], var.cfg.scales)  # the tokenizer's teacher-forcing input, too
+    torch.testing.assert_close(vae.quantizer.teacher_forcing_input(tokens), golden["x_BLCv_wo_first_l"],
+                               atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("run", ["main", "topk_topp", "random_label", "saln"])
+def test_var_generation_equals_the_official_sampler(official, run):
+    """Same tokens as the official autoregressive_infer_cfg under the same generator seed (one torch.multinomial
+    per scale), with VAR's guidance ramp, top-k and top-p; and the same images."""
+    golden, vae = official
+    ref, ar = (golden["saln"], golden["saln"]["ar"]["main"]) if run == "saln" else (golden, golden["ar"][run])
+    var = load_var(ref["state_dict"], vae.quantizer, **ref["kwargs"])
+    kw = ar["call_kwargs"]
+    g = torch.Generator().manual_seed(kw["g_seed"])
+    if kw["label_B"] is None:  # the official sampler first draws uniform labels from the same generator
+        labels = torch.multinomial(torch.full((1, 10), 0.1), kw["B"], replacement=True, generator=g).view(-1)
+    else:
+        labels = torch.tensor(kw["label_B"])
+    maps, logits = var.generate(labels, cfg_scale=kw["cfg"], top_k=kw["top_k"], top_p=kw["top_p"] or 1.0,
+                                generator=g, return_logits=True)
+    for k, (m, ref_idx) in enumerate(zip(maps, ar["idx"])):
+        assert torch.equal(m.flatten(1), ref_idx), f"scale {k}"
+        torch.testing.assert_close(logits[k], ar["logits_cfg"][k], atol=1e-4, rtol=1e-4)
+    images = (vae.decode_scales(maps) + 1) / 2  # the official sampler returns [0, 1]
+    torch.testing.assert_close(images, ar["images"], atol=1e-4, rtol=1e-4)
