@@ -1,6 +1,6 @@
 """Command line: python -m minivar {demo,train,sample,sweep} ...
 
-    python -m minivar demo                         # the main job: train on the bundled emoji, on CPU
+    python -m minivar demo                         # the main job: tokenizer + VAR on the bundled emoji, on CPU
     python -m minivar train emoji-vqvae --set lr=1e-3 --set codebook_size=1024
     python -m minivar train emoji-vqvae --resume    # continue a killed run from its last checkpoint
     python -m minivar train emoji-raster            # a generator over the tokens of runs/emoji-vqvae-l2
@@ -37,20 +37,46 @@ def cmd_train(args):
 
 
 def cmd_demo(args):
-    """Train the emoji tokenizer on CPU within the time budget and write reconstructions.png."""
-    from .train import train
+    """The main job, on a laptop CPU: train VAR's multi-scale tokenizer, then a small VAR on its tokens, and
+    draw a picture of every scale of new samples (runs/demo/scales.png) and a sample grid per class."""
+    import torch
+
+    from .data import load_dataset
+    from .train import decode_generated, train
+    from .viz import plot_scales, save_grid
     t0 = time.time()
     out = Path(args.out)
-    cfg = recipes.get("emoji-vqvae", [f"name={out.name}", f"out_dir={out.parent}", f"minutes={args.minutes}",
-                                      "max_steps=100000", *args.set])
-    print(f"minivar demo: training a VQ-VAE tokenizer on the bundled emoji for up to {args.minutes:g} minutes "
-          f"(re-running continues or reuses {cfg.run_dir})")
-    result = train(cfg, resume=True)
+    tok_minutes, var_minutes = 0.42 * args.minutes, 0.48 * args.minutes  # the rest: tokenizing and sampling
+    print(f"minivar demo: about {args.minutes:g} minutes on this machine (re-running reuses what {out} holds)\n"
+          f"1/3 training VAR's multi-scale tokenizer on the bundled emoji for {tok_minutes:.1f} min")
+    tok_cfg = recipes.get("emoji-msvq", ["name=tokenizer", f"out_dir={out}", f"minutes={tok_minutes}",
+                                         "max_steps=100000", "eval_every=100000", *args.set_tokenizer])
+    tok = train(tok_cfg, resume=True)
+    print(f"   test PSNR {tok['test_psnr']:.2f} dB, codebook usage {tok['test_usage']:.0%} after {tok['step']} steps\n"
+          f"2/3 training a {recipes.get('emoji-var').model_config.depth}-block VAR on its tokens for "
+          f"{var_minutes:.1f} min (the tokens are computed once, first)")
+    var_cfg = recipes.get("emoji-var", ["name=var", f"out_dir={out}", f"tokenizer={tok_cfg.run_dir}",
+                                        f"minutes={var_minutes}", "max_steps=100000", "eval_every=100000",
+                                        *args.set])
+    var = train(var_cfg, resume=True)
+    model, tokenizer = var["model"].eval(), tok["model"].eval()
+    print(f"   test loss {var['test_loss']:.3f} nats/token after {var['step']} steps\n3/3 sampling")
+    classes = load_dataset("emoji", "test").classes
+    g = torch.Generator().manual_seed(args.seed)
+    labels = torch.arange(len(classes))
+    maps = model.generate(labels, cfg_scale=args.cfg, top_k=args.top_k, generator=g)
+    per_scale = tokenizer.decode_scales(maps, every_scale=True)  # the image after each scale, coarse to fine
+    plot_scales(per_scale, tokenizer.cfg.scales, row_labels=[c.split(" & ")[0] for c in classes],
+                path=out / "scales.png", title=f"VAR on emoji: every scale of one sample per class (cfg {args.cfg:g})")
+    for c, name in enumerate(classes):
+        grid = model.generate(torch.full((16,), c), cfg_scale=args.cfg, top_k=args.top_k, generator=g)
+        save_grid(out / "classes" / f"{c}_{name.lower().replace(' & ', '_').replace(' ', '_')}.png",
+                  decode_generated(tokenizer, grid), nrow=8)
     peak_mb = peak_memory_mb()
-    print(f"\nwrote {cfg.run_dir / 'reconstructions.png'} (top: test images, bottom: reconstructions)")
-    print(f"test PSNR {result['test_psnr']:.2f} dB, codebook usage {result['test_usage']:.0%} "
-          f"(perplexity {result['test_perplexity']:.0f} of {cfg.model_config.codebook_size}), "
-          f"{result['step']} steps; wall time {time.time() - t0:.0f} s, peak memory {peak_mb:.0f} MB")
+    print(f"\nwrote {out / 'scales.png'} (rows: one sample per class; columns: the image after each scale, "
+          f"{' -> '.join(f'{s}x{s}' for s in tokenizer.cfg.scales)})\n"
+          f"wrote {out / 'classes'}/ (16 samples per class)\n"
+          f"wall time {time.time() - t0:.0f} s, peak memory {peak_mb:.0f} MB")
 
 
 def cmd_sample(args):
@@ -59,7 +85,7 @@ def cmd_sample(args):
     from tqdm.auto import tqdm
 
     from . import device
-    from .train import load_run
+    from .train import decode_generated, load_run
     from .viz import save_grid
     dev = device() if args.device == "auto" else torch.device(args.device)
     model, cfg, tokenizer = load_run(args.run, dev)
@@ -88,7 +114,7 @@ def cmd_sample(args):
     for chunk in tqdm(labels.split(args.batch_size), desc="sampling"):
         maps = model.generate(chunk, cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k,
                               top_p=args.top_p, generator=g)
-        images.append(tokenizer.decode(maps).float().clamp(-1, 1).cpu())
+        images.append(decode_generated(tokenizer, maps).cpu())
     images, seconds = torch.cat(images), time.time() - t0
     out = Path(args.out) if args.out else Path(args.run) / f"samples_cfg{args.cfg:g}.png"
     shown = min(len(images), 256)
@@ -112,10 +138,15 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="train a tokenizer on the bundled emoji (CPU) and write pictures")
-    p.add_argument("--minutes", type=float, default=3.0, help="training time budget (default 3)")
+    p = sub.add_parser("demo", help="train a multi-scale tokenizer and VAR on the bundled emoji (CPU), draw each scale")
+    p.add_argument("--minutes", type=float, default=4.0, help="training time budget, both models (default 4)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a recipe field")
+    p.add_argument("--cfg", type=float, default=1.5, help="VAR's guidance scale, ramped over the scales (default 1.5)")
+    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a VAR recipe field")
+    p.add_argument("--set-tokenizer", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a tokenizer recipe field")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a named recipe")

@@ -8,8 +8,10 @@ import dataclasses
 import typing
 
 from .autoencoder import VQVAEConfig
+from .msvq import MultiScaleVQVAEConfig
 from .raster_ar import RasterARConfig
 from .train import TrainConfig
+from .var import VARConfig
 
 
 def _emoji_vqvae():
@@ -90,9 +92,51 @@ def _imagenet64_raster():
                                                    token_dropout=0.1, image_size=64))
 
 
+def _emoji_msvq():
+    # VAR's multi-scale tokenizer on the emoji: the emoji-vqvae network, scales (1, 2, 3, 4, 6, 8) ending at its
+    # 8x8 latent (every scale at least 1.3x the previous, as VAR's schedule; 130 tokens per image).
+    return TrainConfig(name="emoji-msvq", model="msvqvae", dataset="emoji", batch_size=64, lr=2e-3, warmup_steps=50,
+                       max_steps=1200, eval_every=200, ckpt_every=200,
+                       model_config=MultiScaleVQVAEConfig(image_size=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+                                                          z_channels=64, embed_dim=8, codebook_size=512,
+                                                          scales=(1, 2, 3, 4, 6, 8)))
+
+
+def _emoji_var():
+    # VAR over emoji-msvq's 6 scales (train that tokenizer first): 4 AdaLN blocks of width 192, about the
+    # parameter count of emoji-raster, so the two can be compared at equal size (notebook 05).
+    return TrainConfig(name="emoji-var", model="var", tokenizer="runs/emoji-msvq", dataset="emoji", batch_size=64,
+                       lr=1e-3, warmup_steps=100, weight_decay=0.05, max_steps=2000, eval_every=250, ckpt_every=250,
+                       sample_cfg=1.5,
+                       model_config=VARConfig(vocab_size=512, scales=(1, 2, 3, 4, 6, 8), code_dim=8, num_classes=9,
+                                              depth=4, dim=192, n_head=4, dropout=0.1, image_size=32))
+
+
+def _cifar10_msvq():
+    # One GPU; estimate (not yet measured): ~15 minutes on an A100/H100 class GPU. cifar10-vqvae's network and
+    # losses with VAR's quantizer (4096 codes of dim 8, VAR's plain lookup and 4 shared Phis).
+    cfg = _cifar10_vqvae()
+    cfg.name, cfg.model = "cifar10-msvq", "msvqvae"
+    cfg.model_config = MultiScaleVQVAEConfig(image_size=32, ch=128, ch_mult=(1, 2, 2), num_res_blocks=2, attn=True,
+                                             z_channels=256, embed_dim=8, codebook_size=4096, scales=(1, 2, 3, 4, 6, 8))
+    return cfg
+
+
+def _cifar10_var():
+    # One GPU; estimate (not yet measured): ~1 hour on an A100/H100 class GPU. VAR-d12-like (width 768 = 64 x 12,
+    # 12 heads, VAR's drop-path rule 0.1 * 12 / 24) over cifar10-msvq's scales.
+    return TrainConfig(name="cifar10-var", model="var", tokenizer="runs/cifar10-msvq", dataset="cifar10",
+                       batch_size=256, lr=4e-4, warmup_steps=1000, weight_decay=0.05, max_steps=50_000,
+                       eval_every=2500, ckpt_every=2500, num_workers=4, sample_cfg=1.5,
+                       model_config=VARConfig(vocab_size=4096, scales=(1, 2, 3, 4, 6, 8), code_dim=8, num_classes=10,
+                                              depth=12, dim=768, n_head=12, drop_path=0.05, image_size=32))
+
+
+
 RECIPES = {"emoji-vqvae": _emoji_vqvae, "emoji-vqvae-l2": _emoji_vqvae_l2, "cifar10-vqvae": _cifar10_vqvae,
            "imagenet64-vqvae": _imagenet64_vqvae, "emoji-raster": _emoji_raster, "cifar10-raster": _cifar10_raster,
-           "imagenet64-raster": _imagenet64_raster}
+           "imagenet64-raster": _imagenet64_raster, "emoji-msvq": _emoji_msvq, "emoji-var": _emoji_var,
+           "cifar10-msvq": _cifar10_msvq, "cifar10-var": _cifar10_var}
 
 
 def get(name: str, overrides=()) -> TrainConfig:

@@ -36,12 +36,13 @@ from .metrics import evaluate_tokenizer, psnr
 from .msvq import MultiScaleVQVAE, MultiScaleVQVAEConfig
 from .raster_ar import RasterAR, RasterARConfig
 from .token_cache import load_tokenizer, token_dataset
+from .var import VAR, VARConfig
 from .viz import plot_curves, save_grid
 
 # Every trainable model kind: its config class and its model class. Later lessons register theirs here.
 # Tokenizers train on images; generators (models with a `generate` method) on their tokenizer's token maps.
 MODELS = {"vqvae": (VQVAEConfig, VQVAE), "msvqvae": (MultiScaleVQVAEConfig, MultiScaleVQVAE),
-          "raster": (RasterARConfig, RasterAR)}
+          "raster": (RasterARConfig, RasterAR), "var": (VARConfig, VAR)}
 
 
 def is_generator(kind: str) -> bool:
@@ -293,6 +294,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if generator:  # token maps, encoded once by the frozen tokenizer and cached beside it
         tokenizer = load_tokenizer(cfg.tokenizer, dev)
         check_tokenizer_fits(cfg, tokenizer)
+        if hasattr(model, "attach_quantizer"):  # VAR builds its inputs with the tokenizer's quantizer
+            model.attach_quantizer(tokenizer.quantizer)
         kw = dict(image_size=size, root=root, device=dev, progress=progress and rank == 0)
         train_set = token_dataset(cfg.tokenizer, cfg.dataset, "train", flip=cfg.flip, **kw)
         test_set = token_dataset(cfg.tokenizer, cfg.dataset, "test", flip=False, **kw)
@@ -341,8 +344,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                 loss, _ = model.loss(tokens.to(dev), labels.to(dev))
                 total, count = total + loss.item() * len(tokens), count + len(tokens)
             g = torch.Generator(dev).manual_seed(cfg.seed)  # the same noise at every eval: comparable grids
-            maps = model.generate(sample_labels, cfg_scale=cfg.sample_cfg, generator=g)
-            images = tokenizer.decode(maps).float().clamp(-1, 1)
+            images = decode_generated(tokenizer, model.generate(sample_labels, cfg_scale=cfg.sample_cfg, generator=g))
         model.train()
         save_grid(run_dir / "samples.png", images, nrow=n_cls)
         save_grid(run_dir / "eval" / f"step_{step:07d}.png", images, nrow=n_cls)
@@ -441,12 +443,26 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     return result
 
 
+def decode_generated(tokenizer, generated) -> torch.Tensor:
+    """A generator's output (a token map, or VAR's list of maps per scale) -> images in [-1, 1]."""
+    if isinstance(generated, (list, tuple)):
+        return tokenizer.decode_scales(list(generated)).float().clamp(-1, 1)
+    return tokenizer.decode(generated).float().clamp(-1, 1)
+
+
 def check_tokenizer_fits(cfg: TrainConfig, tokenizer):
-    """A generator's vocabulary and grid must match its tokenizer's codebook and token map."""
+    """A generator's vocabulary and grid (or scales) must match its tokenizer's codebook and token maps."""
     mc, tc = cfg.model_config, tokenizer.cfg
     if mc.vocab_size != tc.codebook_size:
         raise ValueError(f"the tokenizer {cfg.tokenizer} has {tc.codebook_size} codes but the generator's "
                          f"vocab_size is {mc.vocab_size}; --set vocab_size={tc.codebook_size}")
+    multiscale = hasattr(tc, "scales")
+    if hasattr(mc, "scales") != multiscale:
+        raise ValueError(f"{cfg.model} needs a {'multi-scale' if hasattr(mc, 'scales') else 'single-scale'} tokenizer "
+                         f"(an {'msvqvae' if hasattr(mc, 'scales') else 'vqvae'} run), but {cfg.tokenizer} is not one")
+    if multiscale and (tuple(mc.scales) != tuple(tc.scales) or mc.code_dim != tc.embed_dim):
+        raise ValueError(f"the tokenizer {cfg.tokenizer} has scales {tc.scales} and codes of dimension {tc.embed_dim}; "
+                         f"--set scales={','.join(map(str, tc.scales))} --set code_dim={tc.embed_dim}")
     side = tc.latent_size
     if hasattr(mc, "grid") and mc.grid != side:
         raise ValueError(f"the tokenizer {cfg.tokenizer} makes {side}x{side} token maps but the generator's grid "
@@ -472,6 +488,8 @@ def load_run(run_dir, map_location="cpu"):
         beside = ckpt_path.parent.parent.parent / tok
         tokenizer = load_tokenizer(beside if not tok.is_absolute() and not tok.exists() and beside.exists() else tok,
                                    map_location)
+        if hasattr(model, "attach_quantizer"):
+            model.attach_quantizer(tokenizer.quantizer)
     return model, cfg, tokenizer
 
 
@@ -484,4 +502,4 @@ def batch_for_step(dataset, step, cfg: TrainConfig, rank=0, world=1):
 
 
 __all__ = ["TrainConfig", "train", "MODELS", "is_generator", "build_model", "compute_loss", "GeneratorLoss",
-           "batch_for_step", "load_run", "psnr"]
+           "batch_for_step", "load_run", "decode_generated", "psnr"]

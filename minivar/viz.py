@@ -81,3 +81,32 @@ def plot_curves(records: list, keys=("loss",), path=None, title=None, ax=None):
         if own:
             plt.close(ax.figure)
     return ax
+
+
+def plot_scales(per_scale: list, scales, row_labels=None, path=None, title=None):
+    """A picture of every scale: per_scale[k] (B, 3, H, W) is the image decoded after scale k (VAR's cumulative
+    reconstruction); rows = the B samples, columns = the scales, coarse to fine. Saved to `path` if given."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+    if path is not None and not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipympl")):
+        plt.switch_backend("Agg")  # command-line runs: no display needed
+    B, K = per_scale[0].shape[0], len(per_scale)
+    fig, axes = plt.subplots(B, K, figsize=(1.3 * K + (1.2 if row_labels else 0.2), 1.3 * B + 0.5), squeeze=False)
+    for k in range(K):
+        for b in range(B):
+            ax = axes[b, k]
+            ax.imshow(to_uint8_images(per_scale[k][b:b + 1])[0], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if b == 0:
+                ax.set_title(f"{scales[k]}×{scales[k]}", fontsize=9)
+            if k == 0 and row_labels:
+                ax.set_ylabel(row_labels[b], fontsize=8, rotation=0, ha="right", va="center")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    if path is not None:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
+        plt.close(fig)
+    return fig

@@ -95,3 +95,43 @@ def test_load_run_finds_the_tokenizer_from_another_working_directory(tmp_path, t
     monkeypatch.chdir(root / "notebooks")
     model, saved, tokenizer = load_run("../runs/tiny-raster")
     assert saved.tokenizer == "runs/tok" and tokenizer.cfg.codebook_size == 32
+
+
+def test_var_trains_on_a_multiscale_tokenizer_through_the_same_loop(tmp_path):
+    from minivar.msvq import MultiScaleVQVAEConfig
+    from minivar.train import TrainConfig
+    from minivar.var import VARConfig
+    tok_cfg = TrainConfig(name="ms", model="msvqvae", out_dir=str(tmp_path), batch_size=16, max_steps=3,
+                          eval_every=100, ckpt_every=100, eval_batches=1,
+                          model_config=MultiScaleVQVAEConfig(image_size=32, ch=8, ch_mult=(1, 2), z_channels=8,
+                                                             embed_dim=4, codebook_size=32, scales=(1, 2, 4, 8, 16)))
+    train(tok_cfg, progress=False)
+    cfg = TrainConfig(name="var", model="var", tokenizer=str(tok_cfg.run_dir), out_dir=str(tmp_path), batch_size=16,
+                      lr=3e-3, warmup_steps=5, max_steps=30, eval_every=15, ckpt_every=15, log_every=1, eval_batches=1,
+                      model_config=VARConfig(vocab_size=32, scales=(1, 2, 4, 8, 16), code_dim=4, depth=1, dim=32,
+                                             n_head=4))
+    result = train(cfg, progress=False)
+    records = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r["loss"] for r in records[-3:]) / 3 < sum(r["loss"] for r in records[:3]) / 3 - 0.3
+    assert (cfg.run_dir / "samples.png").exists() and result["test_loss"] < records[0]["loss"]
+    model, _, tokenizer = load_run(cfg.run_dir)  # the quantizer comes attached
+    maps = model.generate(torch.tensor([0, 1]), cfg_scale=1.5)
+    assert [m.shape[1:] for m in maps] == [(1, 1), (2, 2), (4, 4), (8, 8), (16, 16)]
+    assert tokenizer.decode_scales(maps).shape == (2, 3, 32, 32)
+    wrong = TrainConfig(**{**cfg.to_dict(), "name": "wrong", "model_config": {**cfg.to_dict()["model_config"],
+                                                                               "scales": (1, 4, 16)}})
+    with pytest.raises(ValueError, match="--set scales=1,2,4,8,16"):
+        train(wrong, progress=False)
+
+
+def test_the_demo_writes_every_scale_and_a_grid_per_class_and_reuses_its_runs(tmp_path, capsys):
+    out = tmp_path / "demo"
+    args = ["demo", "--minutes", "0.06", "--out", str(out), "--set-tokenizer", "ch=8", "--set-tokenizer",
+            "z_channels=8", "--set", "dim=32", "--set", "depth=1"]
+    assert main(args) == 0
+    text = capsys.readouterr().out
+    assert (out / "scales.png").exists() and len(list((out / "classes").glob("*.png"))) == 9
+    assert "wall time" in text and "peak memory" in text
+    steps = json.loads((out / "var" / "result.json").read_text())["step"]
+    assert main(args) == 0  # a second run continues the finished runs: nothing more to train
+    assert json.loads((out / "var" / "result.json").read_text())["step"] == steps
