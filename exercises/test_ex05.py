@@ -1,0 +1,33 @@
+"""Graders for exercise 05 (next-scale prediction). Run `pytest -m ex05` to check your answers."""
+
+import pytest
+import torch
+from _grading import implementations, load
+
+from minivar import var
+
+
+@pytest.fixture(params=implementations("ex05"))
+def ex(request):
+    return load("ex05_next_scale", request.param)
+
+
+def test_part1_block_causal_mask(ex):
+    for scales in [(1, 2), (1, 2, 3, 4, 6, 8)]:
+        got, expected = ex.block_causal_mask(scales), var.block_causal_mask(scales)
+        assert isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype == torch.bool, \
+            f"Part 1 (block_causal_mask): return a ({len(expected)}, {len(expected)}) bool tensor for scales {scales}"
+        wrong = (got != expected).nonzero()
+        assert len(wrong) == 0, (f"Part 1 (block_causal_mask): entry (query {int(wrong[0, 0])}, key "
+                                 f"{int(wrong[0, 1])}) should be {bool(expected[tuple(wrong[0])])} for scales {scales}: "
+                                 f"a token sees its own whole scale and every coarser one")
+
+
+def test_part2_cfg_ramp(ex):
+    cond, uncond = torch.randn(2, 4, 10), torch.randn(2, 4, 10)
+    for k in range(6):
+        got = ex.cfg_ramp(cond, uncond, 2.0, k, 6)
+        t = 2.0 * k / 5
+        assert isinstance(got, torch.Tensor), "Part 2 (cfg_ramp): return a tensor"
+        torch.testing.assert_close(got, (1 + t) * cond - t * uncond,
+                                   msg=f"Part 2 (cfg_ramp): at scale {k} of 6 with cfg 2, t should be {t:.2f}")
