@@ -18,9 +18,11 @@ def test_part1_block_causal_mask(ex):
         assert isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype == torch.bool, \
             f"Part 1 (block_causal_mask): return a ({len(expected)}, {len(expected)}) bool tensor for scales {scales}"
         wrong = (got != expected).nonzero()
-        assert len(wrong) == 0, (f"Part 1 (block_causal_mask): entry (query {int(wrong[0, 0])}, key "
-                                 f"{int(wrong[0, 1])}) should be {bool(expected[tuple(wrong[0])])} for scales {scales}: "
-                                 f"a token sees its own whole scale and every coarser one")
+        if len(wrong):
+            q, k = int(wrong[0, 0]), int(wrong[0, 1])
+            raise AssertionError(f"Part 1 (block_causal_mask): entry (query {q}, key {k}) should be "
+                                 f"{bool(expected[q, k])} for scales {scales}: a token sees its own whole scale and "
+                                 f"every coarser one")
 
 
 def test_part2_cfg_ramp(ex):
