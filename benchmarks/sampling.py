@@ -1,13 +1,17 @@
 """Sampling speed of the generators: images/s and tokens/s, with and without the KV cache.
 
-    python benchmarks/sampling.py                      # emoji-raster's model, CPU, fp32, batch 1 and 64
-    python benchmarks/sampling.py --recipes cifar10-raster --device cuda --batches 1 64 256
+    python benchmarks/sampling.py                      # emoji-raster vs emoji-var, CPU, fp32, batch 1 and 64
+    python benchmarks/sampling.py --recipes cifar10-raster cifar10-var --device cuda --batches 1 64 256
 
 Builds each recipe's generator (random weights: the cost of a forward pass does not depend on their values),
 generates with classifier-free guidance (`--cfg`, default 2: the batch runs twice, as in real use), and times
 `--repeats` runs after one untimed warm-up; the median is reported. "steps" is the number of sequential
-forward passes a sample needs. Prints a table and appends it to benchmarks/results/sampling.csv with the
-command, the machine and the date. Wall time is measured here, never asserted in a test.
+forward passes a sample needs. Raster models run with and without the KV cache; VAR (always cached) is also
+compared with the raster model at the same batch size, next to the bound raster steps / VAR steps (64 / 6 for
+the emoji recipes, which have about the same number of parameters and the same final 8x8 grid).
+Prints a table and appends it to benchmarks/results/sampling.csv with the command, the machine and the date.
+Wall time is measured here, never asserted in a test. Note that the cfg scales mean different things: VAR ramps
+its guidance over the scales, LlamaGen applies it to every token; the cost (a doubled batch) is the same.
 """
 
 import argparse
@@ -47,29 +51,52 @@ def time_generate(model, batch, device, repeats, **kw):
     return statistics.median(times)
 
 
-def measure(name, device, batches, repeats, cfg_scale):
-    cfg = recipes.get(name)
+def build_generator(cfg, device):
+    """The recipe's generator with random weights; VAR also gets its tokenizer recipe's (random) quantizer."""
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
+    if hasattr(model, "attach_quantizer"):
+        tokenizer = build_model(recipes.get(Path(cfg.tokenizer).name)).to(device).eval()
+        model.attach_quantizer(tokenizer.quantizer)
+    return model
+
+
+def measure(name, device, batches, repeats, cfg_scale):
+    cfg = recipes.get(name)
+    model = build_generator(cfg, device)
     params = sum(p.numel() for p in model.parameters())
     tokens = model.cfg.seq_len
+    multiscale = hasattr(model, "attach_quantizer")
+    steps = len(model.cfg.scales) if multiscale else tokens
     rows = []
     for batch in batches:
         seconds = {}
-        for cache in (True, False):
-            seconds[cache] = time_generate(model, batch, device, repeats, cfg_scale=cfg_scale, use_cache=cache)
+        for cache in (True,) if multiscale else (True, False):
+            kw = {} if multiscale else {"use_cache": cache}
+            seconds[cache] = time_generate(model, batch, device, repeats, cfg_scale=cfg_scale, **kw)
             rows.append({"recipe": name, "model": cfg.model, "params_M": round(params / 1e6, 2), "batch": batch,
-                         "kv_cache": cache, "cfg": cfg_scale, "tokens_per_image": tokens, "steps": tokens,
+                         "kv_cache": cache, "cfg": cfg_scale, "tokens_per_image": tokens, "steps": steps,
                          "seconds": round(seconds[cache], 3), "images_per_s": round(batch / seconds[cache], 2),
-                         "tokens_per_s": round(batch * tokens / seconds[cache], 1)})
-        rows[-2]["speedup_vs_no_cache"] = round(seconds[False] / seconds[True], 2)
-        rows[-1]["speedup_vs_no_cache"] = 1.0
+                         "tokens_per_s": round(batch * tokens / seconds[cache], 1), "speedup_vs_no_cache": "",
+                         "speedup_vs_raster": "", "step_bound": ""})
+        if not multiscale:
+            rows[-2]["speedup_vs_no_cache"] = round(seconds[False] / seconds[True], 2)
     return rows
+
+
+def compare_with_raster(rows):
+    """VAR rows: how much faster than the (cached) raster model at the same batch, and the step-count bound."""
+    raster = {r["batch"]: r for r in rows if r["model"] == "raster" and r["kv_cache"]}
+    for r in rows:
+        if r["model"] != "raster" and r["batch"] in raster:
+            ref = raster[r["batch"]]
+            r["speedup_vs_raster"] = round(ref["seconds"] / r["seconds"], 2)
+            r["step_bound"] = round(ref["steps"] / r["steps"], 2)
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipes", nargs="*", default=["emoji-raster"])
+    p.add_argument("--recipes", nargs="*", default=["emoji-raster", "emoji-var"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--batches", type=int, nargs="*", default=[1, 64])
     p.add_argument("--repeats", type=int, default=3)
@@ -77,25 +104,28 @@ def main():
     args = p.parse_args()
     device = torch.device(args.device)
     rows = [r for name in args.recipes for r in measure(name, device, args.batches, args.repeats, args.cfg)]
+    compare_with_raster(rows)
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     if device.type == "cuda":
         machine = torch.cuda.get_device_name()
     stamp = datetime.date.today().isoformat()
     command = "python " + " ".join(sys.argv)
-    print(f"{'recipe':<16} {'params':>7} {'batch':>5} {'cache':>5} {'steps':>5} {'seconds':>8} {'images/s':>9} "
-          f"{'tokens/s':>9} {'speedup':>7}")
+    print(f"{'recipe':<14} {'params':>7} {'batch':>5} {'cache':>5} {'steps':>5} {'seconds':>8} {'images/s':>9} "
+          f"{'tokens/s':>9}  {'vs no cache':>11}  {'vs raster (bound)':>17}")
     for r in rows:
-        print(f"{r['recipe']:<16} {r['params_M']:>6}M {r['batch']:>5} {'yes' if r['kv_cache'] else 'no':>5} "
-              f"{r['steps']:>5} {r['seconds']:>8} {r['images_per_s']:>9} {r['tokens_per_s']:>9} "
-              f"{r['speedup_vs_no_cache']:>6}x")
+        vs_cache = f"{r['speedup_vs_no_cache']}x" if r["speedup_vs_no_cache"] != "" else ""
+        vs_raster = f"{r['speedup_vs_raster']}x ({r['step_bound']}x)" if r["speedup_vs_raster"] != "" else ""
+        print(f"{r['recipe']:<14} {r['params_M']:>6}M {r['batch']:>5} {'yes' if r['kv_cache'] else 'no':>5} "
+              f"{r['steps']:>5} {r['seconds']:>8} {r['images_per_s']:>9} {r['tokens_per_s']:>9}  {vs_cache:>11}  "
+              f"{vs_raster:>17}")
     print(f"fp32, cfg {args.cfg} · {machine} · torch {torch.__version__} · {stamp}")
-    new = not RESULTS.exists()
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
     fields = ["date", "command", "machine", "torch", "device", *rows[0].keys()]
-    with open(RESULTS, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        if new:
-            w.writeheader()
+    old = list(csv.DictReader(open(RESULTS, newline=""))) if RESULTS.exists() else []  # kept: append-only
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS, "w", newline="") as fh:  # rewritten whole, so columns added later line up
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows({k: r.get(k, "") for k in fields} for r in old)
         for r in rows:
             w.writerow({"date": stamp, "command": command, "machine": machine, "torch": torch.__version__,
                         "device": str(device), **r})

@@ -38,6 +38,8 @@ def measure(name, device, steps, warmup, batch_size=None):
     labels = torch.zeros(B, dtype=torch.long, device=device)
     if is_generator(cfg.model):  # generators train on token maps (random ones cost the same)
         images = torch.randint(0, cfg.model_config.vocab_size, (B, cfg.model_config.seq_len), device=device)
+        if hasattr(model, "attach_quantizer"):  # VAR builds its input with its tokenizer's quantizer
+            model.attach_quantizer(build_model(recipes.get(Path(cfg.tokenizer).name)).quantizer.to(device))
         model = GeneratorLoss(model)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.amp)
     for i in range(warmup + steps):

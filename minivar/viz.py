@@ -83,9 +83,10 @@ def plot_curves(records: list, keys=("loss",), path=None, title=None, ax=None):
     return ax
 
 
-def plot_scales(per_scale: list, scales, row_labels=None, path=None, title=None):
+def plot_scales(per_scale: list, scales, row_labels=None, path=None, title=None, column_titles=None):
     """A picture of every scale: per_scale[k] (B, 3, H, W) is the image decoded after scale k (VAR's cumulative
     reconstruction); rows = the B samples, columns = the scales, coarse to fine. Saved to `path` if given."""
+    column_titles = column_titles or [f"{s}×{s}" for s in scales]
     import matplotlib
     import matplotlib.pyplot as plt
     if path is not None and not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipympl")):
@@ -99,7 +100,7 @@ def plot_scales(per_scale: list, scales, row_labels=None, path=None, title=None)
             ax.set_xticks([])
             ax.set_yticks([])
             if b == 0:
-                ax.set_title(f"{scales[k]}×{scales[k]}", fontsize=9)
+                ax.set_title(column_titles[k], fontsize=9)
             if k == 0 and row_labels:
                 ax.set_ylabel(row_labels[b], fontsize=8, rotation=0, ha="right", va="center")
     if title:
