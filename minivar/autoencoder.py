@@ -223,10 +223,5 @@ class VQVAE(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> "VQVAE":
-        from .checkpoint import load_checkpoint
-        ckpt = load_checkpoint(path, map_location)
-        if ckpt["config"].get("model") != "vqvae":
-            raise ValueError(f"{path} holds a {ckpt['config'].get('model')!r} model, not a VQ-VAE")
-        model = cls(VQVAEConfig(**ckpt["config"]["model_config"]))
-        model.load_state_dict(ckpt["model"])
-        return model.eval()
+        from .checkpoint import load_model
+        return load_model(cls, VQVAEConfig, "vqvae", path, map_location)

@@ -53,3 +53,14 @@ def load_checkpoint(path, map_location="cpu", required=("model", "config")) -> d
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in required):
         raise CheckpointError(f"{path} is not a minivar checkpoint (expected a dict with {', '.join(required)})")
     return ckpt
+
+
+def load_model(cls, config_cls, kind: str, path, map_location="cpu"):
+    """`cls(config_cls(**saved config))` with the checkpoint's weights, in eval mode; refuses another model kind.
+    Behind every model's `from_checkpoint`: checkpoints carry their config, so loading needs no flags."""
+    ckpt = load_checkpoint(path, map_location)
+    if ckpt["config"].get("model") != kind:
+        raise ValueError(f"{path} holds a {ckpt['config'].get('model')!r} model, not a {kind!r} model")
+    model = cls(config_cls(**ckpt["config"]["model_config"]))
+    model.load_state_dict(ckpt["model"])
+    return model.eval()

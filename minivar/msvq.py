@@ -284,13 +284,8 @@ class MultiScaleVQVAE(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> "MultiScaleVQVAE":
-        from .checkpoint import load_checkpoint
-        ckpt = load_checkpoint(path, map_location)
-        if ckpt["config"].get("model") != "msvqvae":
-            raise ValueError(f"{path} holds a {ckpt['config'].get('model')!r} model, not a multi-scale VQ-VAE")
-        model = cls(MultiScaleVQVAEConfig(**ckpt["config"]["model_config"]))
-        model.load_state_dict(ckpt["model"])
-        return model.eval()
+        from .checkpoint import load_model
+        return load_model(cls, MultiScaleVQVAEConfig, "msvqvae", path, map_location)
 
 
 __all__ = ["Phi", "phi_index", "MultiScaleQuantizer", "MultiScaleVQVAEConfig", "MultiScaleVQVAE", "usage_per_scale"]

@@ -42,6 +42,17 @@ LLAMAGEN_VQ_RENAMES = [  # (official pattern, minivar replacement), applied in o
 ]
 
 
+def load_strictly(model, renamed: dict, what: str, hint: str):
+    """Load renamed official weights; a missing, unexpected or misshapen weight is an error naming the fix."""
+    try:
+        missing, unexpected = model.load_state_dict(renamed, strict=False)
+    except RuntimeError as e:  # shape mismatches
+        raise ValueError(f"the state dict does not fit these {what} ({e}); {hint}") from None
+    if missing or unexpected:
+        raise ValueError(f"the state dict does not fit these {what}: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}; {hint}")
+
+
 def unwrap_state_dict(ckpt: dict) -> dict:
     """Released checkpoints wrap the weights as {"ema"|"model"|"state_dict": ...}; LlamaGen prefers "ema"."""
     for key in ("ema", "model", "state_dict"):
@@ -75,14 +86,8 @@ def load_llamagen_vq(state_dict: dict, **official_model_args) -> VQVAE:
         for pattern, repl in LLAMAGEN_VQ_RENAMES:
             name = re.sub(pattern, repl, name)
         renamed[name] = tensor
-    hint = "check codebook_size, codebook_embed_dim, z_channels, encoder/decoder_ch_mult (and ch)"
-    try:
-        missing, unexpected = model.load_state_dict(renamed, strict=False)
-    except RuntimeError as e:  # shape mismatches
-        raise ValueError(f"the state dict does not fit these ModelArgs ({e}); {hint}") from None
-    if missing or unexpected:
-        raise ValueError(f"the state dict does not fit these ModelArgs: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}; {hint}")
+    load_strictly(model, renamed, "ModelArgs",
+                  "check codebook_size, codebook_embed_dim, z_channels, encoder/decoder_ch_mult (and ch)")
     return model.eval()
 
 
@@ -129,14 +134,8 @@ def load_llamagen_gpt(state_dict: dict, **official_model_args) -> RasterAR:
     table = renamed.get("class_embedding.weight")
     if table is not None and table.shape[0] == cfg.num_classes:  # trained without label dropout: no null row
         renamed["class_embedding.weight"] = torch.cat([table, torch.zeros_like(table[:1])])
-    hint = "check dim, n_layer, n_head, n_kv_head, vocab_size, num_classes, multiple_of, ffn_dim_multiplier"
-    try:
-        missing, unexpected = model.load_state_dict(renamed, strict=False)
-    except RuntimeError as e:
-        raise ValueError(f"the state dict does not fit these ModelArgs ({e}); {hint}") from None
-    if missing or unexpected:
-        raise ValueError(f"the state dict does not fit these ModelArgs: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}; {hint}")
+    load_strictly(model, renamed, "ModelArgs",
+                  "check dim, n_layer, n_head, n_kv_head, vocab_size, num_classes, multiple_of, ffn_dim_multiplier")
     return model.eval()
 
 
@@ -190,14 +189,8 @@ def load_var_vqvae(state_dict: dict, **official_kwargs) -> MultiScaleVQVAE:
                 renamed[new.replace(".qkv.", f".{part}.")] = chunk
         else:
             renamed[new] = tensor
-    hint = "check vocab_size, z_channels, ch, share_quant_resi, v_patch_nums (and ch_mult / num_res_blocks)"
-    try:
-        missing, unexpected = model.load_state_dict(renamed, strict=False)
-    except RuntimeError as e:
-        raise ValueError(f"the state dict does not fit these arguments ({e}); {hint}") from None
-    if missing or unexpected:
-        raise ValueError(f"the state dict does not fit these arguments: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}; {hint}")
+    load_strictly(model, renamed, "arguments",
+                  "check vocab_size, z_channels, ch, share_quant_resi, v_patch_nums (and ch_mult / num_res_blocks)")
     return model.eval()
 
 
@@ -241,14 +234,8 @@ def load_var(state_dict: dict, quantizer=None, **official_kwargs) -> VAR:
         for pattern, repl in VAR_RENAMES:
             name = re.sub(pattern, repl, name)
         renamed[name] = tensor
-    hint = "check depth, embed_dim, num_heads, num_classes, patch_nums, shared_aln, attn_l2_norm"
-    try:
-        missing, unexpected = model.load_state_dict(renamed, strict=False)
-    except RuntimeError as e:
-        raise ValueError(f"the state dict does not fit these arguments ({e}); {hint}") from None
-    if missing or unexpected:
-        raise ValueError(f"the state dict does not fit these arguments: missing {missing[:5]}, "
-                         f"unexpected {unexpected[:5]}; {hint}")
+    load_strictly(model, renamed, "arguments",
+                  "check depth, embed_dim, num_heads, num_classes, patch_nums, shared_aln, attn_l2_norm")
     if quantizer is not None:
         model.attach_quantizer(quantizer)
     return model.eval()

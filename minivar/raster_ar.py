@@ -176,13 +176,8 @@ class RasterAR(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> "RasterAR":
-        from .checkpoint import load_checkpoint
-        ckpt = load_checkpoint(path, map_location)
-        if ckpt["config"].get("model") != "raster":
-            raise ValueError(f"{path} holds a {ckpt['config'].get('model')!r} model, not a raster AR model")
-        model = cls(RasterARConfig(**ckpt["config"]["model_config"]))
-        model.load_state_dict(ckpt["model"])
-        return model.eval()
+        from .checkpoint import load_model
+        return load_model(cls, RasterARConfig, "raster", path, map_location)
 
 
 __all__ = ["RasterARConfig", "RasterAR"]

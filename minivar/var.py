@@ -315,13 +315,8 @@ class VAR(nn.Module):
 
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu") -> "VAR":
-        from .checkpoint import load_checkpoint
-        ckpt = load_checkpoint(path, map_location)
-        if ckpt["config"].get("model") != "var":
-            raise ValueError(f"{path} holds a {ckpt['config'].get('model')!r} model, not a VAR model")
-        model = cls(VARConfig(**ckpt["config"]["model_config"]))
-        model.load_state_dict(ckpt["model"])
-        return model.eval()
+        from .checkpoint import load_model
+        return load_model(cls, VARConfig, "var", path, map_location)
 
 
 def split_scales(flat: torch.Tensor, scales) -> list:
