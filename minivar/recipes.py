@@ -94,7 +94,9 @@ def _imagenet64_raster():
 
 def _emoji_msvq():
     # VAR's multi-scale tokenizer on the emoji: the emoji-vqvae network, scales (1, 2, 3, 4, 6, 8) ending at its
-    # 8x8 latent (every scale at least 1.3x the previous, as VAR's schedule; 130 tokens per image).
+    # 8x8 latent (side lengths grow by 1.3x-2x per scale, as in VAR's schedule; 130 tokens per image).
+    # About 10 minutes on 2 CPU cores (1200 steps at ~126 img/s): test PSNR 23.2 dB, every code used
+    # (per scale, on the test split: 13% at 1x1 ... 100% at 8x8; notebook 04).
     return TrainConfig(name="emoji-msvq", model="msvqvae", dataset="emoji", batch_size=64, lr=2e-3, warmup_steps=50,
                        max_steps=1200, eval_every=200, ckpt_every=200,
                        model_config=MultiScaleVQVAEConfig(image_size=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
@@ -133,10 +135,34 @@ def _cifar10_var():
 
 
 
+def _imagenet64_msvq():
+    # One GPU; estimate (not yet measured): ~3 hours on an A100/H100 class GPU. A 4x-downsampling tokenizer turns
+    # 64x64 images into 16x16 latents, VAR's 256-px token grid, so VAR's own 10-scale schedule applies unchanged
+    # (680 tokens per image). VAR's 4096 codes of dimension 32 and 4 shared Phis.
+    cfg = _imagenet64_vqvae()
+    cfg.name, cfg.model = "imagenet64-msvq", "msvqvae"
+    cfg.model_config = MultiScaleVQVAEConfig(image_size=64, ch=128, ch_mult=(1, 2, 2), num_res_blocks=2, attn=True,
+                                             z_channels=256, embed_dim=32, codebook_size=4096,
+                                             scales=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16))
+    return cfg
+
+
+def _imagenet64_var():
+    # One GPU; estimate (not yet measured): ~1 day on an A100/H100 class GPU. VAR-d16 (VAR's smallest released
+    # model: width 1024, 16 heads, drop-path 0.1 * 16 / 24) over imagenet64-msvq's 10 scales, 1000 classes.
+    return TrainConfig(name="imagenet64-var", model="var", tokenizer="runs/imagenet64-msvq", dataset="imagenet64",
+                       batch_size=256, lr=2e-4, warmup_steps=2000, weight_decay=0.05, max_steps=300_000,
+                       eval_every=10_000, ckpt_every=5000, num_workers=8, sample_cfg=1.5,
+                       model_config=VARConfig(vocab_size=4096, scales=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), code_dim=32,
+                                              num_classes=1000, depth=16, dim=1024, n_head=16, drop_path=0.1 * 16 / 24,
+                                              image_size=64))
+
+
 RECIPES = {"emoji-vqvae": _emoji_vqvae, "emoji-vqvae-l2": _emoji_vqvae_l2, "cifar10-vqvae": _cifar10_vqvae,
            "imagenet64-vqvae": _imagenet64_vqvae, "emoji-raster": _emoji_raster, "cifar10-raster": _cifar10_raster,
            "imagenet64-raster": _imagenet64_raster, "emoji-msvq": _emoji_msvq, "emoji-var": _emoji_var,
-           "cifar10-msvq": _cifar10_msvq, "cifar10-var": _cifar10_var}
+           "cifar10-msvq": _cifar10_msvq, "cifar10-var": _cifar10_var, "imagenet64-msvq": _imagenet64_msvq,
+           "imagenet64-var": _imagenet64_var}
 
 
 def get(name: str, overrides=()) -> TrainConfig:
