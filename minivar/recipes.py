@@ -105,8 +105,9 @@ def _emoji_msvq():
 
 
 def _emoji_var():
-    # VAR over emoji-msvq's 6 scales (train that tokenizer first): 4 AdaLN blocks of width 192, about the
-    # parameter count of emoji-raster, so the two can be compared at equal size (notebook 05).
+    # VAR over emoji-msvq's 6 scales (train that tokenizer first): 4 AdaLN blocks of width 192 (2.9 M parameters,
+    # about emoji-raster's 3.05 M), so the two can be compared at equal size (notebook 05).
+    # About 23 minutes on 2 CPU cores (2000 steps at ~92 img/s: 130 tokens per image); test loss 3.57 nats/token.
     return TrainConfig(name="emoji-var", model="var", tokenizer="runs/emoji-msvq", dataset="emoji", batch_size=64,
                        lr=1e-3, warmup_steps=100, weight_decay=0.05, max_steps=2000, eval_every=250, ckpt_every=250,
                        sample_cfg=1.5,
