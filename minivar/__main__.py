@@ -65,7 +65,7 @@ def cmd_demo(args):
     model, tokenizer = var["model"].eval(), tok["model"].eval()
     print(f"   test loss {var['test_loss']:.3f} nats/token after {var['step']} steps\n3/3 sampling")
     classes = load_dataset("emoji", "test").classes
-    g = torch.Generator().manual_seed(args.seed)
+    g = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)  # cuda/mps when trained there
     labels = torch.arange(len(classes))
     maps = model.generate(labels, cfg_scale=args.cfg, top_k=args.top_k, generator=g)
     per_scale = tokenizer.decode_scales(maps, every_scale=True)  # the image after each scale, coarse to fine
@@ -92,6 +92,7 @@ def cmd_sample(args):
     from .viz import save_grid
     dev = device() if args.device == "auto" else torch.device(args.device)
     model, cfg, tokenizer = load_run(args.run, dev)
+    args.cfg = cfg.sample_cfg if args.cfg is None else args.cfg
     if tokenizer is None:
         raise ValueError(f"{args.run} is a {cfg.model} run, not a generator; sample a run of a generator recipe")
     n_cls = cfg.model_config.num_classes
@@ -162,7 +163,9 @@ def main(argv=None):
     p = sub.add_parser("sample", help="sample a trained generator run and write a grid")
     p.add_argument("run", help="the run folder, e.g. runs/emoji-raster")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale (1 = none; default 2)")
+    p.add_argument("--cfg", type=float, default=None,
+                   help="guidance scale (default: the run's sample_cfg). Raster: uncond + s(cond - uncond), 1 = none; "
+                        "VAR: ramped over the scales, (1 + t) cond - t uncond, 0 = none")
     p.add_argument("--temperature", type=float, default=1.0)
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
     p.add_argument("--top-p", type=float, default=1.0, help="nucleus: keep the top tokens holding this mass")

@@ -63,4 +63,4 @@ def load_model(cls, config_cls, kind: str, path, map_location="cpu"):
         raise ValueError(f"{path} holds a {ckpt['config'].get('model')!r} model, not a {kind!r} model")
     model = cls(config_cls(**ckpt["config"]["model_config"]))
     model.load_state_dict(ckpt["model"])
-    return model.eval()
+    return model.to(map_location).eval()

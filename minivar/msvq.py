@@ -103,7 +103,7 @@ class MultiScaleQuantizer(nn.Module):
     # --- encode / decode ----------------------------------------------------------------------------------
 
     def residual_quantize(self, f: torch.Tensor):
-        """-> (tokens per scale, cumulative f_hat after each scale, f_hat with gradients to codebook and Phi)."""
+        """-> (tokens per scale, the cumulative f_hat after each scale, with gradients to the codebook and Phi)."""
         self.check_latent(f)
         size = f.shape[-1]
         residual, f_hat = f.detach().float(), torch.zeros_like(f, dtype=torch.float32)

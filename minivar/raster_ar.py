@@ -121,6 +121,9 @@ class RasterAR(nn.Module):
         """
         self.check_inputs(tokens, labels)
         n_past = len(caches[0]) if caches is not None else 0
+        if n_past + tokens.shape[1] + (n_past == 0) > self.cfg.seq_len + 1:
+            raise ValueError(f"the caches hold {n_past} positions; {tokens.shape[1]} more exceed the sequence of "
+                             f"1 + {self.cfg.seq_len} (class token + image tokens)")
         x = self.tok_embeddings(tokens)  # (B, T, dim)
         if n_past == 0:  # the sequence starts with the class token
             cls = self.class_embedding(self.drop_labels(labels))[:, None]  # (B, 1, dim)

@@ -1,12 +1,12 @@
 """Tokenize a dataset once with a trained tokenizer, and train generators on the cached token maps.
 
     tokenizer = load_tokenizer("runs/emoji-vqvae-l2")             # a run folder or its ckpt.pt
-    train_tokens = token_dataset(tokenizer_path, "emoji", "train")  # (tokens (N, L), label) pairs
+    train_tokens = token_dataset(tokenizer_path, "emoji", "train")  # items: (tokens (L,), label)
 
 The tokenizer is frozen while a generator trains, so encoding every image at every step would only repeat the
 same work: we encode each image (and its mirror image, the augmentation the tokenizer was trained with) once
 and store the token maps next to the tokenizer's checkpoint, in <tokenizer run>/tokens/. The cache remembers
-which checkpoint step made it and is rebuilt when the tokenizer has changed.
+which weights made it (step and a checksum of the weights) and is rebuilt when the tokenizer has changed.
 """
 
 from pathlib import Path
@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import load_dataset
 
-CACHE_KEYS = ("tokens", "labels", "tokenizer_step")
+CACHE_KEYS = ("tokens", "labels", "made_by")
 TOKENIZERS = {}  # model kind in a checkpoint -> class with from_checkpoint(); filled by register_tokenizer
 
 
@@ -74,6 +74,13 @@ def tokenizer_vocab(tokenizer) -> int:
     return tokenizer.cfg.codebook_size
 
 
+def fingerprint(ckpt: dict) -> str:
+    """Which tokenizer weights a checkpoint holds: its step and a checksum of every weight (two runs that
+    stopped at the same step with other settings differ in the checksum)."""
+    total = sum(float(t.double().abs().sum()) for t in ckpt["model"].values() if t.is_floating_point())
+    return f"step {ckpt['step']}, |w| {total:.9e}"
+
+
 def token_dataset(tokenizer_path, dataset: str, split: str, image_size: int = 32, root=None, flip=True,
                   device="cpu", progress=True) -> TensorDataset:
     """The (tokens (L,) long, label) dataset of `split`, tokenized once and cached beside the tokenizer.
@@ -81,13 +88,13 @@ def token_dataset(tokenizer_path, dataset: str, split: str, image_size: int = 32
     ckpt_path = tokenizer_checkpoint(tokenizer_path)
     flip = flip and split == "train"
     cache = ckpt_path.parent / "tokens" / f"{dataset}_{split}_{image_size}{'_flip' if flip else ''}.pt"
-    made_by = load_checkpoint(ckpt_path)["step"]
+    made_by = fingerprint(load_checkpoint(ckpt_path))
     if cache.exists():
         try:
             saved = load_checkpoint(cache, required=CACHE_KEYS)
         except CheckpointError:  # a damaged cache is only lost time: build it again
-            saved = {"tokenizer_step": None}
-        if saved["tokenizer_step"] == made_by:
+            saved = {"made_by": None}
+        if saved["made_by"] == made_by:
             return TensorDataset(saved["tokens"].long(), saved["labels"])
     tokenizer = load_tokenizer(ckpt_path, device)
     if tokenizer.cfg.image_size != image_size:
@@ -96,7 +103,7 @@ def token_dataset(tokenizer_path, dataset: str, split: str, image_size: int = 32
     images = load_dataset(dataset, split, image_size=image_size, root=root)
     tokens, labels = tokenize_dataset(tokenizer, images, flip, device=device, progress=progress,
                                       desc=f"tokenizing {dataset}/{split}")
-    save_checkpoint({"tokens": tokens, "labels": labels, "tokenizer_step": made_by}, cache)
+    save_checkpoint({"tokens": tokens, "labels": labels, "made_by": made_by}, cache)
     return TensorDataset(tokens.long(), labels)
 
 

@@ -90,8 +90,9 @@ class TrainConfig:
             self.model_config = MODELS[self.model][0](**self.model_config)
         self.betas = tuple(self.betas)
         if is_generator(self.model) and not self.tokenizer:
+            example = "runs/emoji-msvq" if self.model == "var" else "runs/emoji-vqvae-l2"
             raise ValueError(f"model {self.model!r} generates tokens: set the tokenizer's run folder, "
-                             f"e.g. --set tokenizer=runs/emoji-vqvae-l2")
+                             f"e.g. --set tokenizer={example}")
 
     @property
     def run_dir(self) -> Path:
@@ -498,7 +499,8 @@ def batch_for_step(dataset, step, cfg: TrainConfig, rank=0, world=1):
     idx = StepBatches(len(dataset), cfg.batch_size, cfg.seed, step, rank, world).indices(step)
     images = torch.stack([dataset[i][0] for i in idx])
     labels = torch.tensor([dataset[i][1] for i in idx])
-    return (flip_batch(images, step, cfg.seed, rank, world) if cfg.flip else images), labels
+    flip = cfg.flip and not is_generator(cfg.model)  # a generator's "images" are token rows, flipped when cached
+    return (flip_batch(images, step, cfg.seed, rank, world) if flip else images), labels
 
 
 __all__ = ["TrainConfig", "train", "MODELS", "is_generator", "build_model", "compute_loss", "GeneratorLoss",
