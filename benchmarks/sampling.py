@@ -27,7 +27,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minivar import recipes  # noqa: E402
-from minivar.train import build_model  # noqa: E402
+from minivar.train import attach_tokenizer, build_model, is_generator  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "sampling.csv"
 
@@ -55,9 +55,8 @@ def build_generator(cfg, device):
     """The recipe's generator with random weights; VAR also gets its tokenizer recipe's (random) quantizer."""
     torch.manual_seed(0)
     model = build_model(cfg).to(device).eval()
-    if hasattr(model, "attach_quantizer"):
-        tokenizer = build_model(recipes.get(Path(cfg.tokenizer).name)).to(device).eval()
-        model.attach_quantizer(tokenizer.quantizer)
+    if is_generator(cfg.model):
+        attach_tokenizer(model, build_model(recipes.get(Path(cfg.tokenizer).name)).to(device).eval())
     return model
 
 

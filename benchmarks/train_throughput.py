@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minivar import recipes  # noqa: E402
-from minivar.train import GeneratorLoss, build_model, compute_loss, is_generator  # noqa: E402
+from minivar.train import GeneratorLoss, attach_tokenizer, build_model, compute_loss, is_generator  # noqa: E402
 
 RESULTS = Path(__file__).parent / "results" / "train_throughput.csv"
 
@@ -38,8 +38,7 @@ def measure(name, device, steps, warmup, batch_size=None):
     labels = torch.zeros(B, dtype=torch.long, device=device)
     if is_generator(cfg.model):  # generators train on token maps (random ones cost the same)
         images = torch.randint(0, cfg.model_config.vocab_size, (B, cfg.model_config.seq_len), device=device)
-        if hasattr(model, "attach_quantizer"):  # VAR builds its input with its tokenizer's quantizer
-            model.attach_quantizer(build_model(recipes.get(Path(cfg.tokenizer).name)).quantizer.to(device))
+        attach_tokenizer(model, build_model(recipes.get(Path(cfg.tokenizer).name)).to(device))  # VAR needs it
         model = GeneratorLoss(model)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and cfg.amp)
     for i in range(warmup + steps):

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .autoencoder import Decoder, Encoder, VQVAEConfig
+from .autoencoder import VQVAE, Decoder, Encoder, VQVAEConfig
 
 
 class Phi(nn.Module):
@@ -169,6 +169,15 @@ class MultiScaleQuantizer(nn.Module):
         return f_hat.type_as(f), tokens, loss, usage_per_scale(tokens, self.codebook_size)
 
 
+def split_scales(flat: torch.Tensor, scales) -> list:
+    """(B, L) tokens, all scales flattened coarsest first -> [(B, s_k, s_k)]."""
+    sizes = [s * s for s in scales]
+    if flat.ndim != 2 or flat.shape[1] != sum(sizes):
+        raise ValueError(f"expected flat multi-scale tokens (B, {sum(sizes)}) for scales {tuple(scales)}, "
+                         f"got {tuple(flat.shape)}")
+    return [t.reshape(-1, s, s) for t, s in zip(flat.split(sizes, dim=1), scales)]
+
+
 def usage_per_scale(tokens: list, codebook_size: int) -> dict:
     """Fraction of the codebook each scale used in this batch, and over all scales together."""
     stats = {f"usage_{k}": torch.bincount(t.flatten(), minlength=codebook_size).gt(0).float().mean()
@@ -219,11 +228,7 @@ class MultiScaleVQVAE(nn.Module):
                                              cfg.n_phi, cfg.l2_norm)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, cfg.quant_kernel, padding=pad)
 
-    def check_images(self, images: torch.Tensor):
-        s = self.cfg.image_size
-        if images.ndim != 4 or images.shape[1:] != (3, s, s) or not images.is_floating_point():
-            raise ValueError(f"expected float images of shape (B, 3, {s}, {s}) in [-1, 1], "
-                             f"got {images.dtype} {tuple(images.shape)}")
+    check_images = VQVAE.check_images  # the same input check as the single-scale tokenizer
 
     def latent(self, images):
         """Images -> the continuous latent f (B, embed_dim, h, w) the quantizer works on."""
@@ -253,10 +258,7 @@ class MultiScaleVQVAE(nn.Module):
 
     def split_scales(self, flat: torch.Tensor) -> list:
         """(B, L) -> [(B, s_k, s_k)]: undo the flattening of encode / the token cache."""
-        sizes = [s * s for s in self.cfg.scales]
-        if flat.ndim != 2 or flat.shape[1] != sum(sizes):
-            raise ValueError(f"expected flat tokens (B, {sum(sizes)}), got {tuple(flat.shape)}")
-        return [t.view(-1, s, s) for t, s in zip(flat.split(sizes, dim=1), self.cfg.scales)]
+        return split_scales(flat, self.cfg.scales)
 
     @torch.no_grad()
     def decode(self, flat: torch.Tensor) -> torch.Tensor:
@@ -288,4 +290,5 @@ class MultiScaleVQVAE(nn.Module):
         return load_model(cls, MultiScaleVQVAEConfig, "msvqvae", path, map_location)
 
 
-__all__ = ["Phi", "phi_index", "MultiScaleQuantizer", "MultiScaleVQVAEConfig", "MultiScaleVQVAE", "usage_per_scale"]
+__all__ = ["Phi", "phi_index", "MultiScaleQuantizer", "MultiScaleVQVAEConfig", "MultiScaleVQVAE", "split_scales",
+           "usage_per_scale"]

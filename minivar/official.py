@@ -42,6 +42,18 @@ LLAMAGEN_VQ_RENAMES = [  # (official pattern, minivar replacement), applied in o
 ]
 
 
+def rename_weights(weights: dict, renames: list, skip=frozenset()) -> dict:
+    """Official weight names -> minivar's: each (pattern, replacement) applied in order; names in `skip` dropped."""
+    renamed = {}
+    for name, tensor in weights.items():
+        if name in skip:
+            continue
+        for pattern, repl in renames:
+            name = re.sub(pattern, repl, name)
+        renamed[name] = tensor
+    return renamed
+
+
 def load_strictly(model, renamed: dict, what: str, hint: str):
     """Load renamed official weights; a missing, unexpected or misshapen weight is an error naming the fix."""
     try:
@@ -79,13 +91,8 @@ def load_llamagen_vq(state_dict: dict, **official_model_args) -> VQVAE:
                       beta=args["commit_loss_beta"], l2_norm=args["codebook_l2_norm"],
                       entropy_weight=args["entropy_loss_ratio"], dropout=args["dropout_p"])
     model = VQVAE(cfg)
-    renamed = {}
-    for name, tensor in unwrap_state_dict(state_dict).items():
-        if name == "quantize.codebook_used":  # LlamaGen's usage window, saved as a weight; not a weight here
-            continue
-        for pattern, repl in LLAMAGEN_VQ_RENAMES:
-            name = re.sub(pattern, repl, name)
-        renamed[name] = tensor
+    # (quantize.codebook_used: LlamaGen's usage window, saved as a weight; not a weight here)
+    renamed = rename_weights(unwrap_state_dict(state_dict), LLAMAGEN_VQ_RENAMES, skip={"quantize.codebook_used"})
     load_strictly(model, renamed, "ModelArgs",
                   "check codebook_size, codebook_embed_dim, z_channels, encoder/decoder_ch_mult (and ch)")
     return model.eval()
@@ -227,13 +234,7 @@ def load_var(state_dict: dict, quantizer=None, **official_kwargs) -> VAR:
                     attn_l2_norm=args["attn_l2_norm"], shared_aln=args["shared_aln"],
                     image_size=16 * tuple(args["patch_nums"])[-1])
     model = VAR(cfg)
-    renamed = {}
-    for name, tensor in weights.items():
-        if name in ("lvl_1L", "attn_bias_for_masking"):  # recomputed here from the schedule
-            continue
-        for pattern, repl in VAR_RENAMES:
-            name = re.sub(pattern, repl, name)
-        renamed[name] = tensor
+    renamed = rename_weights(weights, VAR_RENAMES, skip={"lvl_1L", "attn_bias_for_masking"})  # buffers rebuilt here
     load_strictly(model, renamed, "arguments",
                   "check depth, embed_dim, num_heads, num_classes, patch_nums, shared_aln, attn_l2_norm")
     if quantizer is not None:

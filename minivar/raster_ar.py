@@ -27,7 +27,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .sampling import cfg_mix, sample
-from .transformer import Block, KVCache, RMSNorm, init_weights, rope_1d, rope_2d
+from .transformer import Block, KVCache, RMSNorm, drop_labels, init_weights, rope_1d, rope_2d
 
 
 @dataclass
@@ -107,10 +107,7 @@ class RasterAR(nn.Module):
 
     def drop_labels(self, labels):
         """Label dropout for classifier-free guidance: each label becomes the null class with prob class_dropout."""
-        if not self.training or self.cfg.class_dropout <= 0:
-            return labels
-        drop = torch.rand(labels.shape, device=labels.device) < self.cfg.class_dropout
-        return torch.where(drop, torch.full_like(labels, self.null_class), labels)
+        return drop_labels(labels, self.cfg.class_dropout, self.null_class, self.training)
 
     def forward(self, tokens, labels, caches=None):
         """tokens (B, T) with T < N, labels (B,) -> logits (B, T + 1, vocab); output i predicts token i.

@@ -135,7 +135,6 @@ def _cifar10_var():
                                               depth=12, dim=768, n_head=12, drop_path=0.05, image_size=32))
 
 
-
 def _imagenet64_msvq():
     # One GPU; estimate (not yet measured): ~3 hours on an A100/H100 class GPU. A 4x-downsampling tokenizer turns
     # 64x64 images into 16x16 latents, VAR's 256-px token grid, so VAR's own 10-scale schedule applies unchanged

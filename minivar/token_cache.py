@@ -50,9 +50,7 @@ def load_tokenizer(path, map_location="cpu"):
 @torch.no_grad()
 def tokenize_images(tokenizer, images: torch.Tensor) -> torch.Tensor:
     """Images (B, 3, H, W) -> flat tokens (B, L): raster order, or all scales coarsest first for VAR."""
-    if hasattr(tokenizer, "encode_scales"):
-        return torch.cat([t.flatten(1) for t in tokenizer.encode_scales(images)], dim=1)
-    return tokenizer.encode(images).flatten(1)
+    return tokenizer.encode(images).flatten(1)  # MultiScaleVQVAE.encode already flattens its scales
 
 
 @torch.no_grad()
@@ -66,12 +64,8 @@ def tokenize_dataset(tokenizer, dataset, flip=False, batch_size=256, device="cpu
             batch.append(tokenize_images(tokenizer, images.flip(-1)))
         tokens += batch
         labels += [y] * len(batch)
-    dtype = torch.int16 if tokenizer_vocab(tokenizer) <= 2**15 else torch.int32  # 4x smaller than int64
+    dtype = torch.int16 if tokenizer.cfg.codebook_size <= 2**15 else torch.int32  # 4x smaller than int64
     return torch.cat(tokens).to("cpu", dtype), torch.cat(labels).long()
-
-
-def tokenizer_vocab(tokenizer) -> int:
-    return tokenizer.cfg.codebook_size
 
 
 def fingerprint(ckpt: dict) -> str:

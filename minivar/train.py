@@ -295,8 +295,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if generator:  # token maps, encoded once by the frozen tokenizer and cached beside it
         tokenizer = load_tokenizer(cfg.tokenizer, dev)
         check_tokenizer_fits(cfg, tokenizer)
-        if hasattr(model, "attach_quantizer"):  # VAR builds its inputs with the tokenizer's quantizer
-            model.attach_quantizer(tokenizer.quantizer)
+        attach_tokenizer(model, tokenizer)
         kw = dict(image_size=size, root=root, device=dev, progress=progress and rank == 0)
         train_set = token_dataset(cfg.tokenizer, cfg.dataset, "train", flip=cfg.flip, **kw)
         test_set = token_dataset(cfg.tokenizer, cfg.dataset, "test", flip=False, **kw)
@@ -307,9 +306,10 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     batches = iter(DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
                               pin_memory=dev.type == "cuda"))
     test_loader = DataLoader(test_set, batch_size=64, shuffle=False)
-    picks = torch.linspace(0, len(test_set) - 1, min(16, len(test_set))).long().tolist()  # spread over classes
-    fixed = torch.stack([test_set[i][0] for i in picks]).to(dev)
-    if generator:  # eval sample grid: one column per class (at most 16), two rows
+    if not generator:  # reconstructions of fixed test images at every eval, spread over the classes
+        picks = torch.linspace(0, len(test_set) - 1, min(16, len(test_set))).long().tolist()
+        fixed = torch.stack([test_set[i][0] for i in picks]).to(dev)
+    else:  # eval sample grid: one column per class (at most 16), two rows
         n_cls = min(16, cfg.model_config.num_classes)
         sample_labels = torch.arange(n_cls, device=dev).repeat(2)
         # periodic test loss on a fixed random subset (test splits are sorted by class), the final one on all
@@ -451,6 +451,13 @@ def decode_generated(tokenizer, generated) -> torch.Tensor:
     return tokenizer.decode(generated).float().clamp(-1, 1)
 
 
+def attach_tokenizer(model, tokenizer):
+    """VAR builds its inputs (and its samples) with its tokenizer's quantizer; raster models need nothing."""
+    if hasattr(model, "attach_quantizer"):
+        model.attach_quantizer(tokenizer.quantizer)
+    return model
+
+
 def check_tokenizer_fits(cfg: TrainConfig, tokenizer):
     """A generator's vocabulary and grid (or scales) must match its tokenizer's codebook and token maps."""
     mc, tc = cfg.model_config, tokenizer.cfg
@@ -489,8 +496,7 @@ def load_run(run_dir, map_location="cpu"):
         beside = ckpt_path.parent.parent.parent / tok
         tokenizer = load_tokenizer(beside if not tok.is_absolute() and not tok.exists() and beside.exists() else tok,
                                    map_location)
-        if hasattr(model, "attach_quantizer"):
-            model.attach_quantizer(tokenizer.quantizer)
+        attach_tokenizer(model, tokenizer)
     return model, cfg, tokenizer
 
 
@@ -504,4 +510,4 @@ def batch_for_step(dataset, step, cfg: TrainConfig, rank=0, world=1):
 
 
 __all__ = ["TrainConfig", "train", "MODELS", "is_generator", "build_model", "compute_loss", "GeneratorLoss",
-           "batch_for_step", "load_run", "decode_generated", "psnr"]
+           "batch_for_step", "load_run", "attach_tokenizer", "decode_generated", "psnr"]

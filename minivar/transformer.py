@@ -209,16 +209,28 @@ def modulate(x, shift, scale):
     return x * (1 + scale) + shift
 
 
-def init_weights(module: nn.Module, std: float = 0.02):
-    """LlamaGen's init: every Linear and Embedding weight ~ N(0, std), biases 0 (norms keep weight 1)."""
+def init_weights(module: nn.Module, std: float = 0.02, truncated: bool = False):
+    """LlamaGen's init: every Linear and Embedding weight ~ N(0, std), biases 0 (norms keep weight 1).
+    truncated=True draws from N(0, std) cut at +-2 (absolute), as VAR does."""
+    draw = nn.init.trunc_normal_ if truncated else nn.init.normal_
     for m in module.modules():
         if isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, std=std)
+            draw(m.weight, std=std)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Embedding):
-            nn.init.normal_(m.weight, std=std)
+            draw(m.weight, std=std)
+
+
+def drop_labels(labels: torch.Tensor, p: float, null_class: int, training: bool) -> torch.Tensor:
+    """Label dropout for classifier-free guidance: in training, each label becomes `null_class` with
+    probability p, so one network learns both p(x | class) and p(x)."""
+    if not training or p <= 0:
+        return labels
+    drop = torch.rand(labels.shape, device=labels.device) < p
+    return torch.where(drop, torch.full_like(labels, null_class), labels)
 
 
 __all__ = ["RMSNorm", "SwiGLU", "swiglu_hidden", "find_multiple", "rope_frequencies", "rope_1d", "rope_2d",
-           "apply_rope", "KVCache", "causal_mask", "Attention", "Block", "AdaLN", "modulate", "init_weights"]
+           "apply_rope", "KVCache", "causal_mask", "Attention", "Block", "AdaLN", "modulate", "init_weights",
+           "drop_labels"]

@@ -37,8 +37,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .msvq import split_scales
 from .sampling import sample
-from .transformer import AdaLN, KVCache, modulate
+from .transformer import AdaLN, KVCache, drop_labels, init_weights, modulate
 
 
 @dataclass
@@ -188,14 +189,8 @@ class VAR(nn.Module):
     def init_weights(self, init_adaln=0.5, init_adaln_gamma=1e-5, init_head=0.02):
         """VAR's initialisation: trunc-normal(sqrt(1/(3D))) weights, zero biases, a small head, AdaLN scale/shift
         rows x0.5 and gate rows x1e-5 (each block starts as nearly the identity), output projections / sqrt(2 depth)."""
-        D, std = self.cfg.dim, math.sqrt(1 / self.cfg.dim / 3)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.trunc_normal_(m.weight, std=std)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.Embedding):
-                nn.init.trunc_normal_(m.weight, std=std)
+        D = self.cfg.dim
+        init_weights(self, std=math.sqrt(1 / D / 3), truncated=True)
         with torch.no_grad():
             self.head.weight.mul_(init_head)
             self.head_ada.linear.weight.mul_(init_adaln)
@@ -228,10 +223,7 @@ class VAR(nn.Module):
     # --- training -------------------------------------------------------------------------------------------
 
     def drop_labels(self, labels):
-        if not self.training or self.cfg.class_dropout <= 0:
-            return labels
-        drop = torch.rand(labels.shape, device=labels.device) < self.cfg.class_dropout
-        return torch.where(drop, torch.full_like(labels, self.cfg.num_classes), labels)
+        return drop_labels(labels, self.cfg.class_dropout, self.cfg.num_classes, self.training)
 
     def condition(self, cond):
         return self.shared_ada_lin.linear(F.silu(cond)).view(-1, 1, 6, self.cfg.dim) if self.cfg.shared_aln else cond
@@ -317,15 +309,6 @@ class VAR(nn.Module):
     def from_checkpoint(cls, path, map_location="cpu") -> "VAR":
         from .checkpoint import load_model
         return load_model(cls, VARConfig, "var", path, map_location)
-
-
-def split_scales(flat: torch.Tensor, scales) -> list:
-    """(B, L) tokens, all scales flattened coarsest first -> [(B, s_k, s_k)]."""
-    sizes = [s * s for s in scales]
-    if flat.ndim != 2 or flat.shape[1] != sum(sizes):
-        raise ValueError(f"expected flat multi-scale tokens (B, {sum(sizes)}) for scales {tuple(scales)}, "
-                         f"got {tuple(flat.shape)}")
-    return [t.reshape(-1, s, s) for t, s in zip(flat.split(sizes, dim=1), scales)]
 
 
 __all__ = ["VARConfig", "VAR", "block_causal_mask", "split_scales", "AdaLNBlock", "SelfAttention"]
