@@ -17,6 +17,7 @@ its guidance over the scales, LlamaGen applies it to every token; the cost (a do
 import argparse
 import csv
 import datetime
+import os
 import platform
 import statistics
 import sys
@@ -121,13 +122,15 @@ def main():
     fields = ["date", "command", "machine", "torch", "device", *rows[0].keys()]
     old = list(csv.DictReader(open(RESULTS, newline=""))) if RESULTS.exists() else []  # kept: append-only
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS, "w", newline="") as fh:  # rewritten whole, so columns added later line up
+    tmp = RESULTS.with_suffix(".csv.tmp")
+    with open(tmp, "w", newline="") as fh:  # rewritten whole, so columns added later line up
         w = csv.DictWriter(fh, fieldnames=fields, restval="")
         w.writeheader()
         w.writerows({k: r.get(k, "") for k in fields} for r in old)
         for r in rows:
             w.writerow({"date": stamp, "command": command, "machine": machine, "torch": torch.__version__,
                         "device": str(device), **r})
+    os.replace(tmp, RESULTS)  # atomic: an interrupted run never leaves the recorded results half-written
 
 
 if __name__ == "__main__":

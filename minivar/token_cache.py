@@ -31,9 +31,11 @@ def tokenizer_checkpoint(path) -> Path:
     path = Path(path)
     ckpt = path / "ckpt.pt" if path.is_dir() or not path.suffix else path
     if not ckpt.exists():
-        recipe = ckpt.parent.name
-        raise FileNotFoundError(f"no tokenizer checkpoint at {ckpt}: train it first, e.g. "
-                                f"`python -m minivar train {recipe}`, or point --set tokenizer=... at a run folder")
+        from .recipes import RECIPES  # here, not at the top: recipes imports the training loop, which imports us
+        how = (f"`python -m minivar train {ckpt.parent.name}`" if ckpt.parent.name in RECIPES else
+               "`python -m minivar train emoji-vqvae-l2` (`emoji-msvq` for VAR)")
+        raise FileNotFoundError(f"no tokenizer checkpoint at {ckpt}: train it first, e.g. {how}, "
+                                f"or point --set tokenizer=... at a run folder")
     return ckpt
 
 
