@@ -4,33 +4,23 @@
     python benchmarks/sampling.py --recipes cifar10-raster cifar10-var --device cuda --batches 1 64 256
 
 Builds each recipe's generator (random weights: the cost of a forward pass does not depend on their values),
-generates with classifier-free guidance (`--cfg`, default 2: the batch runs twice, as in real use), and times
+generates with classifier-free guidance (`--guidance`, default 2: the batch runs twice, as in real use), and times
 `--repeats` runs after one untimed warm-up; the median is reported. "steps" is the number of sequential
 forward passes a sample needs. Raster models run with and without the KV cache; VAR (always cached) is also
 compared with the raster model at the same batch size, next to the bound raster steps / VAR steps (64 / 6 for
 the emoji recipes, which have about the same number of parameters and the same final 8x8 grid).
-Prints a table and appends it to benchmarks/results/sampling.csv with the command, the machine and the date.
-Wall time is measured here, never asserted in a test. Note that the cfg scales mean different things: VAR ramps
-its guidance over the scales, LlamaGen applies it to every token; the cost (a doubled batch) is the same.
+Prints a table and appends it to <out>/sampling.csv (default benchmarks/results/) with the command, the machine
+and the date. Wall time is measured here, never asserted in a test. VAR ramps its guidance over the scales,
+LlamaGen applies it to every token; the cost (a doubled batch) is the same.
 """
 
 import argparse
-import csv
-import datetime
-import os
-import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minivar import recipes  # noqa: E402
-from minivar.train import attach_tokenizer, build_model, is_generator  # noqa: E402
-
-RESULTS = Path(__file__).parent / "results" / "sampling.csv"
+from common import RESULTS, build_recipe_model, record
 
 
 def sync(device):
@@ -52,30 +42,21 @@ def time_generate(model, batch, device, repeats, **kw):
     return statistics.median(times)
 
 
-def build_generator(cfg, device):
-    """The recipe's generator with random weights; VAR also gets its tokenizer recipe's (random) quantizer."""
-    torch.manual_seed(0)
-    model = build_model(cfg).to(device).eval()
-    if is_generator(cfg.model):
-        attach_tokenizer(model, build_model(recipes.get(Path(cfg.tokenizer).name)).to(device).eval())
-    return model
-
-
-def measure(name, device, batches, repeats, cfg_scale):
-    cfg = recipes.get(name)
-    model = build_generator(cfg, device)
+def measure(name, device, batches, repeats, guidance):
+    model, cfg, _ = build_recipe_model(name, device)
+    model.eval()
     params = sum(p.numel() for p in model.parameters())
     tokens = model.cfg.seq_len
-    multiscale = hasattr(model, "attach_quantizer")
+    multiscale = cfg.model == "var"  # one step per scale, always with its KV cache
     steps = len(model.cfg.scales) if multiscale else tokens
     rows = []
     for batch in batches:
         seconds = {}
         for cache in (True,) if multiscale else (True, False):
             kw = {} if multiscale else {"use_cache": cache}
-            seconds[cache] = time_generate(model, batch, device, repeats, cfg_scale=cfg_scale, **kw)
+            seconds[cache] = time_generate(model, batch, device, repeats, guidance=guidance, **kw)
             rows.append({"recipe": name, "model": cfg.model, "params_M": round(params / 1e6, 2), "batch": batch,
-                         "kv_cache": cache, "cfg": cfg_scale, "tokens_per_image": tokens, "steps": steps,
+                         "kv_cache": cache, "guidance": guidance, "tokens_per_image": tokens, "steps": steps,
                          "seconds": round(seconds[cache], 3), "images_per_s": round(batch / seconds[cache], 2),
                          "tokens_per_s": round(batch * tokens / seconds[cache], 1), "speedup_vs_no_cache": "",
                          "speedup_vs_raster": "", "step_bound": ""})
@@ -100,16 +81,13 @@ def main():
     p.add_argument("--device", default="cpu")
     p.add_argument("--batches", type=int, nargs="*", default=[1, 64])
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--cfg", type=float, default=2.0)
+    p.add_argument("--guidance", type=float, default=2.0, help="guidance scale (1 = none: half the work)")
+    p.add_argument("--out", type=Path, default=RESULTS, help="folder of the results CSV (default benchmarks/results)")
     args = p.parse_args()
     device = torch.device(args.device)
-    rows = [r for name in args.recipes for r in measure(name, device, args.batches, args.repeats, args.cfg)]
+    rows = [r for name in args.recipes for r in measure(name, device, args.batches, args.repeats, args.guidance)]
     compare_with_raster(rows)
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
-    if device.type == "cuda":
-        machine = torch.cuda.get_device_name()
-    stamp = datetime.date.today().isoformat()
-    command = "python " + " ".join(sys.argv)
+    stamp = record(args.out / "sampling.csv", rows, device)
     print(f"{'recipe':<14} {'params':>7} {'batch':>5} {'cache':>5} {'steps':>5} {'seconds':>8} {'images/s':>9} "
           f"{'tokens/s':>9}  {'vs no cache':>11}  {'vs raster (bound)':>17}")
     for r in rows:
@@ -118,19 +96,7 @@ def main():
         print(f"{r['recipe']:<14} {r['params_M']:>6}M {r['batch']:>5} {'yes' if r['kv_cache'] else 'no':>5} "
               f"{r['steps']:>5} {r['seconds']:>8} {r['images_per_s']:>9} {r['tokens_per_s']:>9}  {vs_cache:>11}  "
               f"{vs_raster:>17}")
-    print(f"fp32, cfg {args.cfg} · {machine} · torch {torch.__version__} · {stamp}")
-    fields = ["date", "command", "machine", "torch", "device", *rows[0].keys()]
-    old = list(csv.DictReader(open(RESULTS, newline=""))) if RESULTS.exists() else []  # kept: append-only
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp = RESULTS.with_suffix(".csv.tmp")
-    with open(tmp, "w", newline="") as fh:  # rewritten whole, so columns added later line up
-        w = csv.DictWriter(fh, fieldnames=fields, restval="")
-        w.writeheader()
-        w.writerows({k: r.get(k, "") for k in fields} for r in old)
-        for r in rows:
-            w.writerow({"date": stamp, "command": command, "machine": machine, "torch": torch.__version__,
-                        "device": str(device), **r})
-    os.replace(tmp, RESULTS)  # atomic: an interrupted run never leaves the recorded results half-written
+    print(f"fp32, guidance {args.guidance} · {stamp['machine']} · torch {torch.__version__} · {stamp['date']}")
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ def top_k_top_p_filter(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0)
     raise NotImplementedError("Part 3 (top_k_top_p_filter) is not done yet: kth value threshold, then sort + cumsum")
 
 
-def cfg_mix(cond_logits: torch.Tensor, uncond_logits: torch.Tensor, scale: float) -> torch.Tensor:
+def guidance_mix(cond_logits: torch.Tensor, uncond_logits: torch.Tensor, scale: float) -> torch.Tensor:
     """Part 4. Classifier-free guidance on logits, as LlamaGen: move from the unconditional logits towards (and
     past, for scale > 1) the conditional ones by `scale`."""
-    raise NotImplementedError("Part 4 (cfg_mix) is not done yet: uncond + scale * (cond - uncond)")
+    raise NotImplementedError("Part 4 (guidance_mix) is not done yet: uncond + scale * (cond - uncond)")

@@ -17,7 +17,8 @@ def block_causal_mask(scales: tuple) -> torch.Tensor:
     raise NotImplementedError("Part 1 (block_causal_mask) is not done yet: a scale index per token, then compare")
 
 
-def cfg_ramp(cond_logits: torch.Tensor, uncond_logits: torch.Tensor, cfg: float, k: int, n_scales: int):
-    """Part 2. VAR's guidance at scale k (0 = coarsest) of n_scales: t = cfg * k / (n_scales - 1), and the logits
-    are (1 + t) * cond - t * uncond. So the first scale is unguided and the last gets the full strength."""
-    raise NotImplementedError("Part 2 (cfg_ramp) is not done yet: t grows linearly with k")
+def guidance_ramp(cond_logits: torch.Tensor, uncond_logits: torch.Tensor, guidance: float, k: int, n_scales: int):
+    """Part 2. VAR's guided logits at scale k (0 = coarsest) of n_scales. The guidance scale s_k grows linearly
+    with k, from 1 (no guidance) at the first scale to `guidance` at the last, and the logits are minivar's one
+    convention uncond + s_k * (cond - uncond)."""
+    raise NotImplementedError("Part 2 (guidance_ramp) is not done yet: s_k grows linearly with k")

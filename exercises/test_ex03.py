@@ -45,10 +45,11 @@ def test_part3_top_k_top_p_filter(ex):
         assert torch.equal(got[kept], logits[kept]), "Part 3 (top_k_top_p_filter): kept logits must be unchanged"
 
 
-def test_part4_cfg_mix(ex):
+def test_part4_guidance_mix(ex):
     cond, uncond = torch.randn(4, 10), torch.randn(4, 10)
     for scale in (0.0, 1.0, 2.5):
-        got = ex.cfg_mix(cond, uncond, scale)
-        assert isinstance(got, torch.Tensor), "Part 4 (cfg_mix): return a tensor"
-        torch.testing.assert_close(got, sampling.cfg_mix(cond, uncond, scale),
-                                   msg=f"Part 4 (cfg_mix): at scale {scale} expected uncond + scale * (cond - uncond)")
+        got = ex.guidance_mix(cond, uncond, scale)
+        assert isinstance(got, torch.Tensor), "Part 4 (guidance_mix): return a tensor"
+        torch.testing.assert_close(got, sampling.guidance_mix(cond, uncond, scale),
+                                   msg=f"Part 4 (guidance_mix): at scale {scale} expected "
+                                       f"uncond + scale * (cond - uncond)")

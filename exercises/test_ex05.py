@@ -25,11 +25,12 @@ def test_part1_block_causal_mask(ex):
                                  f"every coarser one")
 
 
-def test_part2_cfg_ramp(ex):
+def test_part2_guidance_ramp(ex):
     cond, uncond = torch.randn(2, 4, 10), torch.randn(2, 4, 10)
     for k in range(6):
-        got = ex.cfg_ramp(cond, uncond, 2.0, k, 6)
-        t = 2.0 * k / 5
-        assert isinstance(got, torch.Tensor), "Part 2 (cfg_ramp): return a tensor"
-        torch.testing.assert_close(got, (1 + t) * cond - t * uncond,
-                                   msg=f"Part 2 (cfg_ramp): at scale {k} of 6 with cfg 2, t should be {t:.2f}")
+        got = ex.guidance_ramp(cond, uncond, 3.0, k, 6)
+        s = 1 + 2.0 * k / 5
+        assert isinstance(got, torch.Tensor), "Part 2 (guidance_ramp): return a tensor"
+        torch.testing.assert_close(got, uncond + s * (cond - uncond),
+                                   msg=f"Part 2 (guidance_ramp): at scale {k} of 6 with guidance 3, the scale s "
+                                       f"should be {s:.2f} (1 at the first scale, 3 at the last)")

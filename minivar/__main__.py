@@ -4,7 +4,7 @@
     python -m minivar train emoji-vqvae --set lr=1e-3 --set codebook_size=1024
     python -m minivar train emoji-vqvae --resume    # continue a killed run from its last checkpoint
     python -m minivar train emoji-raster            # a generator over the tokens of runs/emoji-vqvae-l2
-    python -m minivar sample runs/emoji-raster --n 64 --cfg 2.0   # a grid of samples, one column per class
+    python -m minivar sample runs/emoji-raster --n 64 --guidance 2   # a grid of samples, one column per class
     python -m minivar sweep codebook --dataset emoji  # codebook size x dim x l2 grid, recorded in benchmarks/
     torchrun --nproc_per_node 2 -m minivar train cifar10-vqvae   # several GPUs (or CPU processes)
 """
@@ -42,7 +42,7 @@ def cmd_demo(args):
     import torch
 
     from .data import load_dataset
-    from .train import decode_generated, train
+    from .train import train
     from .viz import plot_scales, save_grid
     t0 = time.time()
     out = Path(args.out)
@@ -65,16 +65,17 @@ def cmd_demo(args):
     model, tokenizer = var["model"].eval(), tok["model"].eval()
     print(f"   test loss {var['test_loss']:.3f} nats/token after {var['step']} steps\n3/3 sampling")
     classes = load_dataset("emoji", "test").classes
-    g = torch.Generator(next(model.parameters()).device).manual_seed(args.seed)  # cuda/mps when trained there
+    g = torch.Generator(model.device).manual_seed(args.seed)  # cuda/mps when trained there
     labels = torch.arange(len(classes))
-    maps = model.generate(labels, cfg_scale=args.cfg, top_k=args.top_k, generator=g)
+    maps = model.generate(labels, guidance=args.guidance, top_k=args.top_k, generator=g)
     per_scale = tokenizer.decode_scales(maps, every_scale=True)  # the image after each scale, coarse to fine
     plot_scales(per_scale, tokenizer.cfg.scales, row_labels=[c.split(" & ")[0] for c in classes],
-                path=out / "scales.png", title=f"VAR on emoji: every scale of one sample per class (cfg {args.cfg:g})")
+                path=out / "scales.png",
+                title=f"VAR on emoji: every scale of one sample per class (guidance {args.guidance:g})")
     for c, name in enumerate(classes):
-        grid = model.generate(torch.full((16,), c), cfg_scale=args.cfg, top_k=args.top_k, generator=g)
+        grid = model.generate(torch.full((16,), c), guidance=args.guidance, top_k=args.top_k, generator=g)
         save_grid(out / "classes" / f"{c}_{name.lower().replace(' & ', '_').replace(' ', '_')}.png",
-                  decode_generated(tokenizer, grid), nrow=8)
+                  tokenizer.decode(grid), nrow=8)
     peak_mb = peak_memory_mb()
     print(f"\nwrote {out / 'scales.png'} (rows: one sample per class; columns: the image after each scale, "
           f"{' -> '.join(f'{s}x{s}' for s in tokenizer.cfg.scales)})\n"
@@ -88,53 +89,77 @@ def cmd_sample(args):
     from tqdm.auto import tqdm
 
     from . import device
-    from .train import decode_generated, load_run
+    from .train import load_run
     from .viz import save_grid
+    if args.n < 1 or args.batch_size < 1:
+        raise ValueError(f"--n and --batch-size must be at least 1, got {args.n} and {args.batch_size}")
     dev = device() if args.device == "auto" else torch.device(args.device)
     model, cfg, tokenizer = load_run(args.run, dev)
-    args.cfg = cfg.sample_cfg if args.cfg is None else args.cfg
     if tokenizer is None:
-        raise ValueError(f"{args.run} is a {cfg.model} run, not a generator; sample a run of a generator recipe")
-    n_cls = cfg.model_config.num_classes
-    if args.classes:
-        classes = [int(c) for c in args.classes.split(",")]
-        if min(classes) < 0 or max(classes) >= n_cls:
-            raise ValueError(f"--classes must lie in [0, {n_cls}), got {args.classes}")
-    else:
-        classes = list(range(n_cls))
+        raise ValueError(f"{args.run} is a {cfg.model} run (a tokenizer), not a generator; sample a run of a "
+                         f"generator recipe")
+    guidance = model.cfg.guidance if args.guidance is None else args.guidance
+    options = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p))
+               if v is not None}  # only what was given: each generator has its own defaults and options
+    n_cls = model.cfg.num_classes
+    classes = parse_classes(args.classes, n_cls) if args.classes else list(range(n_cls))
     labels = torch.tensor(classes * (args.n // len(classes) + 1))[:args.n]
     if args.fd:
         if cfg.dataset != "emoji":
             raise ValueError("--fd computes fd_emoji, which needs an emoji run; use torch-fidelity for FID")
-        from .data import load_dataset
-        test = load_dataset("emoji", "test", image_size=cfg.model_config.image_size)
+        from .data import dataset_labels, load_dataset
+        test = load_dataset("emoji", "test", image_size=tokenizer.code_format()["image_size"])
         real = torch.stack([test[i][0] for i in range(len(test))])
         if not args.classes:  # compare like with like: the test split's class frequencies, not uniform classes
-            test_labels = torch.tensor([test[i][1] for i in range(len(test))])
+            test_labels = dataset_labels(test)
             labels = test_labels[torch.arange(args.n) % len(test_labels)]
+    out = Path(args.out) if args.out else Path(args.run) / f"samples_guidance{guidance:g}.png"
+    check_writable(out)  # before the sampling, not after it
     labels = labels.to(dev)
     g = torch.Generator(dev).manual_seed(args.seed)
     t0, images = time.time(), []
     for chunk in tqdm(labels.split(args.batch_size), desc="sampling"):
-        maps = model.generate(chunk, cfg_scale=args.cfg, temperature=args.temperature, top_k=args.top_k,
-                              top_p=args.top_p, generator=g)
-        images.append(decode_generated(tokenizer, maps).cpu())
+        try:
+            codes = model.generate(chunk, guidance=guidance, generator=g, **options)
+        except TypeError as e:  # an option this generator does not take
+            raise ValueError(f"a {cfg.model} model does not take that option ({e})") from None
+        images.append(tokenizer.decode(codes).float().clamp(-1, 1).cpu())
     images, seconds = torch.cat(images), time.time() - t0
-    out = Path(args.out) if args.out else Path(args.run) / f"samples_cfg{args.cfg:g}.png"
     shown = min(len(images), 256)
     save_grid(out, images[:shown], nrow=16 if args.fd and not args.classes else min(len(classes), 16))
     layout = "labels follow the test split" if args.fd and not args.classes else f"one column per class: {classes[:16]}"
-    print(f"wrote {out}: {shown} of {len(images)} samples ({layout}), "
+    print(f"wrote {out}: {shown} of {len(images)} samples ({layout}), guidance {guidance:g}, "
           f"{seconds:.1f} s ({len(images) / seconds:.1f} images/s)")
     if args.fd:
         from .metrics import fd_emoji
         print(f"fd_emoji({len(images)} samples vs {len(real)} test emoji) = {fd_emoji(images, real):.2f}")
 
 
+def parse_classes(text: str, n_cls: int) -> list:
+    try:
+        classes = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        raise ValueError(f"--classes takes comma-separated class indices, e.g. 0,3,5; got {text!r}") from None
+    if not classes or min(classes) < 0 or max(classes) >= n_cls:
+        raise ValueError(f"--classes must lie in [0, {n_cls}), got {text!r}")
+    return classes
+
+
+def check_writable(path: Path):
+    """Fail now, with the path, rather than after minutes of work."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        probe = path.parent / f".{path.name}.write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write {path} ({e.strerror or e}); choose another --out") from None
+
+
 def cmd_sweep(args):
     from .sweep import run_codebook_sweep
-    rows = run_codebook_sweep(args.dataset, steps=args.steps)
-    print(f"{len(rows)} cells recorded in benchmarks/results/codebook_sweep_{args.dataset}.csv")
+    rows = run_codebook_sweep(args.dataset, steps=args.steps, out_dir=args.out)
+    print(f"{len(rows)} cells recorded in {Path(args.out) / f'codebook_sweep_{args.dataset}.csv'}")
 
 
 def main(argv=None):
@@ -145,7 +170,8 @@ def main(argv=None):
     p = sub.add_parser("demo", help="train a multi-scale tokenizer and VAR on the bundled emoji (CPU), draw each scale")
     p.add_argument("--minutes", type=float, default=4.0, help="training time budget, both models (default 4)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--cfg", type=float, default=1.5, help="VAR's guidance scale, ramped over the scales (default 1.5)")
+    p.add_argument("--guidance", type=float, default=2.5,
+                   help="guidance at VAR's last scale, ramped up from 1 (no guidance) at the first (default 2.5)")
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a VAR recipe field")
@@ -163,25 +189,27 @@ def main(argv=None):
     p = sub.add_parser("sample", help="sample a trained generator run and write a grid")
     p.add_argument("run", help="the run folder, e.g. runs/emoji-raster")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--cfg", type=float, default=None,
-                   help="guidance scale (default: the run's sample_cfg). Raster: uncond + s(cond - uncond), 1 = none; "
-                        "VAR: ramped over the scales, (1 + t) cond - t uncond, 0 = none")
-    p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
-    p.add_argument("--top-p", type=float, default=1.0, help="nucleus: keep the top tokens holding this mass")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance s in uncond + s (cond - uncond), 1 = none (default: the model's); "
+                        "VAR ramps it up over the scales, from 1 at the first to s at the last")
+    p.add_argument("--temperature", type=float, default=None, help="softmax temperature (default 1)")
+    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default 0 = all)")
+    p.add_argument("--top-p", type=float, default=None,
+                   help="nucleus: keep the top tokens holding this mass (default 1 = all)")
     p.add_argument("--classes", default="", help="comma-separated class indices (default: all, in turn)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--fd", action="store_true",
                    help="also print fd_emoji against the emoji test split (labels then follow its class frequencies)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    p.add_argument("--out", default="", help="the PNG to write (default <run>/samples_cfg<scale>.png)")
+    p.add_argument("--out", default="", help="the PNG to write (default <run>/samples_guidance<s>.png)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("sweep", help="run a recorded experiment grid (resumable)")
     p.add_argument("experiment", choices=["codebook"], help="codebook: size x dim x l2 (LlamaGen / ViT-VQGAN)")
     p.add_argument("--dataset", default="emoji", help="emoji (CPU) or cifar10 (GPU)")
     p.add_argument("--steps", type=int, default=None, help="training steps per cell (default: the grid's)")
+    p.add_argument("--out", default="benchmarks/results", help="folder of the results (default benchmarks/results)")
     p.set_defaults(func=cmd_sweep)
 
     args = parser.parse_args(argv)

@@ -13,12 +13,14 @@ adversarial terms of VQGAN slot in on top (see `VQVAE.forward`'s returned dict) 
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
+from .models import Tokenizer, register
 from .vq import VectorQuantizer
 
 
@@ -85,9 +87,9 @@ class AttnBlock(nn.Module):
     def forward(self, x):
         B, C, H, W = x.shape
         h = self.norm(x)
-        q, k, v = (f(h).flatten(2).transpose(1, 2) for f in (self.q, self.k, self.v))  # (B, HW, C) each
+        q, k, v = (rearrange(f(h), "b c h w -> b (h w) c") for f in (self.q, self.k, self.v))
         h = F.scaled_dot_product_attention(q, k, v)  # (B, HW, C), softmax(q k^T / sqrt(C)) v
-        return x + self.proj_out(h.transpose(1, 2).reshape(B, C, H, W))
+        return x + self.proj_out(rearrange(h, "b (h w) c -> b c h w", h=H))
 
 
 class Downsample(nn.Module):
@@ -174,10 +176,10 @@ class Decoder(nn.Module):
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
-class VQVAE(nn.Module):
+@register("vqvae", VQVAEConfig)
+class VQVAE(Tokenizer):
     def __init__(self, cfg: VQVAEConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1)
         self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.embed_dim, cfg.beta, l2_norm=cfg.l2_norm, ema=cfg.ema,
@@ -190,6 +192,12 @@ class VQVAE(nn.Module):
         if images.ndim != 4 or images.shape[1:] != (3, s, s) or not images.is_floating_point():
             raise ValueError(f"expected float images of shape (B, 3, {s}, {s}) in [-1, 1], "
                              f"got {images.dtype} {tuple(images.shape)}")
+
+    def code_format(self) -> dict:
+        """What a generator over these tokens reads from the tokenizer (models.Generator.bind)."""
+        c = self.cfg
+        return {"vocab_size": c.codebook_size, "grid": c.latent_size, "code_dim": c.embed_dim,
+                "image_size": c.image_size}
 
     def quantize(self, images):
         self.check_images(images)
@@ -212,16 +220,11 @@ class VQVAE(nn.Module):
         """-> reconstructions, losses {"recon", "vq", "total"}, stats (usage, perplexity, ...)."""
         z_q, indices, vq_loss, stats = self.quantize(images)
         recon = self.decode_codes(z_q)
-        dist = F.mse_loss if self.cfg.recon_loss == "l2" else F.l1_loss
-        recon_loss = dist(recon.float(), images.float())
-        losses = {"recon": recon_loss, "vq": vq_loss, "total": recon_loss + vq_loss}
-        return recon, losses, stats
+        return recon, reconstruction_losses(recon, images, vq_loss, self.cfg.recon_loss), stats
 
-    # --- checkpoints carry their config, so loading needs no flags
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)
 
-    @classmethod
-    def from_checkpoint(cls, path, map_location="cpu") -> "VQVAE":
-        from .checkpoint import load_model
-        return load_model(cls, VQVAEConfig, "vqvae", path, map_location)
+def reconstruction_losses(recon, images, vq_loss, kind="l2") -> dict:
+    """{"recon": L2 (or L1) between reconstructions and images (in fp32), "vq": the quantizer's, "total": both}."""
+    dist = F.mse_loss if kind == "l2" else F.l1_loss
+    recon_loss = dist(recon.float(), images.float())
+    return {"recon": recon_loss, "vq": vq_loss, "total": recon_loss + vq_loss}

@@ -55,12 +55,16 @@ def load_checkpoint(path, map_location="cpu", required=("model", "config")) -> d
     return ckpt
 
 
-def load_model(cls, config_cls, kind: str, path, map_location="cpu"):
-    """`cls(config_cls(**saved config))` with the checkpoint's weights, in eval mode; refuses another model kind.
-    Behind every model's `from_checkpoint`: checkpoints carry their config, so loading needs no flags."""
-    ckpt = load_checkpoint(path, map_location)
-    if ckpt["config"].get("model") != kind:
-        raise ValueError(f"{path} holds a {ckpt['config'].get('model')!r} model, not a {kind!r} model")
-    model = cls(config_cls(**ckpt["config"]["model_config"]))
-    model.load_state_dict(ckpt["model"])
-    return model.to(map_location).eval()
+def rng_state() -> dict:
+    """The random number generators' states (CPU, and every CUDA device), to save with a checkpoint."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict):
+    """Restore rng_state(): a resumed run then draws the same dropout masks as an uninterrupted one."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])

@@ -9,6 +9,9 @@ Every dataset yields (image, label) with image a float tensor in [-1, 1] of shap
 - "imagenet64" the official downsampled ImageNet 64x64 npz batches, placed by the user in
                <root>/imagenet64/. Read through memory maps: the 1.28M images never sit in RAM at once.
 - "folder"     any ImageFolder tree (root/<class>/<image>), resized and centre-cropped.
+
+The training loop's data order lives here too: `StepBatches` and `flip_batch` make every batch a pure function
+of the step, so a resumed run sees exactly the batches an uninterrupted one would have seen (`batch_for_step`).
 """
 
 import pickle
@@ -17,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, Sampler, TensorDataset, default_collate
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the repo's data/ (bundled set, downloads)
 DATASETS = ("emoji", "cifar10", "imagenet64", "folder")
@@ -160,6 +163,10 @@ class ImageNet64(Dataset):
         self.offsets = np.cumsum([0] + [len(lab) for _, lab in self.parts])
         self.classes = [str(i) for i in range(1000)]
 
+    @property
+    def labels(self) -> np.ndarray:
+        return np.concatenate([lab for _, lab in self.parts])
+
     def __len__(self):
         return int(self.offsets[-1])
 
@@ -198,6 +205,10 @@ class ImageFolderDataset(Dataset):
             transforms.PILToTensor()]))
         self.classes = self.inner.classes
 
+    @property
+    def labels(self) -> np.ndarray:
+        return np.asarray(self.inner.targets)
+
     def __len__(self):
         return len(self.inner)
 
@@ -221,6 +232,13 @@ def load_folder(split, image_size=32, root=None, flip=False):
 LOADERS = {"emoji": load_emoji, "cifar10": load_cifar10, "imagenet64": load_imagenet64, "folder": load_folder}
 
 
+def dataset_labels(dataset) -> torch.Tensor:
+    """Every label of a dataset of this module (or of a TensorDataset of codes), without loading its images."""
+    if isinstance(dataset, TensorDataset):
+        return dataset.tensors[1]
+    return torch.as_tensor(np.asarray(dataset.labels), dtype=torch.long)
+
+
 def load_dataset(name: str, split: str = "train", image_size: int = 32, root=None, flip: bool = False) -> Dataset:
     """Return a Dataset of (image in [-1, 1] with shape (3, H, W), label); `.classes` holds class names.
 
@@ -231,3 +249,64 @@ def load_dataset(name: str, split: str = "train", image_size: int = 32, root=Non
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
     return LOADERS[name](split, image_size=image_size, root=root, flip=flip)
+
+
+# ------------------------------------------------------------------ the training data order = f(step)
+
+class StepBatches(Sampler):
+    """Yields the index list of this rank's part of the global batch for step, step + 1, ... forever.
+
+    Epoch e is a permutation drawn from seed + e; step s takes the next `batch_size` indices of it
+    (the last incomplete batch of an epoch is dropped). Rank r takes the r-th contiguous slice.
+    """
+
+    def __init__(self, n, batch_size, seed=0, start_step=0, rank=0, world=1):
+        if batch_size % world:
+            raise ValueError(f"batch_size {batch_size} must be divisible by the number of processes {world}")
+        if n < batch_size:
+            raise ValueError(f"the dataset has {n} images, fewer than one batch of {batch_size}; "
+                             f"lower batch_size (--set batch_size=...)")
+        self.n, self.batch_size, self.seed, self.start_step = n, batch_size, seed, start_step
+        self.rank, self.world = rank, world
+        self.steps_per_epoch = n // batch_size
+        self._epoch, self._perm = None, None  # the current epoch's permutation, drawn once
+
+    def indices(self, step):
+        epoch, i = divmod(step, self.steps_per_epoch)
+        if epoch != self._epoch:
+            self._epoch = epoch
+            self._perm = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed + epoch))
+        batch = self._perm[i * self.batch_size:(i + 1) * self.batch_size]
+        local = self.batch_size // self.world
+        return batch[self.rank * local:(self.rank + 1) * local].tolist()
+
+    def __iter__(self):
+        step = self.start_step
+        while True:
+            yield self.indices(step)
+            step += 1
+
+    def __len__(self):  # infinite in spirit; DataLoader only needs a number
+        return 1 << 62
+
+
+def flip_batch(images, step, seed, rank, world):
+    """Flip half the images, chosen by a generator seeded by the step (over the global batch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    mask = torch.rand(images.shape[0] * world, generator=g) < 0.5
+    mask = mask[rank * images.shape[0]:(rank + 1) * images.shape[0]].to(images.device)
+    return torch.where(mask[:, None, None, None], images.flip(-1), images)
+
+
+def batch_for_step(dataset, step, batch_size, seed=0, rank=0, world=1, flip=False):
+    """This rank's (x, labels) at `step`, exactly as the training loop builds them (image flips included when
+    flip=True; a generator's codes are never flipped here: their mirror images are cached)."""
+    idx = StepBatches(len(dataset), batch_size, seed, step, rank, world).indices(step)
+    x, labels = default_collate([dataset[i] for i in idx])
+    return (flip_batch(x, step, seed, rank, world) if flip else x), labels
+
+
+def preview_batch(dataset, n=16):
+    """The first test item of each of the first n classes: what every preview shows, from the same items."""
+    labels = dataset_labels(dataset)
+    return default_collate([dataset[int((labels == c).nonzero()[0])] for c in labels.unique()[:n]])

@@ -109,24 +109,25 @@ class TokenizerLoss(nn.Module):
         return self.discriminator is not None and step >= self.disc_start
 
     def generator_loss(self, images, recon, losses: dict, step: int, last_layer, discriminator=None):
-        """Add the perceptual and adversarial terms to the VQ-VAE's own losses; returns (total, metrics)."""
+        """Add the perceptual and adversarial terms to the VQ-VAE's own losses; returns (total, metrics as
+        detached tensors: the training loop reads them only when it logs)."""
         rec = losses["recon"]
         metrics = {}
         if self.perceptual is not None:
             p = self.perceptual(images, recon)
             rec = rec + self.perceptual_weight * p
-            metrics["perceptual"] = p.item()
+            metrics["perceptual"] = p.detach()
         total = rec + losses["vq"]
         if self.gan_active(step):
             g = hinge_g_loss((discriminator or self.discriminator)(recon))
             lam = adaptive_weight(rec, g, last_layer) if self.adaptive else torch.tensor(1.0)
             total = total + lam * self.disc_weight * g
-            metrics.update(g_loss=g.item(), adaptive_weight=lam.item())
+            metrics.update(g_loss=g.detach(), adaptive_weight=lam)
         return total, metrics
 
     def discriminator_loss(self, images, recon, step, discriminator=None):
         d = discriminator or self.discriminator
         logits_real, logits_fake = d(images.detach()), d(recon.detach())
         loss = self.disc_weight * hinge_d_loss(logits_real, logits_fake)
-        return loss, {"d_loss": loss.item(), "logits_real": logits_real.mean().item(),
-                      "logits_fake": logits_fake.mean().item()}
+        return loss, {"d_loss": loss.detach(), "logits_real": logits_real.detach().mean(),
+                      "logits_fake": logits_fake.detach().mean()}

@@ -111,25 +111,30 @@ def rfid(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 @torch.no_grad()
 def evaluate_tokenizer(model, loader, device="cpu", max_batches=None, fd=False) -> dict:
-    """Test-set PSNR and SSIM of reconstructions, codebook usage / perplexity over all tokens of the set,
-    and (fd=True) fd_emoji between the test images and their reconstructions."""
+    """Test-set PSNR and SSIM of reconstructions (each image encoded and decoded once), codebook usage /
+    perplexity over all tokens of the set (integer codes only), and (fd=True) fd_emoji between the test images
+    and their reconstructions. Leaves the model in the mode it found it in."""
+    was_training = model.training
     model.eval()
     psnrs, ssims, tokens, reals, recons = [], [], [], [], []
     for i, (images, _) in enumerate(loader):
         if max_batches is not None and i >= max_batches:
             break
         images = images.to(device)
-        z_q, indices, _, _ = model.quantize(images)  # encode once: tokens and reconstructions from one pass
-        recon = model.decode_codes(z_q).float().clamp(-1, 1)
+        codes = model.encode(images)  # a token map, a list of maps (one per scale), or float latents
+        recon = model.decode(codes).float().clamp(-1, 1)
         psnrs.append(psnr(recon, images).cpu())
         ssims.append(ssim(recon, images).cpu())
-        tokens.append(indices.flatten().cpu())
+        tokens += [c.flatten().cpu() for c in (codes if isinstance(codes, (list, tuple)) else [codes])]
         if fd:
             reals.append(images.cpu())
             recons.append(recon.cpu())
-    stats = usage_stats(torch.cat(tokens), model.cfg.codebook_size)
-    result = {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item(),
-              "usage": stats["usage"].item(), "perplexity": stats["perplexity"].item()}
+    model.train(was_training)
+    result = {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item()}
+    tokens = torch.cat(tokens)
+    if not tokens.is_floating_point():
+        stats = usage_stats(tokens, model.code_format()["vocab_size"])
+        result.update(usage=stats["usage"].item(), perplexity=stats["perplexity"].item())
     if fd:
         result["fd_emoji"] = fd_emoji(torch.cat(reals), torch.cat(recons))
     return result

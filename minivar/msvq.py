@@ -20,18 +20,21 @@ codebook/Phi half pulls f_hat towards f, the beta half pulls f towards f_hat), a
 encoder receives the decoder's gradient straight through f_hat = f + sg[f_hat - f].
 
     tok = MultiScaleVQVAE(MultiScaleVQVAEConfig(image_size=32, scales=(1, 2, 3, 4, 6, 8)))
-    tokens = tok.encode_scales(images)          # [(B, 1, 1), (B, 2, 2), ..., (B, 8, 8)]
-    images = tok.decode_scales(tokens)          # (B, 3, 32, 32) in [-1, 1]
+    tokens = tok.encode(images)                 # [(B, 1, 1), (B, 2, 2), ..., (B, 8, 8)]  (= encode_scales)
+    images = tok.decode(tokens)                 # (B, 3, 32, 32) in [-1, 1]              (= decode_scales)
 """
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
-from .autoencoder import VQVAE, Decoder, Encoder, VQVAEConfig
+from .autoencoder import VQVAE, Decoder, Encoder, VQVAEConfig, reconstruction_losses
+from .models import Tokenizer, register
+from .vq import nearest_code, usage_stats
 
 
 class Phi(nn.Module):
@@ -75,19 +78,14 @@ class MultiScaleQuantizer(nn.Module):
     # --- the pieces ---------------------------------------------------------------------------------------
 
     def nearest(self, z: torch.Tensor) -> torch.Tensor:
-        """z (B, C, h, w) -> token map (B, h, w): the nearest code of every vector (fp32 distances)."""
+        """z (B, C, h, w) -> token map (B, h, w): the nearest code of every vector (fp32, vq.nearest_code)."""
         B, C, h, w = z.shape
-        z_flat = z.permute(0, 2, 3, 1).reshape(-1, C).float()
-        codes = self.codebook.weight.float()
-        if self.l2_norm:
-            idx = (F.normalize(z_flat, dim=1) @ F.normalize(codes, dim=1).T).argmax(1)
-        else:
-            idx = (z_flat.pow(2).sum(1, keepdim=True) - 2 * z_flat @ codes.T + codes.pow(2).sum(1)).argmin(1)
+        idx = nearest_code(rearrange(z, "b c h w -> (b h w) c"), self.codebook.weight, cosine=self.l2_norm)
         return idx.view(B, h, w)
 
     def lookup(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, h, w) -> (B, C, h, w) code vectors."""
-        return self.codebook(tokens).permute(0, 3, 1, 2)
+        return rearrange(self.codebook(tokens), "b h w c -> b c h w")
 
     def upsample_and_refine(self, codes: torch.Tensor, k: int, size: int) -> torch.Tensor:
         """Scale k's code map (B, C, h_k, w_k) -> its contribution to f_hat (B, C, size, size)."""
@@ -136,15 +134,18 @@ class MultiScaleQuantizer(nn.Module):
     def check_tokens(self, tokens):
         shapes = [tuple(t.shape[1:]) for t in tokens] if isinstance(tokens, (list, tuple)) else None
         if shapes != [(s, s) for s in self.scales[:len(shapes or [])]] or not shapes:
-            raise ValueError(f"expected a list of token maps of sizes {list(self.scales)} (coarsest first), "
-                             f"got {shapes if shapes is not None else type(tokens).__name__}")
+            got = shapes if shapes is not None else f"a {type(tokens).__name__} of shape {tuple(tokens.shape)}" \
+                if torch.is_tensor(tokens) else type(tokens).__name__
+            raise ValueError(f"expected a list of token maps (B, s, s) of sizes {list(self.scales)} (coarsest first), "
+                             f"got {got}" + ("; flat rows (B, L) from the token cache: tokenizer.split_scales(rows)"
+                                             if torch.is_tensor(tokens) and tokens.ndim == 2 else ""))
 
     def teacher_forcing_input(self, tokens: list) -> torch.Tensor:
         """What the next-scale transformer reads when predicting scales 2..K (VAR's idxBl_to_var_input):
         for k < K, the cumulative f_hat after scale k, area-downsampled to scale k+1's size, flattened.
         -> (B, L - s_1^2, C) with L = sum of s_k^2 (scale 1 is predicted from the class token alone)."""
         cumulative = self.tokens_to_fhat(tokens[:-1], cumulative=True)
-        return torch.cat([F.interpolate(f_hat, size=(s, s), mode="area").flatten(2).transpose(1, 2)
+        return torch.cat([rearrange(F.interpolate(f_hat, size=(s, s), mode="area"), "b c h w -> b (h w) c")
                           for f_hat, s in zip(cumulative, self.scales[1:])], dim=1)
 
     def next_input(self, k: int, f_hat, tokens_k: torch.Tensor):
@@ -179,15 +180,9 @@ def split_scales(flat: torch.Tensor, scales) -> list:
 
 
 def usage_per_scale(tokens: list, codebook_size: int) -> dict:
-    """Fraction of the codebook each scale used in this batch, and over all scales together."""
-    stats = {f"usage_{k}": torch.bincount(t.flatten(), minlength=codebook_size).gt(0).float().mean()
-             for k, t in enumerate(tokens)}
-    every = torch.cat([t.flatten() for t in tokens])
-    counts = torch.bincount(every, minlength=codebook_size).float()
-    p = counts / counts.sum()
-    stats["usage"] = counts.gt(0).float().mean()
-    stats["perplexity"] = torch.exp(-(p[p > 0] * p[p > 0].log()).sum())
-    return stats
+    """Fraction of the codebook each scale used in this batch, and usage / perplexity over all scales together."""
+    stats = {f"usage_{k}": usage_stats(t, codebook_size)["usage"] for k, t in enumerate(tokens)}
+    return {**stats, **usage_stats(torch.cat([t.flatten() for t in tokens]), codebook_size)}
 
 
 # ----------------------------------------------------------------------------------------------- the tokenizer
@@ -217,10 +212,10 @@ class MultiScaleVQVAEConfig(VQVAEConfig):
         return sum(s * s for s in self.scales)
 
 
-class MultiScaleVQVAE(nn.Module):
+@register("msvqvae", MultiScaleVQVAEConfig)
+class MultiScaleVQVAE(Tokenizer):
     def __init__(self, cfg: MultiScaleVQVAEConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
         pad = cfg.quant_kernel // 2
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, cfg.quant_kernel, padding=pad)
@@ -229,6 +224,12 @@ class MultiScaleVQVAE(nn.Module):
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, cfg.quant_kernel, padding=pad)
 
     check_images = VQVAE.check_images  # the same input check as the single-scale tokenizer
+
+    def code_format(self) -> dict:
+        """What a next-scale generator reads from this tokenizer (models.Generator.bind)."""
+        c = self.cfg
+        return {"vocab_size": c.codebook_size, "grid": c.latent_size, "scales": c.scales, "code_dim": c.embed_dim,
+                "image_size": c.image_size}
 
     def latent(self, images):
         """Images -> the continuous latent f (B, embed_dim, h, w) the quantizer works on."""
@@ -251,43 +252,21 @@ class MultiScaleVQVAE(nn.Module):
         images = [self.decode_fhat(f).clamp(-1, 1) for f in (f_hats if every_scale else f_hats[-1:])]
         return images if every_scale else images[0]
 
-    # the single-map interface the generic tools (token cache, metrics) use: flat tokens, all scales
-    @torch.no_grad()
-    def encode(self, images):
-        return torch.cat([t.flatten(1) for t in self.encode_scales(images)], dim=1)
+    # the tokenizer contract (models.Tokenizer): the codes are the list of token maps, coarsest first
+    encode = encode_scales
+
+    def decode(self, tokens: list) -> torch.Tensor:
+        return self.decode_scales(tokens)
 
     def split_scales(self, flat: torch.Tensor) -> list:
-        """(B, L) -> [(B, s_k, s_k)]: undo the flattening of encode / the token cache."""
+        """(B, L) -> [(B, s_k, s_k)]: undo the flattening of the token cache (all scales in one row)."""
         return split_scales(flat, self.cfg.scales)
-
-    @torch.no_grad()
-    def decode(self, flat: torch.Tensor) -> torch.Tensor:
-        return self.decode_scales(self.split_scales(flat))
-
-    def quantize(self, images):
-        """-> (f_hat, flat tokens (B, L), VQ loss, stats): the interface of VQVAE.quantize, so the training loop
-        and evaluate_tokenizer treat both tokenizers alike."""
-        f_hat, tokens, vq_loss, stats = self.quantizer(self.latent(images))
-        return f_hat, torch.cat([t.flatten(1) for t in tokens], dim=1), vq_loss, stats
-
-    def decode_codes(self, f_hat):
-        return self.decode_fhat(f_hat)
 
     def forward(self, images: torch.Tensor):
         """-> reconstructions, losses {"recon", "vq", "total"}, stats (usage per scale, perplexity)."""
-        f_hat, _, vq_loss, stats = self.quantize(images)
+        f_hat, _, vq_loss, stats = self.quantizer(self.latent(images))
         recon = self.decode_fhat(f_hat)
-        dist = F.mse_loss if self.cfg.recon_loss == "l2" else F.l1_loss
-        recon_loss = dist(recon.float(), images.float())
-        return recon, {"recon": recon_loss, "vq": vq_loss, "total": recon_loss + vq_loss}, stats
-
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)
-
-    @classmethod
-    def from_checkpoint(cls, path, map_location="cpu") -> "MultiScaleVQVAE":
-        from .checkpoint import load_model
-        return load_model(cls, MultiScaleVQVAEConfig, "msvqvae", path, map_location)
+        return recon, reconstruction_losses(recon, images, vq_loss, self.cfg.recon_loss), stats
 
 
 __all__ = ["Phi", "phi_index", "MultiScaleQuantizer", "MultiScaleVQVAEConfig", "MultiScaleVQVAE", "split_scales",

@@ -6,7 +6,11 @@
 
     gpt = load_llamagen_gpt(torch.load("c2i_B_256.pt", weights_only=True)["model"], dim=768, n_layer=12,
                             n_head=12, vocab_size=16384, block_size=256, num_classes=1000)   # LlamaGen GPT-B
-    maps = gpt.generate(labels, cfg_scale=4.0, top_k=2000).view(-1, 16, 16)   # decode with the VQ above
+    maps = gpt.generate(labels, guidance=4.0, top_k=2000)     # (B, 16, 16): decode with the VQ above
+
+Guidance: minivar writes every generator's guidance as uncond + s (cond - uncond), s = 1 off. LlamaGen's
+`cfg_scale` is that s. VAR's `cfg` is t in (1 + t) cond - t uncond, so its cfg c is minivar's guidance 1 + c
+(VAR's demo value cfg=1.5 is guidance=2.5), ramped over the scales the same way.
 
 Each loader takes the official state dict (or the checkpoint dict that wraps it) and the official
 constructor's keyword arguments, renames the weights to minivar's module names, and loads them strictly:
@@ -130,8 +134,7 @@ def load_llamagen_gpt(state_dict: dict, **official_model_args) -> RasterAR:
                          multiple_of=args["multiple_of"], ffn_dim_multiplier=args["ffn_dim_multiplier"] or 0.0,
                          norm_eps=args["norm_eps"], rope="2d", rope_base=float(args["rope_base"]),
                          prefix_rope="zeros", class_dropout=args["class_dropout_prob"],
-                         dropout=args["resid_dropout_p"], token_dropout=args["token_dropout_p"],
-                         image_size=grid * 16)  # LlamaGen's VQ-16 tokenizer downsamples 16x
+                         dropout=args["resid_dropout_p"], token_dropout=args["token_dropout_p"])
     model = RasterAR(cfg)
     renamed = {}
     for name, tensor in unwrap_state_dict(state_dict).items():
@@ -206,18 +209,21 @@ VAR_DEFAULTS = dict(num_classes=1000, depth=16, embed_dim=1024, num_heads=16, ml
                     attn_drop_rate=0.0, drop_path_rate=0.0, norm_eps=1e-6, shared_aln=False, cond_drop_rate=0.1,
                     attn_l2_norm=False, patch_nums=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), flash_if_available=True,
                     fused_if_available=True)
-VAR_RENAMES = [(r"^head_nm\.ada_lin\.1\.", "head_ada.linear."), (r"\.ada_lin\.1\.", ".ada_lin.linear."),
+VAR_RENAMES = [(r"^class_emb\.", "class_embedding."),
+               (r"^head_nm\.ada_lin\.1\.", "head_ada.linear."), (r"\.ada_lin\.1\.", ".ada_lin.linear."),
                (r"^shared_ada_lin\.1\.", "shared_ada_lin.linear."), (r"\.attn\.scale_mul_1H11$", ".attn.scale_mul")]
 
 
-def load_var(state_dict: dict, quantizer=None, **official_kwargs) -> VAR:
+def load_var(state_dict: dict, tokenizer=None, **official_kwargs) -> VAR:
     """minivar's VAR from an official VAR state dict (var_d16.pth, ...) and the constructor's keyword arguments
-    (without vae_local: the vocabulary and code size are read from the weights). `quantizer` (the tokenizer's,
-    e.g. load_var_vqvae(...).quantizer) is attached for generation and training.
-    `model(labels, teacher_forcing_input)` then equals the official `forward(label_B, x_BLCv_wo_first_l)`.
+    (without vae_local: the vocabulary and code size are read from the weights). `tokenizer` (load_var_vqvae's)
+    is bound for generation and training. `model(labels, teacher_forcing_input)` then equals the official
+    `forward(label_B, x_BLCv_wo_first_l)`, and `generate(labels, guidance=1 + cfg, ...)` the official
+    `autoregressive_infer_cfg(B, labels, cfg=cfg, ...)` (VAR's cfg c is minivar's guidance 1 + c).
 
-        var = load_var(torch.load("var_d16.pth", weights_only=True), vae.quantizer, depth=16, embed_dim=1024,
+        var = load_var(torch.load("var_d16.pth", weights_only=True), vae, depth=16, embed_dim=1024,
                        num_heads=16, attn_l2_norm=True, drop_path_rate=0.1 * 16 / 24)
+        images = vae.decode(var.generate(labels, guidance=2.5, top_k=900, top_p=0.96))   # VAR's demo settings
     """
     unknown = set(official_kwargs) - set(VAR_DEFAULTS)
     if unknown:
@@ -231,14 +237,13 @@ def load_var(state_dict: dict, quantizer=None, **official_kwargs) -> VAR:
                     depth=args["depth"], dim=args["embed_dim"], n_head=args["num_heads"], mlp_ratio=args["mlp_ratio"],
                     norm_eps=args["norm_eps"], class_dropout=args["cond_drop_rate"], dropout=args["drop_rate"],
                     attn_dropout=args["attn_drop_rate"], drop_path=args["drop_path_rate"],
-                    attn_l2_norm=args["attn_l2_norm"], shared_aln=args["shared_aln"],
-                    image_size=16 * tuple(args["patch_nums"])[-1])
+                    attn_l2_norm=args["attn_l2_norm"], shared_aln=args["shared_aln"])
     model = VAR(cfg)
     renamed = rename_weights(weights, VAR_RENAMES, skip={"lvl_1L", "attn_bias_for_masking"})  # buffers rebuilt here
     load_strictly(model, renamed, "arguments",
                   "check depth, embed_dim, num_heads, num_classes, patch_nums, shared_aln, attn_l2_norm")
-    if quantizer is not None:
-        model.attach_quantizer(quantizer)
+    if tokenizer is not None:
+        model.bind(tokenizer)
     return model.eval()
 
 

@@ -10,7 +10,9 @@ forward pass scores every token (teacher forcing) and generation takes N steps, 
     model = RasterAR(RasterARConfig(vocab_size=1024, grid=8, num_classes=9))
     logits = model(tokens[:, :-1], labels)                  # (B, N, vocab), output i predicts token i
     loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
-    maps = model.generate(labels, cfg_scale=2.0, top_k=100)  # (B, 8, 8), decode with the tokenizer
+    maps = model.generate(labels, guidance=2.0, top_k=100)  # (B, 8, 8), decode with the tokenizer
+
+(In training, `minivar.models.build("raster", config, tokenizer)` reads vocab_size and grid from the tokenizer.)
 
 As LlamaGen's `autoregressive/models/gpt.py` (c2i): Llama blocks (RMSNorm, SwiGLU, 2-D RoPE), a class
 embedding table with one extra row, the null class, that replaces the label with probability
@@ -20,20 +22,21 @@ Simplifications: one class token (LlamaGen's c2i models use one), no drop-path, 
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .sampling import cfg_mix, sample
-from .transformer import Block, KVCache, RMSNorm, drop_labels, init_weights, rope_1d, rope_2d
+from .models import Generator, register
+from .sampling import guidance_mix, sample
+from .transformer import Block, ClassEmbedding, KVCache, RMSNorm, init_weights, rope_1d, rope_2d
 
 
 @dataclass
 class RasterARConfig:
-    vocab_size: int = 1024  # the tokenizer's codebook size
-    grid: int = 8  # token map side: 32x32 images through a 4x-downsampling tokenizer give 8x8 = 64 tokens
+    vocab_size: int = 0  # the tokenizer's codebook size (0: read from the tokenizer when built for training)
+    grid: int = 0  # token map side, 8 for 32x32 images through a 4x tokenizer (0: read from the tokenizer)
     num_classes: int = 9  # the emoji groups; one more embedding row is the null class
     dim: int = 256
     n_layer: int = 6
@@ -48,7 +51,7 @@ class RasterARConfig:
     class_dropout: float = 0.1  # probability of training on the null class (enables classifier-free guidance)
     dropout: float = 0.0  # residual / feed-forward dropout
     token_dropout: float = 0.0  # dropout on the input embeddings (LlamaGen's token_dropout_p)
-    image_size: int = 32  # of the images the tokens come from (for checks and for decoding)
+    guidance: float = 2.0  # default classifier-free guidance of generate() (1 = none)
 
     def __post_init__(self):
         if self.dim % self.n_head:
@@ -66,11 +69,11 @@ class RasterARConfig:
         return self.grid * self.grid
 
 
-class RasterAR(nn.Module):
+@register("raster", RasterARConfig)
+class RasterAR(Generator):
     def __init__(self, cfg: RasterARConfig):
-        super().__init__()
-        self.cfg = cfg
-        self.class_embedding = nn.Embedding(cfg.num_classes + 1, cfg.dim)  # row num_classes = the null class
+        super().__init__(cfg)
+        self.class_embedding = ClassEmbedding(cfg.num_classes, cfg.dim, cfg.class_dropout)  # + the null class
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.tok_dropout = nn.Dropout(cfg.token_dropout)
         self.layers = nn.ModuleList(Block(cfg.dim, cfg.n_head, cfg.n_kv_head, cfg.multiple_of,
@@ -89,7 +92,7 @@ class RasterAR(nn.Module):
 
     @property
     def null_class(self) -> int:
-        return self.cfg.num_classes
+        return self.class_embedding.null_class
 
     def check_inputs(self, tokens, labels):
         N, V = self.cfg.seq_len, self.cfg.vocab_size
@@ -99,15 +102,13 @@ class RasterAR(nn.Module):
         if labels.dtype != torch.long or labels.shape != tokens.shape[:1]:
             raise ValueError(f"expected labels as a LongTensor ({tokens.shape[0]},), got {labels.dtype} "
                              f"{tuple(labels.shape)}")
+        if tokens.is_cuda and self.training:
+            return  # reading values would make the CPU wait for the GPU at every step; training data are checked
         if tokens.numel() and (tokens.min() < 0 or tokens.max() >= V):
             raise ValueError(f"tokens must lie in [0, {V}) (the tokenizer's codebook), got "
                              f"[{tokens.min().item()}, {tokens.max().item()}]")
         if labels.numel() and (labels.min() < 0 or labels.max() > self.null_class):
             raise ValueError(f"labels must lie in [0, {self.cfg.num_classes}] ({self.cfg.num_classes} = null class)")
-
-    def drop_labels(self, labels):
-        """Label dropout for classifier-free guidance: each label becomes the null class with prob class_dropout."""
-        return drop_labels(labels, self.cfg.class_dropout, self.null_class, self.training)
 
     def forward(self, tokens, labels, caches=None):
         """tokens (B, T) with T < N, labels (B,) -> logits (B, T + 1, vocab); output i predicts token i.
@@ -123,7 +124,7 @@ class RasterAR(nn.Module):
                              f"1 + {self.cfg.seq_len} (class token + image tokens)")
         x = self.tok_embeddings(tokens)  # (B, T, dim)
         if n_past == 0:  # the sequence starts with the class token
-            cls = self.class_embedding(self.drop_labels(labels))[:, None]  # (B, 1, dim)
+            cls = self.class_embedding(labels)[:, None]  # (B, 1, dim); labels dropped at random in training
             x = torch.cat([cls, x], dim=1)
         x = self.tok_dropout(x)
         rope = self.rope[n_past:n_past + x.shape[1]]
@@ -131,27 +132,29 @@ class RasterAR(nn.Module):
             x = layer(x, rope, cache=caches[i] if caches is not None else None)
         return self.output(self.norm(x)).float()
 
-    def loss(self, tokens, labels):
+    def loss(self, batch, progress: float = 0.0):
         """Teacher forcing: mean cross-entropy of every token of the (B, N) maps given the ones before it."""
+        tokens, labels = batch
         tokens = tokens.flatten(1)
         logits = self(tokens[:, :-1], labels)  # (B, N, V)
         loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
-        return loss, {"loss": loss.item(), "bits_per_token": loss.item() / math.log(2)}
+        return loss, {"bits_per_token": loss.detach() / math.log(2)}
 
     @torch.no_grad()
-    def generate(self, labels, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, generator=None,
+    def generate(self, labels, guidance=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
                  use_cache=True, prefix=None):
         """Sample token maps (B, grid, grid) for class labels (B,), one token per step in raster order.
 
-        cfg_scale > 1 runs the batch twice, with the labels and with the null class, and samples from
-        uncond + cfg_scale * (cond - uncond). use_cache=False recomputes the whole sequence at every step
-        (slow; the reference the cache must match). `prefix` (B, T) fixes the first T tokens (completion).
+        guidance s (default: the config's) != 1 runs the batch twice, with the labels and with the null class,
+        and samples from uncond + s * (cond - uncond). use_cache=False recomputes the whole sequence at every
+        step (slow; the reference the cache must match). `prefix` (B, T) fixes the first T tokens (completion).
         """
         was_training = self.training
         self.eval()
-        labels = torch.as_tensor(labels, device=self.rope.device).long()
+        labels = self.check_labels(labels)
+        guidance = self.cfg.guidance if guidance is None else guidance
         B, N = labels.shape[0], self.cfg.seq_len
-        guided = cfg_scale != 1.0
+        guided = guidance != 1.0
         if guided:  # second half: the same sequences without their class
             labels = torch.cat([labels, torch.full_like(labels, self.null_class)])
         seq = torch.zeros(labels.shape[0], 0, dtype=torch.long, device=labels.device)
@@ -163,21 +166,12 @@ class RasterAR(nn.Module):
         while seq.shape[1] < N:
             logits = self(new, labels, caches)[:, -1] if use_cache else self(seq, labels)[:, -1]  # (B', V)
             if guided:
-                logits = cfg_mix(logits[:B], logits[B:], cfg_scale)
+                logits = guidance_mix(logits[:B], logits[B:], guidance)
             nxt = sample(logits, temperature, top_k, top_p, generator)[:, None]  # (B, 1)
             new = torch.cat([nxt, nxt]) if guided else nxt
             seq = torch.cat([seq, new], dim=1)
         self.train(was_training)
         return seq[:B].view(B, self.cfg.grid, self.cfg.grid)
-
-    # --- checkpoints carry their config, so loading needs no flags
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)
-
-    @classmethod
-    def from_checkpoint(cls, path, map_location="cpu") -> "RasterAR":
-        from .checkpoint import load_model
-        return load_model(cls, RasterARConfig, "raster", path, map_location)
 
 
 __all__ = ["RasterARConfig", "RasterAR"]

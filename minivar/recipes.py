@@ -1,17 +1,80 @@
-"""Named training configurations, and `--set key=value` overrides checked against the config's types.
+"""What a training run is (`TrainConfig`), the named ones (recipes), and `--set key=value` overrides checked
+against the config's types.
 
 "emoji-*" recipes run on a laptop CPU in minutes; "cifar10-*" and "imagenet64-*" want one GPU.
 Times next to GPU recipes are estimates until someone measures them (then: measured, with the machine).
+A generator recipe names its tokenizer run and leaves the vocabulary, grid and scales out: the loop reads them
+from the tokenizer (models.Generator.bind).
 """
 
 import dataclasses
 import typing
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .autoencoder import VQVAEConfig
+from .models import Generator, model_class
 from .msvq import MultiScaleVQVAEConfig
 from .raster_ar import RasterARConfig
-from .train import TrainConfig
 from .var import VARConfig
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"  # the run's folder: <out_dir>/<name>/
+    model: str = "vqvae"  # a model kind of minivar.models.MODELS
+    model_config: VQVAEConfig = field(default_factory=VQVAEConfig)  # that kind's config (a dict is converted)
+    dataset: str = "emoji"  # emoji | cifar10 | imagenet64 | folder
+    data_root: str = ""  # "" = the repo's data/ folder
+    flip: bool = True  # random horizontal flips of training images (generators: flipped copies' codes)
+    tokenizer: str = ""  # generators: the tokenizer's run folder (its codes are cached there)
+    batch_size: int = 64  # global batch, split evenly over torchrun ranks
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    betas: tuple = (0.9, 0.95)
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    perceptual_weight: float = 0.0  # LPIPS term of the tokenizer loss (downloads VGG16 once; GPU recipes: 1.0)
+    disc_weight: float = 0.0  # PatchGAN hinge term (GPU recipes: 0.5, as LlamaGen)
+    disc_start: int = 0  # step at which the discriminator and its loss switch on
+    disc_lr: float = 0.0  # discriminator learning rate; 0 = same as lr
+    adaptive_disc_weight: bool = True  # taming's gradient-norm balancing of the GAN term
+    max_steps: int = 2000  # training ends here ...
+    minutes: float = 0.0  # ... or after this many minutes of training, if > 0 (the LR schedule follows it)
+    eval_every: int = 250
+    ckpt_every: int = 250
+    log_every: int = 10
+    eval_batches: int = 4  # test batches used for the periodic metrics (all of them at the end)
+    seed: int = 0
+    amp: bool = True  # bf16 autocast on CUDA (ignored on CPU, where bf16 is usually slower)
+    num_workers: int = 0  # data loader workers; 0 is fastest for the in-memory datasets
+    device: str = "auto"  # auto | cpu | cuda | mps
+    out_dir: str = "runs"
+
+    def __post_init__(self):
+        cls = model_class(self.model)  # an unknown kind lists the known ones
+        if isinstance(self.model_config, dict):
+            self.model_config = cls.config_class(**self.model_config)
+        if type(self.model_config) is not cls.config_class:
+            raise ValueError(f"model {self.model!r} takes a {cls.config_class.__name__}, not a "
+                             f"{type(self.model_config).__name__}: start from a recipe of that model instead of "
+                             f"--set model=...")
+        self.betas = tuple(self.betas)
+        if issubclass(cls, Generator) and not self.tokenizer:
+            example = "runs/emoji-msvq" if self.model == "var" else "runs/emoji-vqvae-l2"
+            raise ValueError(f"model {self.model!r} generates codes: set the tokenizer's run folder, "
+                             f"e.g. --set tokenizer={example}")
+        if self.tokenizer and not issubclass(cls, Generator):
+            raise ValueError(f"model {self.model!r} is a tokenizer, it trains on images: leave tokenizer unset "
+                             f"(it names a generator's tokenizer run)")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.out_dir) / self.name
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def _emoji_vqvae():
@@ -61,13 +124,12 @@ def _emoji_raster():
     # Raster-order GPT over emoji-vqvae-l2's 8x8 maps of 1024 codes (train that tokenizer first).
     # 6 layers of width 192 (3.0 M parameters): the 3,290 training emoji (x2 flipped) are few, so dropout 0.1;
     # the test loss flattens after ~1500 steps while the train loss keeps falling.
-    # About 16 minutes on 2 CPU cores (2000 steps at ~130 img/s); fd_emoji 2.1 at cfg 2 (notebook 03).
+    # About 16 minutes on 2 CPU cores (2000 steps at ~130 img/s); fd_emoji 2.1 at guidance 2 (notebook 03).
     return TrainConfig(name="emoji-raster", model="raster", tokenizer="runs/emoji-vqvae-l2", dataset="emoji",
                        batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=0.05, max_steps=2000,
-                       eval_every=250, ckpt_every=250, sample_cfg=2.0,
-                       model_config=RasterARConfig(vocab_size=1024, grid=8, num_classes=9, dim=192, n_layer=6,
-                                                   n_head=6, multiple_of=64, class_dropout=0.1, dropout=0.1,
-                                                   image_size=32))
+                       eval_every=250, ckpt_every=250,
+                       model_config=RasterARConfig(num_classes=9, dim=192, n_layer=6, n_head=6, multiple_of=64,
+                                                   class_dropout=0.1, dropout=0.1, guidance=2.0))
 
 
 def _cifar10_raster():
@@ -75,10 +137,9 @@ def _cifar10_raster():
     # cifar10-vqvae's 8x8 maps of 4096 codes; LlamaGen's optimiser settings (AdamW, wd 0.05, betas 0.9/0.95).
     return TrainConfig(name="cifar10-raster", model="raster", tokenizer="runs/cifar10-vqvae", dataset="cifar10",
                        batch_size=256, lr=4e-4, warmup_steps=1000, weight_decay=0.05, max_steps=50_000,
-                       eval_every=2500, ckpt_every=2500, num_workers=4, sample_cfg=2.0,
-                       model_config=RasterARConfig(vocab_size=4096, grid=8, num_classes=10, dim=512, n_layer=12,
-                                                   n_head=8, multiple_of=256, class_dropout=0.1, dropout=0.1,
-                                                   token_dropout=0.1, image_size=32))
+                       eval_every=2500, ckpt_every=2500, num_workers=4,
+                       model_config=RasterARConfig(num_classes=10, dim=512, n_layer=12, n_head=8, multiple_of=256,
+                                                   class_dropout=0.1, dropout=0.1, token_dropout=0.1, guidance=2.0))
 
 
 def _imagenet64_raster():
@@ -86,10 +147,9 @@ def _imagenet64_raster():
     # imagenet64-vqvae's 8x8 maps of 16384 codes, 1000 classes.
     return TrainConfig(name="imagenet64-raster", model="raster", tokenizer="runs/imagenet64-vqvae",
                        dataset="imagenet64", batch_size=256, lr=4e-4, warmup_steps=2000, weight_decay=0.05,
-                       max_steps=300_000, eval_every=10_000, ckpt_every=5000, num_workers=8, sample_cfg=2.0,
-                       model_config=RasterARConfig(vocab_size=16384, grid=8, num_classes=1000, dim=768, n_layer=12,
-                                                   n_head=12, multiple_of=256, class_dropout=0.1, dropout=0.1,
-                                                   token_dropout=0.1, image_size=64))
+                       max_steps=300_000, eval_every=10_000, ckpt_every=5000, num_workers=8,
+                       model_config=RasterARConfig(num_classes=1000, dim=768, n_layer=12, n_head=12, multiple_of=256,
+                                                   class_dropout=0.1, dropout=0.1, token_dropout=0.1, guidance=2.0))
 
 
 def _emoji_msvq():
@@ -110,9 +170,7 @@ def _emoji_var():
     # About 23 minutes on 2 CPU cores (2000 steps at ~92 img/s: 130 tokens per image); test loss 3.57 nats/token.
     return TrainConfig(name="emoji-var", model="var", tokenizer="runs/emoji-msvq", dataset="emoji", batch_size=64,
                        lr=1e-3, warmup_steps=100, weight_decay=0.05, max_steps=2000, eval_every=250, ckpt_every=250,
-                       sample_cfg=1.5,
-                       model_config=VARConfig(vocab_size=512, scales=(1, 2, 3, 4, 6, 8), code_dim=8, num_classes=9,
-                                              depth=4, dim=192, n_head=4, dropout=0.1, image_size=32))
+                       model_config=VARConfig(num_classes=9, depth=4, dim=192, n_head=4, dropout=0.1, guidance=2.5))
 
 
 def _cifar10_msvq():
@@ -130,9 +188,9 @@ def _cifar10_var():
     # 12 heads, VAR's drop-path rule 0.1 * 12 / 24) over cifar10-msvq's scales.
     return TrainConfig(name="cifar10-var", model="var", tokenizer="runs/cifar10-msvq", dataset="cifar10",
                        batch_size=256, lr=4e-4, warmup_steps=1000, weight_decay=0.05, max_steps=50_000,
-                       eval_every=2500, ckpt_every=2500, num_workers=4, sample_cfg=1.5,
-                       model_config=VARConfig(vocab_size=4096, scales=(1, 2, 3, 4, 6, 8), code_dim=8, num_classes=10,
-                                              depth=12, dim=768, n_head=12, drop_path=0.05, image_size=32))
+                       eval_every=2500, ckpt_every=2500, num_workers=4,
+                       model_config=VARConfig(num_classes=10, depth=12, dim=768, n_head=12, drop_path=0.05,
+                                              guidance=2.5))
 
 
 def _imagenet64_msvq():
@@ -152,10 +210,9 @@ def _imagenet64_var():
     # model: width 1024, 16 heads, drop-path 0.1 * 16 / 24) over imagenet64-msvq's 10 scales, 1000 classes.
     return TrainConfig(name="imagenet64-var", model="var", tokenizer="runs/imagenet64-msvq", dataset="imagenet64",
                        batch_size=256, lr=2e-4, warmup_steps=2000, weight_decay=0.05, max_steps=300_000,
-                       eval_every=10_000, ckpt_every=5000, num_workers=8, sample_cfg=1.5,
-                       model_config=VARConfig(vocab_size=4096, scales=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16), code_dim=32,
-                                              num_classes=1000, depth=16, dim=1024, n_head=16, drop_path=0.1 * 16 / 24,
-                                              image_size=64))
+                       eval_every=10_000, ckpt_every=5000, num_workers=8,
+                       model_config=VARConfig(num_classes=1000, depth=16, dim=1024, n_head=16, drop_path=0.1 * 16 / 24,
+                                              guidance=2.5))
 
 
 RECIPES = {"emoji-vqvae": _emoji_vqvae, "emoji-vqvae-l2": _emoji_vqvae_l2, "cifar10-vqvae": _cifar10_vqvae,
@@ -166,12 +223,15 @@ RECIPES = {"emoji-vqvae": _emoji_vqvae, "emoji-vqvae-l2": _emoji_vqvae_l2, "cifa
 
 
 def get(name: str, overrides=()) -> TrainConfig:
-    """The recipe `name` with `overrides` ("key=value" strings) applied."""
+    """The recipe `name` with `overrides` ("key=value" strings) applied, then checked as a whole (so the order of
+    the overrides never matters: `dim=64 n_head=2` and `n_head=2 dim=64` are the same)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}; choose one of: {', '.join(RECIPES)}")
     cfg = RECIPES[name]()
     for item in overrides:
         apply_override(cfg, item)
+    cfg.__post_init__()
+    cfg.model_config.__post_init__()
     return cfg
 
 
@@ -194,8 +254,7 @@ def apply_override(cfg: TrainConfig, item: str):
         target, f = cfg.model_config, model_fields[key]
     else:
         raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(settable_keys(cfg))}")
-    setattr(target, key, parse_value(value, f.type, key))
-    target.__post_init__()  # re-run the config's own checks (e.g. image_size vs downsampling)
+    setattr(target, key, parse_value(value, f.type, key))  # checked as a whole by get(), after every override
 
 
 def parse_value(text: str, typ, key: str):

@@ -1,7 +1,10 @@
 """Turning logits into tokens: temperature, top-k, top-p (nucleus), classifier-free guidance.
 
-    logits = cfg_mix(cond_logits, uncond_logits, scale=2.0)      # uncond + 2 * (cond - uncond)
+    logits = guidance_mix(cond_logits, uncond_logits, 2.0)        # uncond + 2 * (cond - uncond)
     tokens = sample(logits, temperature=1.0, top_k=100, top_p=0.95, generator=g)   # (B,)
+
+Guidance has one convention in minivar: uncond + s * (cond - uncond), s = 1 is no guidance, for every generator.
+A schedule turns a model's guidance into an s per step: VAR ramps it over the scales (`linear_ramp`).
 
 Every function returns new tensors and leaves its inputs alone. (The filter LlamaGen and VAR copy from an old
 Hugging Face helper writes -inf into the caller's logits in place; harmless there, a trap in a notebook that
@@ -11,10 +14,16 @@ plots the logits after sampling.)
 import torch
 
 
-def cfg_mix(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
+def guidance_mix(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torch.Tensor:
     """Classifier-free guidance on logits (LlamaGen): uncond + scale * (cond - uncond).
     scale 1 is plain conditional sampling; scale > 1 pushes away from what the class-free model predicts."""
     return uncond + scale * (cond - uncond)
+
+
+def linear_ramp(guidance: float, step: int, n_steps: int) -> float:
+    """The guidance scale of step `step` (0-based) of n_steps, rising linearly from 1 (no guidance) at the first
+    step to `guidance` at the last: 1 + (guidance - 1) * step / (n_steps - 1). VAR's schedule over its scales."""
+    return 1.0 + (guidance - 1.0) * (step / max(1, n_steps - 1))
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -45,6 +54,10 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
     """top-k first, then top-p among what is left (the official order). 0 / 1.0 switch a filter off."""
+    if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 0:
+        raise ValueError(f"top_k must be a whole number >= 0 (0 = keep every token), got {top_k}")
+    if not 0 < top_p <= 1:
+        raise ValueError(f"top_p must lie in (0, 1] (1 = keep every token), got {top_p}")
     return top_p_filter(top_k_filter(logits, top_k), top_p)
 
 
@@ -59,4 +72,4 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-__all__ = ["cfg_mix", "top_k_filter", "top_p_filter", "filter_logits", "sample"]
+__all__ = ["guidance_mix", "linear_ramp", "top_k_filter", "top_p_filter", "filter_logits", "sample"]

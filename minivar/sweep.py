@@ -6,8 +6,9 @@
 Every cell trains the dataset's VQ-VAE recipe for the same number of steps with one codebook size, code
 dimension and l2 setting, then measures on the test split: PSNR, SSIM, codebook usage, perplexity and
 fd_emoji (emoji only). Each finished cell appends a row (with the command, machine and date) to
-benchmarks/results/codebook_sweep_<dataset>.csv and saves its codebook, code counts and a reconstruction
-strip next to it; cells already in the CSV are skipped, so an interrupted sweep continues where it stopped.
+<out_dir>/codebook_sweep_<dataset>.csv (default benchmarks/results/, relative to where it runs: the repository's
+recorded results when run from its root) and saves its codebook, code counts and a reconstruction strip next to
+it; cells already in the CSV are skipped, so an interrupted sweep continues where it stopped.
 """
 
 import csv
@@ -24,8 +25,6 @@ from . import recipes
 from .data import load_dataset
 from .metrics import evaluate_tokenizer
 from .viz import save_grid
-
-RESULTS = Path(__file__).resolve().parent.parent / "benchmarks" / "results"
 
 GRIDS = {  # dataset -> codebook sizes, code dims, l2 settings, steps per cell
     "emoji": dict(sizes=(64, 256, 1024, 4096), dims=(4, 16, 64), l2=(False, True), steps=150),
@@ -46,7 +45,7 @@ def read_rows(path: Path) -> list:
         return list(csv.DictReader(fh))
 
 
-def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=None, out_dir=RESULTS,
+def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=None, out_dir="benchmarks/results",
                        runs_dir="runs/sweep-codebook", progress=True) -> list:
     if dataset not in GRIDS:
         raise ValueError(f"no codebook grid for {dataset!r}; choose one of {', '.join(GRIDS)}")
@@ -81,7 +80,7 @@ def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=No
         dev = next(model.parameters()).device
         ev = evaluate_tokenizer(model, loader, dev, fd=dataset == "emoji")
         with torch.no_grad():
-            recon = model(fixed.to(dev))[0].float().clamp(-1, 1).cpu()
+            recon = model.decode(model.encode(fixed.to(dev))).float().clamp(-1, 1).cpu()
             tokens = torch.cat([model.encode(x.to(dev)).flatten().cpu() for x, _ in loader])
         save_grid(art_dir / f"{name}.png", torch.cat([fixed, recon]), nrow=len(fixed), scale=1)
         np.savez_compressed(art_dir / f"{name}.npz", codebook=model.quantizer.codes().detach().cpu().half().numpy(),

@@ -1,12 +1,14 @@
-"""Tokenize a dataset once with a trained tokenizer, and train generators on the cached token maps.
+"""Encode a dataset once with a frozen tokenizer, and train generators on the cached codes.
 
-    tokenizer = load_tokenizer("runs/emoji-vqvae-l2")             # a run folder or its ckpt.pt
-    train_tokens = token_dataset(tokenizer_path, "emoji", "train")  # items: (tokens (L,), label)
+    tokenizer = minivar.load("runs/emoji-vqvae-l2")
+    train_codes = token_dataset(tokenizer, "emoji", "train", cache_dir="runs/emoji-vqvae-l2/tokens")
+    codes, label = train_codes[0]          # a token map (8, 8), one row of all scales (130,), or latents
 
 The tokenizer is frozen while a generator trains, so encoding every image at every step would only repeat the
-same work: we encode each image (and its mirror image, the augmentation the tokenizer was trained with) once
-and store the token maps next to the tokenizer's checkpoint, in <tokenizer run>/tokens/. The cache remembers
-which weights made it (step and a checksum of the weights) and is rebuilt when the tokenizer has changed.
+same work: we encode each image (and its mirror image, the augmentation the tokenizer was trained with) once and
+store the codes in their own dtype (integer tokens as int16 when they fit, float latents as they are) in
+`cache_dir`, usually <tokenizer run>/tokens/. The cache remembers which weights made it (a checksum of the
+tokenizer's state dict) and is rebuilt when the tokenizer has changed, or when the file is damaged.
 """
 
 from pathlib import Path
@@ -17,100 +19,66 @@ from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from .data import load_dataset
+from .models import weights_checksum
 
-CACHE_KEYS = ("tokens", "labels", "made_by")
-TOKENIZERS = {}  # model kind in a checkpoint -> class with from_checkpoint(); filled by register_tokenizer
-
-
-def register_tokenizer(kind: str, cls):
-    TOKENIZERS[kind] = cls
+CACHE_KEYS = ("codes", "labels", "made_by")
 
 
-def tokenizer_checkpoint(path) -> Path:
-    """A run folder or a checkpoint file -> the checkpoint file, with an error that says how to make it."""
-    path = Path(path)
-    ckpt = path / "ckpt.pt" if path.is_dir() or not path.suffix else path
-    if not ckpt.exists():
-        from .recipes import RECIPES  # here, not at the top: recipes imports the training loop, which imports us
-        how = (f"`python -m minivar train {ckpt.parent.name}`" if ckpt.parent.name in RECIPES else
-               "`python -m minivar train emoji-vqvae-l2` (`emoji-msvq` for VAR)")
-        raise FileNotFoundError(f"no tokenizer checkpoint at {ckpt}: train it first, e.g. {how}, "
-                                f"or point --set tokenizer=... at a run folder")
-    return ckpt
+def code_rows(codes) -> torch.Tensor:
+    """What a tokenizer's encode returns -> one tensor with a row per image: token maps (B, h, w) and latents
+    (B, C, h, w) stay as they are; a list of per-scale maps becomes (B, L), all scales flattened, coarsest first
+    (split_scales undoes it)."""
+    if isinstance(codes, (list, tuple)):
+        return torch.cat([c.flatten(1) for c in codes], dim=1)
+    return codes
 
 
-def load_tokenizer(path, map_location="cpu"):
-    """The frozen tokenizer of a run (eval mode, no gradients)."""
-    ckpt_path = tokenizer_checkpoint(path)
-    kind = load_checkpoint(ckpt_path, map_location)["config"].get("model")
-    if kind not in TOKENIZERS:
-        raise ValueError(f"{ckpt_path} holds a {kind!r} model, not a tokenizer ({', '.join(TOKENIZERS)})")
-    model = TOKENIZERS[kind].from_checkpoint(ckpt_path, map_location)
-    return model.eval().requires_grad_(False)
+def storage_dtype(codes: torch.Tensor) -> torch.dtype:
+    """Integer codes as int16 when they fit (4x smaller than int64 on disk), else int32; floats unchanged."""
+    if codes.is_floating_point():
+        return codes.dtype
+    return torch.int16 if codes.numel() == 0 or int(codes.max()) < 2**15 else torch.int32
 
 
 @torch.no_grad()
-def tokenize_images(tokenizer, images: torch.Tensor) -> torch.Tensor:
-    """Images (B, 3, H, W) -> flat tokens (B, L): raster order, or all scales coarsest first for VAR."""
-    return tokenizer.encode(images).flatten(1)  # MultiScaleVQVAE.encode already flattens its scales
-
-
-@torch.no_grad()
-def tokenize_dataset(tokenizer, dataset, flip=False, batch_size=256, device="cpu", progress=True, desc="tokenizing"):
-    """-> tokens (N or 2N, L) int16/int32 and labels; with flip=True every image's mirror image follows."""
-    tokens, labels = [], []
+def encode_dataset(tokenizer, dataset, flip=False, batch_size=256, progress=True, desc="encoding"):
+    """-> codes (N, ...) and labels (N,); with flip=True (2N, ...): item N + i is image i's mirror image."""
+    codes, mirrored, labels = [], [], []
+    device = tokenizer.device
+    tokenizer.eval()  # frozen: in training mode a quantizer would update its codebook statistics
     for images, y in tqdm(DataLoader(dataset, batch_size=batch_size), desc=desc, disable=not progress, leave=False):
         images = images.to(device)
-        batch = [tokenize_images(tokenizer, images)]
+        codes.append(code_rows(tokenizer.encode(images)).cpu())
         if flip:
-            batch.append(tokenize_images(tokenizer, images.flip(-1)))
-        tokens += batch
-        labels += [y] * len(batch)
-    dtype = torch.int16 if tokenizer.cfg.codebook_size <= 2**15 else torch.int32  # 4x smaller than int64
-    return torch.cat(tokens).to("cpu", dtype), torch.cat(labels).long()
+            mirrored.append(code_rows(tokenizer.encode(images.flip(-1))).cpu())
+        labels.append(y)
+    codes, labels = torch.cat(codes + mirrored), torch.cat(labels * (2 if flip else 1)).long()
+    return codes.to(storage_dtype(codes)), labels
 
 
-def fingerprint(ckpt: dict) -> str:
-    """Which tokenizer weights a checkpoint holds: its step and a checksum of every weight (two runs that
-    stopped at the same step with other settings differ in the checksum)."""
-    total = sum(float(t.double().abs().sum()) for t in ckpt["model"].values() if t.is_floating_point())
-    return f"step {ckpt['step']}, |w| {total:.9e}"
-
-
-def token_dataset(tokenizer_path, dataset: str, split: str, image_size: int = 32, root=None, flip=True,
-                  device="cpu", progress=True) -> TensorDataset:
-    """The (tokens (L,) long, label) dataset of `split`, tokenized once and cached beside the tokenizer.
-    Flipped copies are added to the training split only (flip=True)."""
-    ckpt_path = tokenizer_checkpoint(tokenizer_path)
+def token_dataset(tokenizer, dataset: str, split: str, cache_dir, root=None, flip=True,
+                  progress=True) -> TensorDataset:
+    """The (codes, label) dataset of `split` encoded by `tokenizer` (loaded once by the caller), cached in
+    cache_dir. Flipped copies are added to the training split only (flip=True). Integer codes come back as
+    int64 (what embeddings take), float codes as stored."""
     flip = flip and split == "train"
-    cache = ckpt_path.parent / "tokens" / f"{dataset}_{split}_{image_size}{'_flip' if flip else ''}.pt"
-    made_by = fingerprint(load_checkpoint(ckpt_path))
+    size = tokenizer.code_format()["image_size"]
+    cache = Path(cache_dir) / f"{dataset}_{split}_{size}{'_flip' if flip else ''}.pt"
+    made_by = weights_checksum(tokenizer)
+    saved = None
     if cache.exists():
         try:
             saved = load_checkpoint(cache, required=CACHE_KEYS)
-        except CheckpointError:  # a damaged cache is only lost time: build it again
-            saved = {"made_by": None}
-        if saved["made_by"] == made_by:
-            return TensorDataset(saved["tokens"].long(), saved["labels"])
-    tokenizer = load_tokenizer(ckpt_path, device)
-    if tokenizer.cfg.image_size != image_size:
-        raise ValueError(f"the tokenizer at {ckpt_path} takes {tokenizer.cfg.image_size}px images, the generator "
-                         f"{image_size}px; set the generator's image_size to {tokenizer.cfg.image_size}")
-    images = load_dataset(dataset, split, image_size=image_size, root=root)
-    tokens, labels = tokenize_dataset(tokenizer, images, flip, device=device, progress=progress,
-                                      desc=f"tokenizing {dataset}/{split}")
-    save_checkpoint({"tokens": tokens, "labels": labels, "made_by": made_by}, cache)
-    return TensorDataset(tokens.long(), labels)
+        except CheckpointError:  # a damaged (or older) cache is only lost time: build it again
+            saved = None
+    if saved is None or saved["made_by"] != made_by:
+        images = load_dataset(dataset, split, image_size=size, root=root)
+        codes, labels = encode_dataset(tokenizer, images, flip, progress=progress,
+                                       desc=f"encoding {dataset}/{split} once")
+        saved = {"codes": codes, "labels": labels, "made_by": made_by}
+        save_checkpoint(saved, cache)
+    codes = saved["codes"]
+    return TensorDataset(codes if codes.is_floating_point() else codes.long(), saved["labels"])
 
 
-def _register_builtin():
-    from .autoencoder import VQVAE
-    from .msvq import MultiScaleVQVAE
-    register_tokenizer("vqvae", VQVAE)
-    register_tokenizer("msvqvae", MultiScaleVQVAE)
-
-
-_register_builtin()
-
-__all__ = ["load_tokenizer", "tokenize_images", "tokenize_dataset", "token_dataset", "register_tokenizer",
-           "tokenizer_checkpoint"]
+__all__ = ["token_dataset", "encode_dataset", "code_rows", "storage_dtype"]

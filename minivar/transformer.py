@@ -15,12 +15,15 @@ The pieces, as LlamaGen (autoregressive/models/gpt.py) builds them:
   position * freq_i, so q.k depends only on the *difference* of positions. In 2-D (rope_2d) half of the pairs
   rotate with the row, the other half with the column;
 - AdaLN: a condition vector (e.g. the class embedding) predicts per-channel shift/scale/gate of the norms
-  (DiT, VAR); used by the next-scale and random-order transformers.
+  (DiT, VAR); used by the next-scale and random-order transformers;
+- ClassEmbedding: one row per class plus the null class, which replaces a label at random in training so one
+  network learns p(x | class) and p(x) — what classifier-free guidance mixes (LlamaGen's LabelEmbedder).
 """
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
 
 def find_multiple(n: int, k: int) -> int:
@@ -150,12 +153,12 @@ class Attention(nn.Module):
         B, L, _ = x.shape
         q, k, v = self.wqkv(x).split([self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
                                       self.n_kv_head * self.head_dim], dim=-1)
-        q = q.view(B, L, self.n_head, self.head_dim)
-        k = k.view(B, L, self.n_kv_head, self.head_dim)
-        v = v.view(B, L, self.n_kv_head, self.head_dim)
+        q = rearrange(q, "b l (h d) -> b l h d", d=self.head_dim)
+        k = rearrange(k, "b l (h d) -> b l h d", d=self.head_dim)
+        v = rearrange(v, "b l (h d) -> b l h d", d=self.head_dim)
         if rope is not None:
             q, k = apply_rope(q, rope), apply_rope(k, rope)
-        q, k, v = (t.transpose(1, 2) for t in (q, k, v))  # (B, H, L, D)
+        q, k, v = (rearrange(t, "b l h d -> b h l d") for t in (q, k, v))
         n_past = 0
         if cache is not None:
             n_past = len(cache)
@@ -166,7 +169,7 @@ class Attention(nn.Module):
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.wo(y.transpose(1, 2).reshape(B, L, -1))
+        return self.wo(rearrange(y, "b h l d -> b l (h d)"))
 
 
 class Block(nn.Module):
@@ -222,15 +225,29 @@ def init_weights(module: nn.Module, std: float = 0.02, truncated: bool = False):
             draw(m.weight, std=std)
 
 
-def drop_labels(labels: torch.Tensor, p: float, null_class: int, training: bool) -> torch.Tensor:
-    """Label dropout for classifier-free guidance: in training, each label becomes `null_class` with
-    probability p, so one network learns both p(x | class) and p(x)."""
-    if not training or p <= 0:
-        return labels
-    drop = torch.rand(labels.shape, device=labels.device) < p
-    return torch.where(drop, torch.full_like(labels, null_class), labels)
+class ClassEmbedding(nn.Embedding):
+    """Class labels (B,) -> vectors (B, dim): one row per class and a last row for the null class ("no class").
+
+    In training each label becomes the null class with probability `dropout`, so the same network also learns
+    the unconditional distribution; at sampling, running the batch once with the labels and once with the null
+    class gives the two predictions classifier-free guidance mixes: uncond + s * (cond - uncond).
+    """
+
+    def __init__(self, num_classes: int, dim: int, dropout: float = 0.1):
+        super().__init__(num_classes + 1, dim)
+        self.num_classes, self.dropout = num_classes, dropout
+
+    @property
+    def null_class(self) -> int:
+        return self.num_classes
+
+    def forward(self, labels: torch.Tensor) -> torch.Tensor:
+        if self.training and self.dropout > 0:
+            drop = torch.rand(labels.shape, device=labels.device) < self.dropout
+            labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
+        return super().forward(labels)
 
 
 __all__ = ["RMSNorm", "SwiGLU", "swiglu_hidden", "find_multiple", "rope_frequencies", "rope_1d", "rope_2d",
            "apply_rope", "KVCache", "causal_mask", "Attention", "Block", "AdaLN", "modulate", "init_weights",
-           "drop_labels"]
+           "ClassEmbedding"]

@@ -23,30 +23,34 @@ As the official models/var.py and basic_var.py:
 - attention normalises q and k to unit length and multiplies by a learned per-head temperature (at most
   100): the logits are cosine similarities, which keeps training stable;
 - an AdaLN norm before the output head; GELU (tanh) feed-forward.
-At inference guidance ramps up with the scale: t = cfg * k / (K - 1), logits (1 + t) cond - t uncond.
+At inference guidance ramps up with the scale: s_k = 1 + (guidance - 1) * k / (K - 1), logits
+uncond + s_k (cond - uncond), so the first scale is sampled without guidance. (The official code writes the same
+thing as t_k = cfg * k / (K - 1) and (1 + t_k) cond - t_k uncond: its cfg is minivar's guidance - 1.)
 
 Where minivar differs: label dropout happens only in training (the official forward drops labels in eval
-mode too); the quantizer is attached with `attach_quantizer` (the official keeps a hidden reference to the
-VQVAE), so the generator's checkpoint holds only the transformer.
+mode too); the tokenizer is attached with `bind` (the official keeps a hidden reference to the VQVAE), so
+the generator's checkpoint holds only the transformer.
 """
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from einops import rearrange
 
+from .models import Generator, register
 from .msvq import split_scales
-from .sampling import sample
-from .transformer import AdaLN, KVCache, drop_labels, init_weights, modulate
+from .sampling import guidance_mix, linear_ramp, sample
+from .transformer import AdaLN, ClassEmbedding, KVCache, init_weights, modulate
 
 
 @dataclass
 class VARConfig:
-    vocab_size: int = 1024  # the tokenizer's codebook size
-    scales: tuple = (1, 2, 3, 4, 6, 8)  # the tokenizer's schedule
-    code_dim: int = 4  # the tokenizer's code dimension (the teacher-forcing input's channels)
+    vocab_size: int = 0  # the tokenizer's codebook size (0: read from the tokenizer when built for training)
+    scales: tuple = ()  # the tokenizer's schedule, e.g. (1, 2, 3, 4, 6, 8) (empty: read from the tokenizer)
+    code_dim: int = 0  # the tokenizer's code dimension, the teacher-forcing input's channels (0: from the tokenizer)
     num_classes: int = 9
     depth: int = 4
     dim: int = 192
@@ -59,7 +63,7 @@ class VARConfig:
     drop_path: float = 0.0  # stochastic depth, rising linearly to this rate over the blocks (VAR: 0.1 * depth / 24)
     attn_l2_norm: bool = True  # cosine attention with a learned temperature (VAR's default for its models)
     shared_aln: bool = False  # one AdaLN projection shared by all blocks, plus a learned offset per block
-    image_size: int = 32  # of the images the tokenizer encodes (for checks and decoding)
+    guidance: float = 2.5  # default guidance of generate(), reached at the last scale (1 = none; official cfg 1.5)
 
     def __post_init__(self):
         self.scales = tuple(self.scales)
@@ -109,7 +113,7 @@ class SelfAttention(nn.Module):
     def forward(self, x, mask=None, cache: KVCache = None):
         B, L, C = x.shape
         qkv = F.linear(x, self.mat_qkv.weight, torch.cat([self.q_bias, self.zero_k_bias, self.v_bias]))
-        q, k, v = qkv.view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # each (B, H, L, hd)
+        q, k, v = rearrange(qkv, "b l (three h d) -> three b h l d", three=3, h=self.n_head)
         if self.l2_norm:
             q = F.normalize(q, dim=-1) * self.scale_mul.clamp(max=math.log(100)).exp()
             k = F.normalize(k, dim=-1)
@@ -120,7 +124,7 @@ class SelfAttention(nn.Module):
             k, v = cache.append(k, v)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale,
                                            dropout_p=self.attn_dropout if self.training else 0.0)
-        return self.proj_drop(self.proj(y.transpose(1, 2).reshape(B, L, C)))
+        return self.proj_drop(self.proj(rearrange(y, "b h l d -> b l (h d)")))
 
 
 class FeedForward(nn.Module):
@@ -159,14 +163,16 @@ class AdaLNBlock(nn.Module):
         return x + self.drop_path(self.ffn(modulate(self.ln(x), shift2, scale2)) * gamma2)
 
 
-class VAR(nn.Module):
+@register("var", VARConfig)
+class VAR(Generator):
+    from_tokenizer = ("vocab_size", "scales", "code_dim")
+
     def __init__(self, cfg: VARConfig):
-        super().__init__()
-        self.cfg = cfg
+        super().__init__(cfg)
         D, L, first = cfg.dim, cfg.seq_len, cfg.scales[0] ** 2
         std = math.sqrt(1 / D / 3)
         self.word_embed = nn.Linear(cfg.code_dim, D)  # teacher-forcing input (code space) -> model width
-        self.class_emb = nn.Embedding(cfg.num_classes + 1, D)  # row num_classes = the null class
+        self.class_embedding = ClassEmbedding(cfg.num_classes, D, cfg.class_dropout)  # + the null class
         self.pos_start = nn.Parameter(torch.empty(1, first, D))
         self.pos_1LC = nn.Parameter(torch.empty(1, L, D))  # absolute position of each token of each scale
         self.lvl_embed = nn.Embedding(len(cfg.scales), D)  # which scale a token belongs to
@@ -183,7 +189,6 @@ class VAR(nn.Module):
         self.register_buffer("level", level, persistent=False)  # (L,) scale index of every token
         mask = torch.zeros(L, L).masked_fill(~block_causal_mask(cfg.scales), float("-inf"))
         self.register_buffer("attn_bias", mask, persistent=False)  # additive: 0 = may attend, -inf = may not
-        self._quantizer = None  # attach_quantizer: (MultiScaleQuantizer,), kept out of the state dict
         self.init_weights()
 
     def init_weights(self, init_adaln=0.5, init_adaln_gamma=1e-5, init_head=0.02):
@@ -204,26 +209,12 @@ class VAR(nn.Module):
                     block.ada_lin.linear.weight[2 * D:].mul_(init_adaln)
                     block.ada_lin.linear.weight[:2 * D].mul_(init_adaln_gamma)
 
-    # --- the quantizer that turns sampled tokens into the next scale's input -------------------------------
-
-    def attach_quantizer(self, quantizer):
-        """Attach the (frozen) multi-scale quantizer of the tokenizer whose tokens this model predicts."""
-        if tuple(quantizer.scales) != self.cfg.scales or quantizer.codebook_size != self.cfg.vocab_size:
-            raise ValueError(f"the tokenizer has scales {quantizer.scales} and {quantizer.codebook_size} codes; this "
-                             f"model expects {self.cfg.scales} and {self.cfg.vocab_size}")
-        self._quantizer = (quantizer,)
-        return self
-
     @property
     def quantizer(self):
-        if self._quantizer is None:
-            raise RuntimeError("attach the tokenizer's quantizer first: model.attach_quantizer(tokenizer.quantizer)")
-        return self._quantizer[0]
+        """The bound tokenizer's multi-scale quantizer: it turns sampled tokens into the next scale's input."""
+        return self.tokenizer.quantizer
 
     # --- training -------------------------------------------------------------------------------------------
-
-    def drop_labels(self, labels):
-        return drop_labels(labels, self.cfg.class_dropout, self.cfg.num_classes, self.training)
 
     def condition(self, cond):
         return self.shared_ada_lin.linear(F.silu(cond)).view(-1, 1, 6, self.cfg.dim) if self.cfg.shared_aln else cond
@@ -240,7 +231,7 @@ class VAR(nn.Module):
         if teacher_forcing_input.shape != (B, L - first, self.cfg.code_dim):
             raise ValueError(f"expected teacher_forcing_input ({B}, {L - first}, {self.cfg.code_dim}), got "
                              f"{tuple(teacher_forcing_input.shape)}")
-        cond = self.class_emb(self.drop_labels(labels))  # (B, D)
+        cond = self.class_embedding(labels)  # (B, D); labels dropped at random in training
         start = cond[:, None].expand(B, first, -1) + self.pos_start  # (B, first, D)
         x = torch.cat([start, self.word_embed(teacher_forcing_input.float())], dim=1)
         x = x + self.lvl_embed(self.level)[None] + self.pos_1LC  # (B, L, D)
@@ -249,45 +240,49 @@ class VAR(nn.Module):
             x = block(x, c, self.attn_bias)
         return self.logits(x, cond)
 
-    def loss(self, tokens, labels):
+    def loss(self, batch, progress: float = 0.0):
         """tokens (B, L): all scales flattened, coarsest first (the token cache's layout). Mean cross-entropy."""
+        tokens, labels = batch
         maps = split_scales(tokens, self.cfg.scales)
         logits = self(labels, self.quantizer.teacher_forcing_input(maps))  # (B, L, V)
         per_token = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none").view(tokens.shape)
-        loss = per_token.mean()
         last = self.cfg.scales[-1] ** 2
-        return loss, {"loss": loss.item(), "loss_last_scale": per_token[:, -last:].mean().item()}
+        return per_token.mean(), {"loss_last_scale": per_token[:, -last:].detach().mean()}
 
     # --- generation -------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, labels, cfg_scale=1.0, temperature=1.0, top_k=0, top_p=1.0, generator=None,
+    def generate(self, labels, guidance=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
                  return_logits=False):
         """Sample token maps [(B, s_k, s_k)], coarsest first, one scale per forward pass (KV cache).
 
-        Guidance ramps with the scale as VAR does: t = cfg_scale * k / (K - 1), logits (1 + t) cond - t uncond,
-        so the first scale is sampled without guidance. cfg_scale = 0 switches guidance off entirely.
+        Guidance ramps with the scale as VAR does: s_k = 1 + (guidance - 1) * k / (K - 1) (sampling.linear_ramp),
+        logits uncond + s_k (cond - uncond): the first scale is unguided, the last gets `guidance` (default: the
+        config's). guidance = 1 switches it off (and halves the work: no unconditional pass).
         """
         was_training = self.training
         self.eval()
         q = self.quantizer
-        labels = torch.as_tensor(labels, device=self.pos_1LC.device).long()
+        labels = self.check_labels(labels)
+        guidance = self.cfg.guidance if guidance is None else guidance
         B, K, D = labels.shape[0], len(self.cfg.scales), self.cfg.dim
-        both = torch.cat([labels, torch.full_like(labels, self.cfg.num_classes)])  # second half: null class
-        cond = self.class_emb(both)  # (2B, D)
+        guided = guidance != 1.0
+        if guided:  # second half: the same samples without their class
+            labels = torch.cat([labels, torch.full_like(labels, self.class_embedding.null_class)])
+        cond = self.class_embedding(labels)  # (B or 2B, D)
         c = self.condition(cond)
         level_pos = self.lvl_embed(self.level)[None] + self.pos_1LC  # (1, L, D)
         first = self.cfg.scales[0] ** 2
-        x = cond[:, None].expand(2 * B, first, D) + self.pos_start + level_pos[:, :first]
+        x = cond[:, None].expand(len(labels), first, D) + self.pos_start + level_pos[:, :first]
         caches = [KVCache() for _ in self.blocks]
         f_hat, maps, all_logits, start = None, [], [], 0
         for k, s in enumerate(self.cfg.scales):
             h = x
             for block, cache in zip(self.blocks, caches):
                 h = block(h, c, None, cache)  # attends to every cached (coarser) token and its own scale
-            logits = self.logits(h, cond)  # (2B, s*s, V)
-            t = cfg_scale * k / max(1, K - 1)
-            logits = (1 + t) * logits[:B] - t * logits[B:]
+            logits = self.logits(h, cond)  # (B or 2B, s*s, V)
+            if guided:
+                logits = guidance_mix(logits[:B], logits[B:], linear_ramp(guidance, k, K))
             all_logits.append(logits)
             idx = sample(logits.reshape(B * s * s, -1), temperature, top_k, top_p, generator).view(B, s, s)
             maps.append(idx)
@@ -295,20 +290,10 @@ class VAR(nn.Module):
             start += s * s
             if k < K - 1:
                 s_next = self.cfg.scales[k + 1]
-                x = self.word_embed(nxt.flatten(2).transpose(1, 2)) + level_pos[:, start:start + s_next ** 2]
-                x = torch.cat([x, x])
+                x = self.word_embed(rearrange(nxt, "b c h w -> b (h w) c")) + level_pos[:, start:start + s_next ** 2]
+                x = torch.cat([x, x]) if guided else x
         self.train(was_training)
         return (maps, all_logits) if return_logits else maps
-
-    # --- checkpoints carry their config -------------------------------------------------------------------
-
-    def config_dict(self) -> dict:
-        return asdict(self.cfg)
-
-    @classmethod
-    def from_checkpoint(cls, path, map_location="cpu") -> "VAR":
-        from .checkpoint import load_model
-        return load_model(cls, VARConfig, "var", path, map_location)
 
 
 __all__ = ["VARConfig", "VAR", "block_causal_mask", "split_scales", "AdaLNBlock", "SelfAttention"]

@@ -28,6 +28,7 @@ are the VQ-VAE's 1x1 quant_conv / post_quant_conv around the quantizer, with `em
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from einops import rearrange
 from torch import nn
 
 
@@ -64,27 +65,21 @@ class VectorQuantizer(nn.Module):
         return F.normalize(e, dim=1) if self.l2_norm else e
 
     def distances(self, z_flat: torch.Tensor) -> torch.Tensor:
-        """Squared distances (N, K) from each row of z_flat to each code.
-
-        ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2, computed in fp32 even under autocast: in bf16 the
-        difference of large nearly-equal terms loses the small gaps that decide the argmin.
-        """
-        with torch.autocast(z_flat.device.type, enabled=False):
-            z, e = z_flat.float(), self.codes().float()
-            return z.pow(2).sum(1, keepdim=True) - 2 * z @ e.t() + e.pow(2).sum(1)
+        """Squared distances (N, K) from each row of z_flat to each code (fp32, see code_distances)."""
+        return code_distances(z_flat, self.codes())
 
     def nearest(self, z_flat: torch.Tensor) -> torch.Tensor:
         """Index of the nearest code for each row of z_flat (N, C). With l2_norm, z_flat is normalised first."""
         if self.l2_norm:
             z_flat = F.normalize(z_flat, dim=1)
-        return self.distances(z_flat).argmin(1)
+        return nearest_code(z_flat, self.codes())
 
     def forward(self, z: torch.Tensor):
         """z (B, C, h, w) -> z_q (B, C, h, w) with straight-through gradient, indices (B, h, w), loss, stats."""
         if z.ndim != 4 or z.shape[1] != self.dim:
             raise ValueError(f"expected z of shape (B, {self.dim}, h, w), got {tuple(z.shape)}")
         B, C, h, w = z.shape
-        z_flat = z.permute(0, 2, 3, 1).reshape(-1, C)  # (B*h*w, C)
+        z_flat = rearrange(z, "b c h w -> (b h w) c")
         if self.l2_norm:
             z_flat = F.normalize(z_flat, dim=1)  # cosine geometry: everything on the unit sphere
         d = self.distances(z_flat)  # (N, K)
@@ -111,7 +106,7 @@ class VectorQuantizer(nn.Module):
                 stats["window_usage"] = self.track_usage(idx)
 
         e = rotate_to(z_flat, e) if self.rotation_trick else straight_through(z_flat, e)
-        z_q = e.reshape(B, h, w, C).permute(0, 3, 1, 2)
+        z_q = rearrange(e, "(b h w) c -> b c h w", b=B, h=h)
         stats.update(usage_stats(idx, self.codebook_size))
         return z_q, idx.reshape(B, h, w), loss, stats
 
@@ -162,7 +157,34 @@ class VectorQuantizer(nn.Module):
         if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
             raise ValueError(f"token indices must lie in [0, {self.codebook_size}), "
                              f"got [{int(indices.min())}, {int(indices.max())}]")
-        return F.embedding(indices, self.codes()).permute(0, 3, 1, 2)
+        return rearrange(F.embedding(indices, self.codes()), "b h w c -> b c h w")
+
+
+# ------------------------------------------------------------- the nearest code, shared by both quantizers
+
+def code_distances(z_flat: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Squared distances (N, K) from each row of z_flat (N, C) to each code (K, C).
+
+    ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2, computed in fp32 even under autocast: in bf16 the difference of
+    large nearly-equal terms loses the small gaps that decide the argmin (the official VAR and LlamaGen
+    quantizers guard this the same way).
+    """
+    with torch.autocast(z_flat.device.type, enabled=False):
+        z, e = z_flat.float(), codes.float()
+        return z.pow(2).sum(1, keepdim=True) - 2 * z @ e.t() + e.pow(2).sum(1)
+
+
+def nearest_code(z_flat: torch.Tensor, codes: torch.Tensor, cosine: bool = False) -> torch.Tensor:
+    """Index (N,) of the nearest code (K, C) for each row of z_flat (N, C), in fp32 under autocast too.
+
+    cosine=False: smallest squared distance (VQ-VAE, LlamaGen; with l2-normalised inputs this is the cosine
+    geometry as LlamaGen computes it). cosine=True: largest cosine similarity of the normalised vectors, as VAR's
+    `using_znorm` computes it (the same choice up to rounding; kept so VAR's weights pick its exact tokens).
+    """
+    if not cosine:
+        return code_distances(z_flat, codes).argmin(1)
+    with torch.autocast(z_flat.device.type, enabled=False):
+        return (F.normalize(z_flat.float(), dim=1) @ F.normalize(codes.float(), dim=1).t()).argmax(1)
 
 
 def straight_through(z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:

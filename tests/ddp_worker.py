@@ -10,8 +10,9 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from minivar.data import load_dataset  # noqa: E402
-from minivar.train import batch_for_step, build_model, compute_loss, setup_distributed, train  # noqa: E402
+from minivar.data import batch_for_step, load_dataset  # noqa: E402
+from minivar.models import build  # noqa: E402
+from minivar.train import LossCall, compute_loss, setup_distributed, train  # noqa: E402
 from tests.helpers import tiny_train_config  # noqa: E402
 
 out = Path(sys.argv[1])
@@ -19,10 +20,10 @@ rank, world, dev = setup_distributed()
 cfg = tiny_train_config(out / "runs", batch_size=16, max_steps=4, warmup_steps=1, ckpt_every=2, eval_every=100)
 
 torch.manual_seed(0)
-model = build_model(cfg)
-images, labels = batch_for_step(load_dataset("emoji", "train"), 3, cfg, rank, world)
-ddp = DistributedDataParallel(model) if world > 1 else model
-loss, _, _ = compute_loss(ddp, images, labels)
+model = build(cfg.model, cfg.model_config)
+images, labels = batch_for_step(load_dataset("emoji", "train"), 3, cfg.batch_size, cfg.seed, rank, world, cfg.flip)
+ddp = DistributedDataParallel(LossCall(model)) if world > 1 else LossCall(model)  # as the loop wraps it
+loss, _, _ = compute_loss(ddp, images, labels, 0.0)
 loss.backward()
 if rank == 0:
     torch.save({n: p.grad for n, p in model.named_parameters()}, out / "grads.pt")

@@ -16,9 +16,10 @@ def tiny_train_config(tmp_path, **kw) -> TrainConfig:
 
 
 def tiny_raster_config(tmp_path, tokenizer_dir, **kw) -> TrainConfig:
-    """A raster generator over the tokens of a tiny tokenizer run (tiny_vqvae_config: 32 codes, 16x16 maps)."""
+    """A raster generator over the tokens of a tiny tokenizer run (tiny_vqvae_config: 32 codes, 16x16 maps: the
+    vocabulary and grid are read from the tokenizer)."""
     from minivar.raster_ar import RasterARConfig
-    model = RasterARConfig(vocab_size=32, grid=16, num_classes=9, dim=32, n_layer=1, n_head=4, multiple_of=16)
+    model = RasterARConfig(num_classes=9, dim=32, n_layer=1, n_head=4, multiple_of=16)
     base = dict(name="tiny-raster", model="raster", tokenizer=str(tokenizer_dir), out_dir=str(tmp_path),
                 batch_size=16, lr=3e-3, warmup_steps=5, max_steps=30, eval_every=15, ckpt_every=15, log_every=1,
                 eval_batches=1, model_config=model)

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from minivar.msvq import MultiScaleQuantizer, MultiScaleVQVAE, MultiScaleVQVAEConfig, phi_index
 from minivar.official import _var_vae_name, load_var_vqvae
+from minivar.token_cache import code_rows
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -119,9 +120,13 @@ def test_config_checks_name_the_fix():
         model.decode_scales([torch.zeros(1, 2, 2, dtype=torch.long)])
     with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
         model.encode_scales(torch.zeros(1, 3, 16, 16))
-    flat = model.encode(torch.zeros(2, 3, 32, 32))
+    tokens = model.encode(torch.zeros(2, 3, 32, 32))  # the contract's codes: one map per scale
+    assert [t.shape[1:] for t in tokens] == [(1, 1), (2, 2), (4, 4), (8, 8)]
+    flat = code_rows(tokens)  # as the token cache stores them
     assert flat.shape == (2, 1 + 4 + 16 + 64)
-    assert [t.shape[1:] for t in model.split_scales(flat)] == [(1, 1), (2, 2), (4, 4), (8, 8)]
+    assert all(torch.equal(a, b) for a, b in zip(model.split_scales(flat), tokens))
+    with pytest.raises(ValueError, match="split_scales"):
+        model.decode(flat)
 
 
 # ------------------------------------------------------------------------------------ the official VAR VQVAE

@@ -79,7 +79,7 @@ def test_llamagen_gpt_logits_equal_the_official_training_forward(llamagen_gpt, v
         torch.testing.assert_close(logits, golden["logits"], atol=1e-5, rtol=1e-4)
         null = torch.full_like(golden["cond_idx"], gpt.null_class)
         torch.testing.assert_close(gpt(golden["idx"], null), golden["logits_null"], atol=1e-5, rtol=1e-4)
-    loss, _ = gpt.loss(golden["targets"], golden["cond_idx"])
+    loss, _ = gpt.loss((golden["targets"], golden["cond_idx"]))
     assert loss.item() == pytest.approx(golden["loss"].item() if torch.is_tensor(golden["loss"]) else golden["loss"],
                                         abs=1e-5)
 
@@ -99,7 +99,7 @@ def test_llamagen_gpt_generation_equals_the_official_generate(llamagen_gpt, key)
     cfg = 2.0 if "cfg2" in key else 1.0
     temperature = 0.0 if key.startswith("greedy") else (0.1 if "temp0.1" in key else 1.0)
     torch.manual_seed(0)
-    maps = gpt.generate(llamagen_gpt["cond_idx"], cfg_scale=cfg, temperature=temperature,
+    maps = gpt.generate(llamagen_gpt["cond_idx"], guidance=cfg, temperature=temperature,
                         top_k=8 if "topk8" in key else 0)
     assert torch.equal(maps.flatten(1), llamagen_gpt["generate"][key].long())
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from minivar.sampling import cfg_mix, filter_logits, sample, top_k_filter, top_p_filter
+from minivar.sampling import filter_logits, guidance_mix, linear_ramp, sample, top_k_filter, top_p_filter
 
 
 def support(logits):
@@ -35,10 +35,29 @@ def test_filters_compose_and_leave_their_input_alone():
     assert torch.equal(logits, before)
 
 
-def test_cfg_mix_is_llamagen_formula_and_scale_one_is_conditional():
+def test_guidance_mix_is_llamagen_formula_and_scale_one_is_conditional():
     cond, uncond = torch.randn(3, 10), torch.randn(3, 10)
-    torch.testing.assert_close(cfg_mix(cond, uncond, 3.0), uncond + 3.0 * (cond - uncond))
-    torch.testing.assert_close(cfg_mix(cond, uncond, 1.0), cond)  # up to rounding of (cond - uncond) + uncond
+    torch.testing.assert_close(guidance_mix(cond, uncond, 3.0), uncond + 3.0 * (cond - uncond))
+    torch.testing.assert_close(guidance_mix(cond, uncond, 1.0), cond)  # up to rounding of (cond - uncond) + uncond
+
+
+def test_linear_ramp_is_vars_schedule_in_the_one_convention():
+    """VAR's official t_k = cfg * k / (K - 1) with (1 + t) cond - t uncond is guidance s_k = 1 + t_k."""
+    assert [linear_ramp(2.5, k, 4) for k in range(4)] == pytest.approx([1.0, 1.5, 2.0, 2.5])
+    assert linear_ramp(1.0, 3, 6) == 1.0 and linear_ramp(4.0, 0, 1) == 1.0  # 1 = no guidance; one step: unguided
+    cond, uncond, cfg = torch.randn(3, 10), torch.randn(3, 10), 1.5
+    for k in range(6):
+        t = cfg * k / 5
+        torch.testing.assert_close(guidance_mix(cond, uncond, linear_ramp(1 + cfg, k, 6)), (1 + t) * cond - t * uncond)
+
+
+@pytest.mark.parametrize("kw, message", [({"top_k": -3}, "top_k must be a whole number >= 0"),
+                                         ({"top_k": 2.5}, "top_k must be a whole number"),
+                                         ({"top_p": 1.5}, r"top_p must lie in \(0, 1\]"),
+                                         ({"top_p": 0.0}, "top_p must lie in")])
+def test_bad_filter_settings_name_the_valid_range(kw, message):
+    with pytest.raises(ValueError, match=message):
+        sample(torch.randn(2, 10), **kw)
 
 
 def test_sample_respects_the_filters_and_temperature_zero_is_greedy():

@@ -5,9 +5,11 @@ import json
 import pytest
 import torch
 
-from minivar import recipes
+from minivar import load, recipes
 from minivar.__main__ import main
-from minivar.token_cache import CACHE_KEYS, load_checkpoint, token_dataset
+from minivar.checkpoint import load_checkpoint
+from minivar.models import weights_checksum
+from minivar.token_cache import CACHE_KEYS, token_dataset
 from minivar.train import load_run, train
 from tests.helpers import tiny_raster_config, tiny_train_config
 
@@ -19,24 +21,50 @@ def tokenizer_dir(tmp_path_factory):
     return cfg.run_dir
 
 
-def test_token_cache_is_built_once_with_flipped_copies_and_rebuilt_for_a_new_tokenizer(tokenizer_dir):
-    train_tokens = token_dataset(tokenizer_dir, "emoji", "train", progress=False)
-    test_tokens = token_dataset(tokenizer_dir, "emoji", "test", progress=False)
+def test_token_cache_is_built_once_with_flipped_copies_and_rebuilt_for_a_new_tokenizer(tokenizer_dir, tmp_path):
+    tokenizer = load(tokenizer_dir)
+    kw = dict(cache_dir=tmp_path / "tokens", progress=False)
+    train_tokens = token_dataset(tokenizer, "emoji", "train", **kw)
+    test_tokens = token_dataset(tokenizer, "emoji", "test", **kw)
     assert len(train_tokens) == 2 * 3290 and len(test_tokens) == 365  # the train split gains mirror images
     tokens, label = train_tokens[0]
-    assert tokens.shape == (256,) and tokens.dtype == torch.long and 0 <= tokens.min() and tokens.max() < 32
-    cache = tokenizer_dir / "tokens" / "emoji_test_32.pt"
-    assert load_checkpoint(cache, required=CACHE_KEYS)["tokens"].dtype == torch.int16  # 4x smaller on disk than int64
+    assert tokens.shape == (16, 16) and tokens.dtype == torch.long and 0 <= tokens.min() and tokens.max() < 32
+    images = torch.stack([img for img, _ in [load_dataset_item(0)]])
+    assert torch.equal(tokens, tokenizer.encode(images)[0])  # the first training image's tokens ...
+    assert torch.equal(train_tokens[3290][0], tokenizer.encode(images.flip(-1))[0])  # ... its mirror's: N later
+    cache = tmp_path / "tokens" / "emoji_test_32.pt"
+    assert load_checkpoint(cache, required=CACHE_KEYS)["codes"].dtype == torch.int16  # 4x smaller on disk than int64
     stamp = cache.stat().st_mtime_ns
-    token_dataset(tokenizer_dir, "emoji", "test", progress=False)
+    token_dataset(tokenizer, "emoji", "test", **kw)
     assert cache.stat().st_mtime_ns == stamp  # reused
     saved = load_checkpoint(cache, required=CACHE_KEYS)
-    saved["made_by"] = "step 3, |w| 1"  # as if another tokenizer had made it
+    saved["made_by"] = "another tokenizer"
     torch.save(saved, cache)
-    token_dataset(tokenizer_dir, "emoji", "test", progress=False)
-    assert load_checkpoint(cache, required=CACHE_KEYS)["made_by"].startswith("step 4,")
+    token_dataset(tokenizer, "emoji", "test", **kw)
+    assert load_checkpoint(cache, required=CACHE_KEYS)["made_by"] == weights_checksum(tokenizer)
     cache.write_bytes(b"garbage")  # a damaged cache is rebuilt, not an error
-    assert len(token_dataset(tokenizer_dir, "emoji", "test", progress=False)) == 365
+    assert len(token_dataset(tokenizer, "emoji", "test", **kw)) == 365
+
+
+def load_dataset_item(i):
+    from minivar.data import load_dataset
+    return load_dataset("emoji", "train")[i]
+
+
+def test_float_codes_are_cached_as_floats(tmp_path):
+    """Continuous tokenizers (FlowAR's) produce latents: the cache keeps their dtype."""
+    from minivar.token_cache import encode_dataset
+
+    class Latents(torch.nn.Module):  # the part of a tokenizer the cache uses: encode and a device
+        device = torch.device("cpu")
+
+        def encode(self, images):
+            return images[:, :2, ::4, ::4] * 0.5  # (B, 2, 8, 8) floats
+
+    data = torch.utils.data.TensorDataset(torch.rand(6, 3, 32, 32), torch.arange(6))
+    codes, labels = encode_dataset(Latents(), data, flip=True, progress=False)
+    assert codes.dtype == torch.float32 and codes.shape == (12, 2, 8, 8) and labels.tolist() == [0, 1, 2, 3, 4, 5] * 2
+    torch.testing.assert_close(codes[7], data[1][0].flip(-1)[:2, ::4, ::4] * 0.5)
 
 
 def test_a_tiny_raster_model_learns_writes_samples_and_resumes(tmp_path, tokenizer_dir):
@@ -47,12 +75,12 @@ def test_a_tiny_raster_model_learns_writes_samples_and_resumes(tmp_path, tokeniz
     last = sum(r["loss"] for r in records[-3:]) / 3
     assert last < first - 0.3, (first, last)  # from ln 32 = 3.47 towards the tokens' entropy
     assert result["test_loss"] < first
-    for f in ("ckpt.pt", "samples.png", "loss.png", "result.json"):
+    for f in ("ckpt.pt", "preview.png", "loss.png", "result.json"):
         assert (cfg.run_dir / f).exists(), f
     longer = tiny_raster_config(tmp_path, tokenizer_dir, max_steps=35)
     assert train(longer, resume=True, progress=False)["step"] == 35
     model, saved, tokenizer = load_run(cfg.run_dir)
-    assert saved.model == "raster" and model.generate(torch.tensor([0]), cfg_scale=1.5).shape == (1, 16, 16)
+    assert saved.model == "raster" and model.generate(torch.tensor([0]), guidance=1.5).shape == (1, 16, 16)
     assert tokenizer.cfg.codebook_size == 32
 
 
@@ -60,7 +88,7 @@ def test_cli_sample_writes_a_grid(tmp_path, tokenizer_dir, capsys):
     cfg = tiny_raster_config(tmp_path, tokenizer_dir, max_steps=2)
     train(cfg, progress=False)
     out = tmp_path / "grid.png"
-    assert main(["sample", str(cfg.run_dir), "--n", "9", "--cfg", "1.5", "--top-k", "8", "--out", str(out)]) == 0
+    assert main(["sample", str(cfg.run_dir), "--n", "9", "--guidance", "1.5", "--top-k", "8", "--out", str(out)]) == 0
     assert out.exists() and "9 of 9 samples" in capsys.readouterr().out
     assert main(["sample", str(tokenizer_dir)]) == 2
     assert "not a generator" in capsys.readouterr().err
@@ -74,11 +102,15 @@ def test_generator_errors_name_the_fix(tmp_path, tokenizer_dir):
               progress=False)
     cfg = tiny_raster_config(tmp_path, tokenizer_dir)
     cfg.model_config.vocab_size = 64
-    with pytest.raises(ValueError, match="vocab_size=32"):
+    with pytest.raises(ValueError, match="--set vocab_size=32 "):
         train(cfg, progress=False)
     cfg = tiny_raster_config(tmp_path, tokenizer_dir)
     cfg.model_config.grid = 8
-    with pytest.raises(ValueError, match="grid=16"):
+    with pytest.raises(ValueError, match="--set grid=16 "):
+        train(cfg, progress=False)
+    cfg = tiny_raster_config(tmp_path, tokenizer_dir)
+    cfg.model_config.num_classes = 4
+    with pytest.raises(ValueError, match="--set num_classes=9"):
         train(cfg, progress=False)
 
 
@@ -108,18 +140,19 @@ def test_var_trains_on_a_multiscale_tokenizer_through_the_same_loop(tmp_path):
     train(tok_cfg, progress=False)
     cfg = TrainConfig(name="var", model="var", tokenizer=str(tok_cfg.run_dir), out_dir=str(tmp_path), batch_size=16,
                       lr=3e-3, warmup_steps=5, max_steps=30, eval_every=15, ckpt_every=15, log_every=1, eval_batches=1,
-                      model_config=VARConfig(vocab_size=32, scales=(1, 2, 4, 8, 16), code_dim=4, depth=1, dim=32,
-                                             n_head=4))
+                      model_config=VARConfig(depth=1, dim=32, n_head=4))  # vocabulary, scales: the tokenizer's
     result = train(cfg, progress=False)
     records = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert sum(r["loss"] for r in records[-3:]) / 3 < sum(r["loss"] for r in records[:3]) / 3 - 0.3
-    assert (cfg.run_dir / "samples.png").exists() and result["test_loss"] < records[0]["loss"]
-    model, _, tokenizer = load_run(cfg.run_dir)  # the quantizer comes attached
-    maps = model.generate(torch.tensor([0, 1]), cfg_scale=1.5)
+    assert (cfg.run_dir / "preview.png").exists() and result["test_loss"] < records[0]["loss"]
+    assert model_config_of(cfg.run_dir)["scales"] == [1, 2, 4, 8, 16]  # read from the tokenizer, kept in the run
+    model, _, tokenizer = load_run(cfg.run_dir)  # the tokenizer comes bound
+    maps = model.generate(torch.tensor([0, 1]), guidance=1.5)
     assert [m.shape[1:] for m in maps] == [(1, 1), (2, 2), (4, 4), (8, 8), (16, 16)]
     assert tokenizer.decode_scales(maps).shape == (2, 3, 32, 32)
     wrong = TrainConfig(**{**cfg.to_dict(), "name": "wrong", "model_config": {**cfg.to_dict()["model_config"],
                                                                                "scales": (1, 4, 16)}})
+    assert wrong.model_config.scales == (1, 4, 16)
     with pytest.raises(ValueError, match="--set scales=1,2,4,8,16"):
         train(wrong, progress=False)
 
@@ -135,3 +168,7 @@ def test_the_demo_writes_every_scale_and_a_grid_per_class_and_reuses_its_runs(tm
     steps = json.loads((out / "var" / "result.json").read_text())["step"]
     assert main(args) == 0  # a second run continues the finished runs: nothing more to train
     assert json.loads((out / "var" / "result.json").read_text())["step"] == steps
+
+
+def model_config_of(run_dir):
+    return json.loads((run_dir / "config.json").read_text())["model_config"]

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from minivar.msvq import MultiScaleQuantizer
+from minivar.models import build
+from minivar.msvq import MultiScaleVQVAE, MultiScaleVQVAEConfig
 from minivar.official import load_var, load_var_vqvae
 from minivar.var import VAR, VARConfig, block_causal_mask, split_scales
 
@@ -14,17 +15,23 @@ FIXTURES = Path(__file__).parent / "fixtures"
 SCALES = (1, 2, 3, 4)
 
 
+def tiny_tokenizer(scales=SCALES):
+    """A random multi-scale tokenizer (16 codes of dim 4) whose quantizer turns VAR's tokens into its inputs."""
+    tok = MultiScaleVQVAE(MultiScaleVQVAEConfig(image_size=4 * scales[-1], ch=8, ch_mult=(1, 2, 2), z_channels=8,
+                                                embed_dim=4, codebook_size=16, scales=scales))
+    tok.quantizer.codebook.weight.data.normal_()
+    return tok.eval()
+
+
 def tiny(**kw):
     torch.manual_seed(0)
-    q = MultiScaleQuantizer(16, 4, SCALES)
-    q.codebook.weight.data.normal_()
-    model = VAR(VARConfig(**{**dict(vocab_size=16, scales=SCALES, code_dim=4, num_classes=3, depth=2, dim=32,
-                                    n_head=4), **kw}))
+    tok = tiny_tokenizer()
+    model = build("var", VARConfig(**{**dict(num_classes=3, depth=2, dim=32, n_head=4), **kw}), tok)
     with torch.no_grad():  # wake the gates and the head up, so that every path carries signal
         for block in model.blocks:
             block.ada_lin.linear.weight.normal_(std=0.1)
         model.head.weight.normal_(std=0.5)
-    return model.attach_quantizer(q).eval(), q
+    return model.eval(), tok.quantizer
 
 
 def random_tokens(B, vocab=16):
@@ -53,7 +60,7 @@ def test_scale_k_outputs_do_not_depend_on_finer_scales_inputs():
 def test_cached_generation_logits_equal_the_teacher_forcing_forward():
     model, q = tiny()
     labels = torch.tensor([0, 2, 1])
-    maps, logits = model.generate(labels, cfg_scale=0.0, generator=torch.Generator().manual_seed(0),
+    maps, logits = model.generate(labels, guidance=1.0, generator=torch.Generator().manual_seed(0),
                                   return_logits=True)
     with torch.no_grad():
         full = model(labels, q.teacher_forcing_input(maps))
@@ -61,9 +68,10 @@ def test_cached_generation_logits_equal_the_teacher_forcing_forward():
 
 
 def test_guidance_ramps_linearly_over_the_scales():
+    """VAR's official ramp t_k = cfg * k / (K - 1), (1 + t_k) cond - t_k uncond, is minivar's guidance 1 + cfg."""
     model, q = tiny()
     labels = torch.tensor([0, 1])
-    maps, logits = model.generate(labels, cfg_scale=3.0, generator=torch.Generator().manual_seed(0), return_logits=True)
+    maps, logits = model.generate(labels, guidance=4.0, generator=torch.Generator().manual_seed(0), return_logits=True)
     null = torch.full_like(labels, 3)
     with torch.no_grad():
         x = q.teacher_forcing_input(maps)
@@ -83,12 +91,12 @@ def test_a_tiny_var_memorises_three_token_pyramids_and_regenerates_them():
     labels = torch.arange(3)
     opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(200):
-        loss, _ = model.loss(targets, labels)
+        loss, _ = model.loss((targets, labels))
         opt.zero_grad()
         loss.backward()
         opt.step()
     assert loss.item() < 0.05
-    maps = model.generate(labels, cfg_scale=0.0, temperature=0)
+    maps = model.generate(labels, guidance=1.0, temperature=0)
     assert torch.equal(torch.cat([m.flatten(1) for m in maps], 1), targets)
 
 
@@ -99,10 +107,16 @@ def test_errors_name_the_fix():
     with pytest.raises(ValueError, match=r"\(B, 30\)"):
         split_scales(torch.zeros(2, 31, dtype=torch.long), SCALES)
     bare = VAR(VARConfig(vocab_size=16, scales=SCALES, code_dim=4, num_classes=3, depth=1, dim=32, n_head=4))
-    with pytest.raises(RuntimeError, match="attach_quantizer"):
+    with pytest.raises(RuntimeError, match=r"bind\(tokenizer\)"):
         bare.generate(torch.tensor([0]))
-    with pytest.raises(ValueError, match="scales"):
-        bare.attach_quantizer(MultiScaleQuantizer(16, 4, (1, 2, 4)))
+    with pytest.raises(ValueError, match="--set scales=1,2,4 "):
+        bare.bind(tiny_tokenizer((1, 2, 4)))
+    with pytest.raises(ValueError, match="leaves vocab_size, scales, code_dim unset"):
+        VAR(VARConfig(num_classes=3, depth=1, dim=32, n_head=4))
+    for labels, message in [(torch.tensor([0.5]), "integers"), (torch.tensor([3]), r"\[0, 3\)"),
+                            (torch.tensor([-1]), r"\[0, 3\)"), (torch.tensor(1), "1-D")]:
+        with pytest.raises(ValueError, match=message):
+            model.generate(labels)
 
 
 # ------------------------------------------------------------------------------------------ the official VAR
@@ -121,13 +135,13 @@ def official():
 def test_var_logits_and_loss_equal_the_official_forward(official, variant):
     golden, vae = official
     ref = golden if variant == "plain" else {**golden, **golden["saln"]}
-    var = load_var(ref["state_dict"], vae.quantizer, **ref["kwargs"])
+    var = load_var(ref["state_dict"], vae, **ref["kwargs"])
     with torch.no_grad():
         torch.testing.assert_close(var(golden["label_B"], golden["x_BLCv_wo_first_l"]), ref["logits"],
                                    atol=1e-5, rtol=1e-4)
         null = torch.full_like(golden["label_B"], 10)
         torch.testing.assert_close(var(null, golden["x_BLCv_wo_first_l"]), ref["logits_null"], atol=1e-5, rtol=1e-4)
-        loss, _ = var.loss(golden["gt_BL"], golden["label_B"])
+        loss, _ = var.loss((golden["gt_BL"], golden["label_B"]))
     assert loss.item() == pytest.approx(float(ref["loss_trainer_ls0"]), rel=1e-5)
     tokens = split_scales(golden["gt_BL"], var.cfg.scales)  # the tokenizer's teacher-forcing input, too
     torch.testing.assert_close(vae.quantizer.teacher_forcing_input(tokens), golden["x_BLCv_wo_first_l"],
@@ -140,15 +154,15 @@ def test_var_generation_equals_the_official_sampler(official, run):
     per scale), with VAR's guidance ramp, top-k and top-p; and the same images."""
     golden, vae = official
     ref, ar = (golden["saln"], golden["saln"]["ar"]["main"]) if run == "saln" else (golden, golden["ar"][run])
-    var = load_var(ref["state_dict"], vae.quantizer, **ref["kwargs"])
+    var = load_var(ref["state_dict"], vae, **ref["kwargs"])
     kw = ar["call_kwargs"]
     g = torch.Generator().manual_seed(kw["g_seed"])
     if kw["label_B"] is None:  # the official sampler first draws uniform labels from the same generator
         labels = torch.multinomial(torch.full((1, 10), 0.1), kw["B"], replacement=True, generator=g).view(-1)
     else:
         labels = torch.tensor(kw["label_B"])
-    maps, logits = var.generate(labels, cfg_scale=kw["cfg"], top_k=kw["top_k"], top_p=kw["top_p"] or 1.0,
-                                generator=g, return_logits=True)
+    maps, logits = var.generate(labels, guidance=1 + kw["cfg"], top_k=kw["top_k"], top_p=kw["top_p"] or 1.0,
+                                generator=g, return_logits=True)  # VAR's cfg c is minivar's guidance 1 + c
     for k, (m, ref_idx) in enumerate(zip(maps, ar["idx"])):
         assert torch.equal(m.flatten(1), ref_idx), f"scale {k}"
         torch.testing.assert_close(logits[k], ar["logits_cfg"][k], atol=1e-4, rtol=1e-4)

@@ -8,6 +8,6 @@ def block_causal_mask(scales):
     return level[:, None] >= level[None, :]
 
 
-def cfg_ramp(cond_logits, uncond_logits, cfg, k, n_scales):
-    t = cfg * k / (n_scales - 1)
-    return (1 + t) * cond_logits - t * uncond_logits
+def guidance_ramp(cond_logits, uncond_logits, guidance, k, n_scales):
+    s = 1 + (guidance - 1) * k / (n_scales - 1)
+    return uncond_logits + s * (cond_logits - uncond_logits)

@@ -1,0 +1,292 @@
+"""The contract every model of the course implements, the one registry of model kinds, and `load(path)`.
+
+Every model is a tokenizer or a generator. The training loop, the token cache, the command line, the benchmarks
+and the notebooks talk to models only through the methods below, so a new model is one new file whose class
+subclasses `Tokenizer` or `Generator`, carries `@register("kind", ConfigClass)`, and is imported once in
+`minivar/__init__.py` (the registry line).
+
+    all models     loss(batch, progress) -> (loss, metrics)   batch = (x, labels); progress in [0, 1] = how far
+                                                               the run is (RAR anneals its orders on it)
+                   evaluate(loader, max_batches) -> dict       test metrics (PSNR..., or the test loss)
+                   preview(batch, generator) -> images         2 rows in [-1, 1]: images over their reconstructions,
+                                                               or two samples for each of the batch's labels
+    tokenizers     encode(images) -> codes                     token maps (B, h, w), per-scale lists, or latents
+                   decode(codes) -> images                     what encode returns, back to (B, 3, H, W)
+                   code_format() -> dict                       what generators take from it: vocab_size, grid, ...
+                   last_layer                                  the decoder's last weight (the GAN's adaptive weight)
+    generators     bind(tokenizer)                             the tokenizer is the source of truth for vocab_size,
+                                                               grid, scales, code_dim: they are read from it
+                   generate(labels, guidance, ...) -> codes    what the bound tokenizer's decode takes
+
+Guidance has one meaning everywhere: logits (or velocities) uncond + s * (cond - uncond); s = 1 is no guidance.
+A generator's config field `guidance` is its default s (schedules such as VAR's ramp derive an s per step from it).
+
+    model = minivar.load("runs/emoji-var")          # any checkpoint: a run folder or its ckpt.pt
+    images = model.tokenizer.decode(model.generate(torch.arange(9)))
+"""
+
+import dataclasses
+import hashlib
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .checkpoint import CheckpointError, load_checkpoint
+from .metrics import evaluate_tokenizer
+
+MODELS = {}  # kind (the name in recipes and checkpoints) -> model class; filled by @register
+
+
+def register(kind: str, config_class):
+    """Class decorator: make a model kind known to the loop, the recipes, the CLI and load()."""
+    def add(cls):
+        if kind in MODELS and MODELS[kind] is not cls:
+            raise ValueError(f"model kind {kind!r} is registered twice ({MODELS[kind].__name__}, {cls.__name__})")
+        cls.kind, cls.config_class = kind, config_class
+        MODELS[kind] = cls
+        return cls
+    return add
+
+
+def model_class(kind: str):
+    if kind not in MODELS:
+        raise ValueError(f"unknown model {kind!r}; choose one of {', '.join(MODELS)}")
+    return MODELS[kind]
+
+
+class Model(nn.Module):
+    kind = None  # set by @register
+    config_class = None
+
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+
+    def loss(self, batch, progress: float = 0.0):
+        """(x, labels) -> (scalar loss to minimise, {name: detached 0-d tensor}); no .item() here: the loop reads
+        the numbers only when it logs (a GPU would otherwise wait for the CPU at every step)."""
+        raise NotImplementedError
+
+    def evaluate(self, loader, max_batches=None) -> dict:
+        raise NotImplementedError
+
+    def preview(self, batch, generator=None) -> torch.Tensor:
+        raise NotImplementedError
+
+    @classmethod
+    def from_checkpoint(cls, path, map_location="cpu"):
+        """load(path), refusing a checkpoint of another kind: `VQVAE.from_checkpoint("runs/emoji-vqvae")`."""
+        model = load(path, map_location)
+        if not isinstance(model, cls):
+            raise ValueError(f"{path} holds a {model.kind!r} model, not a {cls.kind or cls.__name__!r} model; "
+                             f"minivar.load(path) loads any kind")
+        return model
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+
+class Tokenizer(Model):
+    """Images <-> codes. Subclasses implement encode, decode, code_format and forward(images) ->
+    (reconstructions, {"recon", "vq", "total", ...}, stats); loss, evaluate and preview follow from them."""
+
+    def encode(self, images: torch.Tensor):
+        raise NotImplementedError
+
+    def decode(self, codes) -> torch.Tensor:
+        raise NotImplementedError
+
+    def code_format(self) -> dict:
+        raise NotImplementedError
+
+    @property
+    def tokenizer(self):
+        return self  # the tokenizer that decodes what this model produces: itself
+
+    @property
+    def last_layer(self) -> nn.Parameter:
+        """The weight the GAN's adaptive weight compares gradients at (taming: the decoder's last conv)."""
+        return self.decoder.conv_out.weight
+
+    def loss(self, batch, progress: float = 0.0):
+        images, _ = batch
+        _, losses, stats = self(images)
+        total = losses["total"]
+        return total, {**{k: v.detach() for k, v in losses.items() if k != "total"}, **stats}
+
+    def evaluate(self, loader, max_batches=None) -> dict:
+        return evaluate_tokenizer(self, loader, self.device, max_batches)
+
+    @torch.no_grad()
+    def preview(self, batch, generator=None) -> torch.Tensor:
+        """Top row: the batch's images; bottom row: their reconstructions."""
+        was_training = self.training
+        self.eval()
+        images = batch[0].to(self.device)
+        recon = self.decode(self.encode(images)).float().clamp(-1, 1)
+        self.train(was_training)
+        return torch.cat([images.float(), recon])
+
+
+class Generator(Model):
+    """Class labels -> codes of a bound tokenizer. Subclasses implement loss and generate, and name in
+    `from_tokenizer` the config fields they read from the tokenizer's code_format()."""
+
+    from_tokenizer = ("vocab_size", "grid")
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        unset = [f for f in self.from_tokenizer if not getattr(cfg, f)]
+        if unset:
+            raise ValueError(f"{type(cfg).__name__} leaves {', '.join(unset)} unset: generators read them from their "
+                             f"tokenizer; build with minivar.models.build({self.kind!r}, config, tokenizer) "
+                             f"(the training loop does), or set them")
+        self._tokenizer = None  # kept in a tuple by bind(): not a submodule, not in this model's state dict
+
+    def bind(self, tokenizer):
+        """Attach the frozen tokenizer whose codes this model predicts; refuses one that does not fit."""
+        fit_to_tokenizer(self.kind, self.cfg, self.from_tokenizer, tokenizer, fill=False)
+        self._tokenizer = (tokenizer,)
+        return self
+
+    @property
+    def tokenizer(self):
+        if self._tokenizer is None:
+            raise RuntimeError("bind the tokenizer first: model.bind(tokenizer) (minivar.load binds it for you)")
+        return self._tokenizer[0]
+
+    def generate(self, labels, guidance=None, **options):
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, loader, max_batches=None) -> dict:
+        """The mean loss over the loader's batches (test cross-entropy, or flow-matching loss)."""
+        was_training = self.training
+        self.eval()
+        total, count = 0.0, 0
+        for i, (x, labels) in enumerate(loader):
+            if max_batches is not None and i >= max_batches:
+                break
+            loss, _ = self.loss((x.to(self.device), labels.to(self.device)))
+            total, count = total + loss.float() * len(x), count + len(x)
+        self.train(was_training)
+        return {"loss": (total / max(1, count)).item()}
+
+    @torch.no_grad()
+    def preview(self, batch, generator=None) -> torch.Tensor:
+        """Two samples for each label of the batch (two rows), with the model's default guidance."""
+        labels = batch[1].to(self.device).repeat(2)
+        return self.tokenizer.decode(self.generate(labels, generator=generator)).float().clamp(-1, 1)
+
+    def check_labels(self, labels) -> torch.Tensor:
+        """Class labels for generate(): integers in [0, num_classes) (the null class is not a class)."""
+        labels = torch.as_tensor(labels, device=self.device)
+        if labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool or labels.ndim != 1:
+            raise ValueError(f"labels must be a 1-D tensor of class indices (integers), got {labels.dtype} "
+                             f"{tuple(labels.shape)}; e.g. torch.tensor([0, 3, 5])")
+        n = self.cfg.num_classes
+        if labels.numel() and (labels.min() < 0 or labels.max() >= n):
+            raise ValueError(f"labels must lie in [0, {n}) (this model has {n} classes), got "
+                             f"[{int(labels.min())}, {int(labels.max())}]")
+        return labels.long()
+
+
+def fit_to_tokenizer(kind, config, fields, tokenizer, fill=True):
+    """Read the generator config's `fields` from the tokenizer's code_format(): an unset field (0 or ()) takes the
+    tokenizer's value (fill=True); a field set to another value is an error naming the --set that fixes it."""
+    have = tokenizer.code_format()
+    updates = {}
+    for f in fields:
+        if f not in have:
+            raise ValueError(f"a {kind} model reads {f} from its tokenizer, but a {tokenizer.kind} tokenizer has "
+                             f"none ({', '.join(have)}); train it on another kind of tokenizer")
+        mine, theirs = getattr(config, f), have[f]
+        if not mine and fill:
+            updates[f] = theirs
+        elif tuple_or_value(mine) != tuple_or_value(theirs):
+            shown = ",".join(map(str, theirs)) if isinstance(theirs, (tuple, list)) else theirs
+            raise ValueError(f"the tokenizer has {f} = {shown} but the {kind} model has {mine}: --set {f}={shown} "
+                             f"(or leave {f} unset: generators read it from their tokenizer)")
+    return dataclasses.replace(config, **updates) if updates else config
+
+
+def tuple_or_value(v):
+    return tuple(v) if isinstance(v, (list, tuple)) else v
+
+
+def build(kind: str, config, tokenizer=None) -> Model:
+    """A fresh model of `kind`; a generator reads its vocabulary, grid, scales... from `tokenizer` and is bound."""
+    cls = model_class(kind)
+    if tokenizer is None:
+        return cls(config)
+    config = fit_to_tokenizer(kind, config, cls.from_tokenizer, tokenizer)
+    return cls(config).bind(tokenizer)
+
+
+def weights_checksum(model: nn.Module) -> str:
+    """sha256 of every tensor of the state dict (names, shapes, dtypes and bytes): which weights a model holds."""
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def checkpoint_path(path) -> Path:
+    """A run folder or a checkpoint file -> the checkpoint file."""
+    path = Path(path)
+    return path / "ckpt.pt" if path.is_dir() else path
+
+
+def resolve_tokenizer(ckpt_path: Path, tokenizer: str) -> Path:
+    """The tokenizer folder a generator run names, as given at training (relative to where training ran, usually
+    the folder holding runs/); from elsewhere (a notebook in notebooks/) it is found relative to the run's runs/."""
+    tok = Path(tokenizer)
+    beside = ckpt_path.parent.parent.parent / tok
+    return beside if not tok.is_absolute() and not tok.exists() and beside.exists() else tok
+
+
+def load(path, map_location="cpu") -> Model:
+    """Any minivar checkpoint (a run folder or its ckpt.pt) -> the model in eval mode; a generator comes bound to
+    its tokenizer (the run it was trained on), which must still hold the same weights."""
+    ckpt_path = checkpoint_path(path)
+    if not ckpt_path.exists():
+        raise FileNotFoundError(f"no checkpoint at {ckpt_path}: train the run first (python -m minivar train ...)")
+    return model_from_checkpoint(load_checkpoint(ckpt_path, map_location), ckpt_path, map_location)
+
+
+def model_from_checkpoint(ckpt: dict, ckpt_path: Path, map_location="cpu") -> Model:
+    """The model a loaded checkpoint dict holds (load(), without reading the file again)."""
+    saved = ckpt["config"]
+    kind = saved.get("model")
+    if kind not in MODELS:
+        raise CheckpointError(f"{ckpt_path} holds a {kind!r} model, which this version of minivar does not know "
+                              f"({', '.join(MODELS)})")
+    cls = MODELS[kind]
+    try:
+        model = cls(cls.config_class(**saved["model_config"]))
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{ckpt_path} does not fit this version of minivar's {kind} ({e}); train it again "
+                              f"with this version") from None
+    if isinstance(model, Generator):
+        tok_path = resolve_tokenizer(ckpt_path, saved["tokenizer"])
+        if not checkpoint_path(tok_path).exists():
+            raise FileNotFoundError(f"{ckpt_path} was trained on the tokenizer {saved['tokenizer']}, which is not "
+                                    f"at {checkpoint_path(tok_path)}: restore that run folder")
+        tokenizer = load(tok_path, map_location)
+        expected = ckpt.get("tokenizer_checksum")
+        if expected and weights_checksum(tokenizer) != expected:
+            raise CheckpointError(f"the tokenizer {saved['tokenizer']} holds other weights than the ones {ckpt_path} "
+                                  f"was trained on (it was trained further or replaced): train the generator again, "
+                                  f"or restore that tokenizer run")
+        model.bind(tokenizer.requires_grad_(False))
+    return model.to(map_location).eval()
+
+
+__all__ = ["MODELS", "register", "Model", "Tokenizer", "Generator", "build", "load", "model_from_checkpoint",
+           "fit_to_tokenizer",
+           "weights_checksum", "model_class", "checkpoint_path", "resolve_tokenizer"]

@@ -1,0 +1,212 @@
+"""The model contract (minivar/models.py): a model defined outside the package trains, samples and resumes through
+minivar's loop and CLI; every built-in model keeps the contract; the package has no import circles."""
+
+import ast
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import minivar
+from minivar import train as train_module
+from minivar.__main__ import main
+from minivar.models import MODELS, Generator, Tokenizer, build, register
+from minivar.train import TrainConfig, train
+from tests.helpers import tiny_train_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# --------------------------------------------------------- a toy generator, written against the contract only
+
+@dataclass
+class UnigramConfig:
+    vocab_size: int = 0  # read from the tokenizer
+    grid: int = 0  # read from the tokenizer
+    num_classes: int = 9
+    guidance: float = 1.0
+
+
+@register("test-unigram", UnigramConfig)
+class Unigram(Generator):
+    """Every token on its own: a learned table of logits per class and position."""
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.logits = torch.nn.Parameter(torch.zeros(cfg.num_classes, cfg.grid * cfg.grid, cfg.vocab_size))
+
+    def loss(self, batch, progress=0.0):
+        tokens, labels = batch  # (one-hot @ table, not table[labels]: its backward sums in a fixed order)
+        logits = torch.einsum("bc,cnv->bnv", F.one_hot(labels, self.cfg.num_classes).float(), self.logits)
+        loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
+        return loss, {"progress": torch.tensor(progress)}
+
+    @torch.no_grad()
+    def generate(self, labels, guidance=None, generator=None, temperature=1.0):
+        labels = self.check_labels(labels)
+        probs = (self.logits[labels] / temperature).softmax(-1).flatten(0, 1)
+        return torch.multinomial(probs, 1, generator=generator).view(len(labels), self.cfg.grid, self.cfg.grid)
+
+
+@pytest.fixture(scope="module")
+def tokenizer_dir(tmp_path_factory):
+    cfg = tiny_train_config(tmp_path_factory.mktemp("tok"), max_steps=4, eval_every=100, ckpt_every=100)
+    train(cfg, progress=False)
+    return cfg.run_dir
+
+
+def unigram_config(out_dir, tokenizer_dir, **kw):
+    base = dict(name="unigram", model="test-unigram", tokenizer=str(tokenizer_dir), out_dir=str(out_dir),
+                batch_size=16, lr=0.05, warmup_steps=2, max_steps=20, eval_every=10, ckpt_every=10, log_every=1,
+                eval_batches=1, model_config=UnigramConfig())
+    return TrainConfig(**{**base, **kw})
+
+
+def test_a_generator_written_outside_minivar_trains_samples_and_resumes(tmp_path, tokenizer_dir, monkeypatch,
+                                                                         capsys):
+    straight = train(unigram_config(tmp_path / "a", tokenizer_dir), progress=False)
+    records = [json.loads(line) for line in (tmp_path / "a" / "unigram" / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["loss"] < records[0]["loss"] - 0.3  # from ln 32 = 3.47 down
+    progress = [r["progress"] for r in records]  # the loop tells loss() how far the run is
+    assert progress[0] == 0.0 and progress == sorted(progress) and progress[-1] == pytest.approx(19 / 20)
+    assert straight["model"].cfg.vocab_size == 32 and straight["model"].cfg.grid == 16  # read from the tokenizer
+    assert (tmp_path / "a" / "unigram" / "preview.png").exists() and "test_loss" in straight
+
+    cfg = unigram_config(tmp_path / "b", tokenizer_dir)
+    calls = {"n": 0}
+    real = train_module.compute_loss
+
+    def killed_at_step_14(*args):
+        calls["n"] += 1
+        if calls["n"] == 14:
+            raise RuntimeError("killed")
+        return real(*args)
+
+    monkeypatch.setattr(train_module, "compute_loss", killed_at_step_14)
+    with pytest.raises(RuntimeError, match="killed"):
+        train(cfg, progress=False)
+    monkeypatch.undo()
+    resumed = train(cfg, resume=True, progress=False)
+    assert resumed["step"] == 20
+    assert torch.equal(resumed["model"].logits, straight["model"].logits)  # bit for bit
+
+    model = minivar.load(tmp_path / "a" / "unigram")
+    assert isinstance(model, Unigram) and model.tokenizer.cfg.codebook_size == 32
+    out = tmp_path / "grid.png"
+    assert main(["sample", str(tmp_path / "a" / "unigram"), "--n", "9", "--temperature", "0.5",
+                 "--out", str(out)]) == 0
+    assert out.exists() and "9 of 9 samples" in capsys.readouterr().out
+    assert main(["sample", str(tmp_path / "a" / "unigram"), "--top-k", "5", "--out", str(out)]) == 2
+    assert "does not take" in capsys.readouterr().err  # an option this generator has not got: one clear line
+
+
+# --------------------------------------------------------------------------- every built-in model keeps it
+
+def tiny_models():
+    from minivar.msvq import MultiScaleVQVAEConfig
+    from minivar.raster_ar import RasterARConfig
+    from minivar.var import VARConfig
+    from tests.helpers import tiny_vqvae_config
+    torch.manual_seed(0)
+    vq = build("vqvae", tiny_vqvae_config(ch_mult=(1, 2, 2)))
+    ms = build("msvqvae", MultiScaleVQVAEConfig(image_size=32, ch=8, ch_mult=(1, 2, 2), z_channels=8, embed_dim=4,
+                                                codebook_size=32, scales=(1, 2, 4, 8)))
+    raster = build("raster", RasterARConfig(num_classes=3, dim=32, n_layer=1, n_head=4, multiple_of=16), vq.eval())
+    var = build("var", VARConfig(num_classes=3, depth=1, dim=32, n_head=4), ms.eval())
+    return {"vqvae": vq, "msvqvae": ms, "raster": raster, "var": var}
+
+
+def test_every_built_in_model_keeps_the_contract():
+    models = tiny_models()
+    assert set(models) <= set(MODELS)
+    images, labels = torch.rand(3, 3, 32, 32) * 2 - 1, torch.tensor([0, 1, 2])
+    for kind, model in models.items():
+        assert MODELS[kind] is type(model) and model.kind == kind
+        model.train()
+        if isinstance(model, Tokenizer):
+            batch = (images, labels)
+            codes = model.encode(images)
+            assert model.decode(codes).shape == images.shape
+            assert model.last_layer is model.decoder.conv_out.weight
+        else:
+            from minivar.token_cache import code_rows
+            batch = (code_rows(model.tokenizer.encode(images)), labels)
+            codes = model.generate(labels, guidance=2.0, generator=torch.Generator().manual_seed(0))
+            assert model.tokenizer.decode(codes).shape == images.shape  # generate returns what decode takes
+        loss, metrics = model.loss(batch, 0.5)
+        loss.backward()  # a scalar with gradients
+        assert loss.ndim == 0 and all(torch.is_tensor(v) and v.ndim == 0 and not v.requires_grad
+                                      for v in metrics.values()), (kind, metrics)
+        assert model.preview(batch).shape == (6, 3, 32, 32), kind  # two rows of three
+        assert model.training  # evaluate and preview leave the mode alone
+        loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*batch), batch_size=2)
+        assert all(isinstance(v, float) for v in model.evaluate(loader).values())
+
+
+def test_generators_read_their_tokenizer_and_refuse_one_that_does_not_fit():
+    models = tiny_models()
+    assert (models["raster"].cfg.vocab_size, models["raster"].cfg.grid) == (32, 8)
+    assert (models["var"].cfg.scales, models["var"].cfg.code_dim) == ((1, 2, 4, 8), 4)
+    with pytest.raises(ValueError, match="reads scales from its tokenizer, but a vqvae tokenizer has none"):
+        build("var", type(models["var"].cfg)(num_classes=3, depth=1, dim=32, n_head=4), models["vqvae"])
+    with pytest.raises(ValueError, match="vocab_size = 64 but the raster model has 32: --set vocab_size=64 "):
+        models["raster"].bind(build("vqvae", type(models["vqvae"].cfg)(**{**models["vqvae"].cfg.__dict__,
+                                                                         "codebook_size": 64})))
+
+
+def test_train_asks_no_model_what_it_is():
+    """The loop talks to models through the contract only (issue: one model contract)."""
+    source = (ROOT / "minivar" / "train.py").read_text()
+    assert "hasattr(" not in source and "isinstance(" not in source
+    assert len(source.splitlines()) <= 350
+
+
+# ------------------------------------------------------------------------------------------ import circles
+
+def package_imports(package: Path) -> dict:
+    """module -> the package modules it imports, anywhere in the file (function-level imports count too)."""
+    modules = {p.stem for p in package.glob("*.py")} - {"__init__"}
+    edges = {m: set() for m in modules}
+    for m in modules:
+        for node in ast.walk(ast.parse((package / f"{m}.py").read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1:
+                names = [node.module.split(".")[0]] if node.module else [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith(package.name + "."):
+                names = [node.module.split(".")[1]]
+            elif isinstance(node, ast.Import):
+                names = [a.name.split(".")[1] for a in node.names if a.name.startswith(package.name + ".")]
+            else:
+                continue
+            edges[m] |= {n for n in names if n in modules and n != m}
+    return edges
+
+
+def find_circle(edges: dict):
+    """A list of modules forming an import circle, or None (depth-first search for a back edge)."""
+    state, stack = {}, []
+
+    def visit(m):
+        state[m] = "open"
+        stack.append(m)
+        for n in sorted(edges[m]):
+            if state.get(n) == "open":
+                return stack[stack.index(n):] + [n]
+            if n not in state and (circle := visit(n)):
+                return circle
+        state[m] = "done"
+        stack.pop()
+        return None
+
+    for m in sorted(edges):
+        if m not in state and (circle := visit(m)):
+            return circle
+    return None
+
+
+def test_the_package_has_no_import_circles():
+    assert find_circle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]  # the check can fail
+    circle = find_circle(package_imports(ROOT / "minivar"))
+    assert circle is None, " -> ".join(circle)
