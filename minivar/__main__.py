@@ -98,9 +98,11 @@ def cmd_sample(args):
     if tokenizer is None:
         raise ValueError(f"{args.run} is a {cfg.model} run (a tokenizer), not a generator; sample a run of a "
                          f"generator recipe")
-    guidance = model.cfg.guidance if args.guidance is None else args.guidance
+    guidance = model.guidance_or_default(args.guidance)
     options = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p))
                if v is not None}  # only what was given: each generator has its own defaults and options
+    from .sampling import check_options
+    check_options(**options)  # now, not after the first batch
     n_cls = model.cfg.num_classes
     classes = parse_classes(args.classes, n_cls) if args.classes else list(range(n_cls))
     labels = torch.tensor(classes * (args.n // len(classes) + 1))[:args.n]
@@ -218,6 +220,9 @@ def main(argv=None):
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: training has saved its last finished step
+        print(f"\n{e}" if str(e) else "\ninterrupted", file=sys.stderr)
+        return 128 + int(getattr(e, "signum", 2))  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
     return 0
 
 

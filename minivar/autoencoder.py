@@ -192,6 +192,16 @@ class VQVAE(Tokenizer):
         if images.ndim != 4 or images.shape[1:] != (3, s, s) or not images.is_floating_point():
             raise ValueError(f"expected float images of shape (B, 3, {s}, {s}) in [-1, 1], "
                              f"got {images.dtype} {tuple(images.shape)}")
+        if images.is_cuda and self.training:
+            return  # reading values makes the CPU wait for the GPU: the training data are checked when loaded
+        if not torch.isfinite(images).all():
+            raise ValueError("the images contain NaN or infinite values; check how they were made (a division by "
+                             "zero, a failed decode?)")
+        low, high = images.min().item(), images.max().item()
+        if low < -1.01 or high > 1.01:
+            hint = " (pixel values 0..255? use images / 127.5 - 1)" if high > 2 else \
+                " (clamp them with .clamp(-1, 1))" if high <= 1.5 and low >= -1.5 else ""
+            raise ValueError(f"expected images in [-1, 1], got values in [{low:.3g}, {high:.3g}]{hint}")
 
     def code_format(self) -> dict:
         """What a generator over these tokens reads from the tokenizer (models.Generator.bind)."""

@@ -1,13 +1,17 @@
-"""Checkpoints: written atomically, loaded safely.
+"""Checkpoints: written atomically, loaded safely; a run's metrics log, read back after a crash; and the stop
+(Ctrl-C, SIGTERM) that the training loop turns into a saved checkpoint.
 
 A checkpoint is a plain dict of tensors, numbers, strings and lists (model and optimizer state, step,
 config, RNG state), so `torch.load(weights_only=True)` can read it without unpickling arbitrary code.
 It is written to a temporary file in the same folder, flushed to disk, then renamed over the old one:
-a run killed mid-write leaves the previous checkpoint intact, never a half-written file.
+a run killed mid-write leaves the previous checkpoint intact, never a half-written file (and the next save
+removes the temporary file such a kill left behind).
 """
 
+import json
 import os
 import pickle
+import signal
 import zipfile
 from pathlib import Path
 
@@ -21,6 +25,8 @@ class CheckpointError(RuntimeError):
 def save_checkpoint(obj: dict, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a process killed while it was saving
+        stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb") as fh:
@@ -28,6 +34,10 @@ def save_checkpoint(obj: dict, path) -> Path:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)  # atomic on POSIX and Windows: readers see the old file or the new one
+    except (OSError, RuntimeError) as e:  # torch reports a full disk as a RuntimeError of its zip writer
+        kept = "the previous checkpoint is kept" if path.exists() else "nothing was saved"
+        raise CheckpointError(f"could not write {path}: disk full or write failed ({str(e).splitlines()[0][:160]}); "
+                              f"{kept}. Free some space (or choose another out_dir) and resume") from None
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -41,12 +51,15 @@ def load_checkpoint(path, map_location="cpu", required=("model", "config")) -> d
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
-        if "Unsupported global" not in str(e):  # not a refused class: the bytes themselves are bad
-            raise CheckpointError(f"{path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: {e}). "
-                                  f"Delete it and train again, or point to an earlier checkpoint") from e
-        raise CheckpointError(f"{path} holds Python objects that safe loading refuses (weights_only=True allows "
-                              f"tensors, numbers, strings, lists and dicts): it was not written by minivar, or it "
-                              f"was tampered with ({str(e).split('WeightsUnpickler error: ')[-1][:200]})") from e
+        if "unsupported global" not in str(e).lower():  # not a refused class: the bytes themselves are bad
+            detail = next((line for line in str(e).splitlines() if "nsupported" in line), str(e)).strip()[:200]
+            raise CheckpointError(f"{path} is corrupt or truncated (or not a checkpoint at all) and cannot be loaded "
+                                  f"({detail}). Delete it and train again, or point to an earlier checkpoint") from e
+        raise CheckpointError(f"{path} was refused as unsafe: it holds Python objects that safe loading refuses "
+                              f"(weights_only=True allows tensors, numbers, strings, lists and dicts), so it was not "
+                              f"written by minivar, or it was tampered with. Nothing in it was run. "
+                              f"({next(line for line in str(e).splitlines() if 'nsupported' in line).strip()[:200]})"
+                              ) from e  # (torch words it "unsupported GLOBAL posix.system": compare case-blind)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: {e}). "
                               f"Delete it and train again, or point to an earlier checkpoint") from e
@@ -68,3 +81,49 @@ def set_rng_state(state: dict):
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def read_log(path, upto_step=None) -> list:
+    """The records of a run's metrics.jsonl (one JSON object per line), up to `upto_step`. A last line cut off by a
+    crash is skipped; a damaged line elsewhere is an error naming it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i == len(lines) - 1:  # half-written when the run died: the checkpoint is older anyway
+                break
+            raise CheckpointError(f"{path} line {i + 1} is not a JSON record ({line[:60]!r}...): delete that line "
+                                  f"and resume") from None
+    return [r for r in records if upto_step is None or r["step"] <= upto_step]
+
+
+def prepare_run_dir(run_dir, config: dict, step: int):
+    """Create a run's folder (a clear error where it cannot be written), write its config.json, and keep the log
+    lines up to `step`, the checkpoint a resumed run continues from (0: a new run, an empty log)."""
+    run_dir = Path(run_dir)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+    except OSError as e:
+        raise ValueError(f"cannot write the run folder {run_dir} ({e.strerror or e}); choose another place with "
+                         f"--set out_dir=...") from None
+    log = run_dir / "metrics.jsonl"
+    log.write_text("".join(json.dumps(r) + "\n" for r in read_log(log, upto_step=step)))
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped training; the finished steps are saved. The message says how to go on."""
+
+    def __init__(self, message, signum=signal.SIGINT):
+        super().__init__(message)
+        self.signum = signum
+
+
+def sigterm_raises(signum, frame):
+    """A SIGTERM handler (a cluster's pre-emption, `docker stop`): stop the training loop as Ctrl-C does."""
+    raise TrainingInterrupted("SIGTERM", signal.SIGTERM)

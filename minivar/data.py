@@ -15,6 +15,7 @@ of the step, so a resumed run sees exactly the batches an uninterrupted one woul
 """
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -213,7 +214,11 @@ class ImageFolderDataset(Dataset):
         return len(self.inner)
 
     def __getitem__(self, i):
-        x, y = self.inner[i]
+        try:
+            x, y = self.inner[i]
+        except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for truncated or unreadable files
+            raise ValueError(f"cannot read the image {self.inner.samples[i][0]} ({type(e).__name__}: {e}); remove "
+                             f"or replace that file") from None
         x = x[:3] if x.shape[0] >= 3 else x.expand(3, -1, -1)  # drop alpha, widen greyscale
         return x.float() / 127.5 - 1.0, y
 
@@ -226,6 +231,10 @@ def load_folder(split, image_size=32, root=None, flip=False):
     tree = sub if sub.is_dir() else root  # root/train, root/test if present, else the whole tree
     if not tree.is_dir():
         raise FileNotFoundError(f"{tree} is not a folder of class sub-folders")
+    if tree is root and split == "test":
+        warnings.warn(f"{root} has no train/ and test/ sub-folders, so the test split is the training images: test "
+                      f"metrics will flatter the model. Split it into {root}/train/<class>/ and {root}/test/<class>/",
+                      stacklevel=3)
     return ImageFolderDataset(tree, image_size, flip)
 
 

@@ -160,6 +160,14 @@ class Generator(Model):
     def generate(self, labels, guidance=None, **options):
         raise NotImplementedError
 
+    def guidance_or_default(self, guidance) -> float:
+        """The guidance scale to use: the given one, or the config's default; s < 0 is refused."""
+        guidance = self.cfg.guidance if guidance is None else guidance
+        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not guidance >= 0:
+            raise ValueError(f"guidance must be a number >= 0 (1 = no guidance, 0 = the unconditional model), "
+                             f"got {guidance!r}")
+        return float(guidance)
+
     @torch.no_grad()
     def evaluate(self, loader, max_batches=None) -> dict:
         """The mean loss over the loader's batches (test cross-entropy, or flow-matching loss)."""

@@ -200,6 +200,8 @@ class MultiScaleVQVAEConfig(VQVAEConfig):
     def __post_init__(self):
         super().__post_init__()
         self.scales = tuple(self.scales)
+        if not self.scales or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in self.scales):
+            raise ValueError(f"scales must be whole numbers of tokens per side, e.g. 1,2,3,4,6,8; got {self.scales}")
         if list(self.scales) != sorted(set(self.scales)) or self.scales[-1] != self.latent_size:
             raise ValueError(f"scales must increase and end at the latent size {self.latent_size} "
                              f"(image_size / 2**(len(ch_mult)-1)), got {self.scales}")

@@ -71,6 +71,9 @@ def load_strictly(model, renamed: dict, what: str, hint: str):
 
 def unwrap_state_dict(ckpt: dict) -> dict:
     """Released checkpoints wrap the weights as {"ema"|"model"|"state_dict": ...}; LlamaGen prefers "ema"."""
+    if not isinstance(ckpt, dict):
+        raise ValueError(f"expected a state dict (a dict of weight name -> tensor, as torch.load(path, "
+                         f"weights_only=True) gives it for a released checkpoint), got a {type(ckpt).__name__}")
     for key in ("ema", "model", "state_dict"):
         if key in ckpt and isinstance(ckpt[key], dict):
             return ckpt[key]

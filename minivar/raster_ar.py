@@ -152,7 +152,7 @@ class RasterAR(Generator):
         was_training = self.training
         self.eval()
         labels = self.check_labels(labels)
-        guidance = self.cfg.guidance if guidance is None else guidance
+        guidance = self.guidance_or_default(guidance)
         B, N = labels.shape[0], self.cfg.seq_len
         guided = guidance != 1.0
         if guided:  # second half: the same sequences without their class

@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .autoencoder import VQVAEConfig
-from .models import Generator, model_class
+from .checkpoint import load_checkpoint
+from .models import Generator, checkpoint_path, load, model_class, model_from_checkpoint
 from .msvq import MultiScaleVQVAEConfig
 from .raster_ar import RasterARConfig
 from .var import VARConfig
@@ -43,7 +44,8 @@ class TrainConfig:
     max_steps: int = 2000  # training ends here ...
     minutes: float = 0.0  # ... or after this many minutes of training, if > 0 (the LR schedule follows it)
     eval_every: int = 250
-    ckpt_every: int = 250
+    ckpt_every: int = 250  # checkpoint every this many steps ...
+    ckpt_minutes: float = 5.0  # ... and every this many minutes of wall time (a kill -9 loses at most that; 0: off)
     log_every: int = 10
     eval_batches: int = 4  # test batches used for the periodic metrics (all of them at the end)
     seed: int = 0
@@ -68,6 +70,27 @@ class TrainConfig:
         if self.tokenizer and not issubclass(cls, Generator):
             raise ValueError(f"model {self.model!r} is a tokenizer, it trains on images: leave tokenizer unset "
                              f"(it names a generator's tokenizer run)")
+        self.check_numbers()
+        if not self.name or self.name in (".", "..") or "/" in self.name or "\\" in self.name:
+            raise ValueError(f"name must be a plain folder name (the run goes to <out_dir>/<name>), got {self.name!r}; "
+                             f"--set name=my-run (and --set out_dir=... for another parent folder)")
+        if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N or mps, got {self.device!r}")
+
+    def check_numbers(self):
+        """Counts are whole numbers with a floor, rates and weights are numbers >= 0 (lr > 0): one clear line."""
+        for key, low in (("batch_size", 1), ("max_steps", 0), ("eval_every", 1), ("ckpt_every", 1),
+                         ("log_every", 1), ("eval_batches", 1), ("warmup_steps", 0), ("num_workers", 0),
+                         ("disc_start", 0), ("seed", 0)):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"{key} must be a whole number >= {low}, got {value!r}; --set {key}=...")
+        for key in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "minutes", "ckpt_minutes", "perceptual_weight",
+                    "disc_weight", "disc_lr"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= (key == "lr") * 1e-12:
+                raise ValueError(f"{key} must be a number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}; "
+                                 f"--set {key}=...")
 
     @property
     def run_dir(self) -> Path:
@@ -75,6 +98,27 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def load_run(run_dir, map_location="cpu"):
+    """A finished (or checkpointed) run -> (model in eval mode, its TrainConfig, its tokenizer or None)."""
+    path = checkpoint_path(run_dir)
+    ckpt = load_checkpoint(path, map_location)
+    model = model_from_checkpoint(ckpt, path, map_location)
+    cfg = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in TrainConfig.__dataclass_fields__})
+    return model, cfg, model.tokenizer if cfg.tokenizer else None
+
+
+def load_tokenizer(cfg: TrainConfig, device):
+    """A generator's frozen tokenizer, loaded once; a missing run names the recipe that trains it."""
+    path = checkpoint_path(cfg.tokenizer)
+    if not path.exists():
+        name = path.parent.name
+        how = f"`python -m minivar train {name}`" if name in RECIPES else \
+            "e.g. `python -m minivar train emoji-vqvae-l2` (`emoji-msvq` for VAR)"
+        raise FileNotFoundError(f"no tokenizer checkpoint at {path}: train it first, {how}, "
+                                f"or point --set tokenizer=... at a run folder")
+    return load(path, device).requires_grad_(False)
 
 
 def _emoji_vqvae():
@@ -246,6 +290,10 @@ def apply_override(cfg: TrainConfig, item: str):
         raise ValueError(f"--set expects key=value, got {item!r}")
     key, value = (s.strip() for s in item.split("=", 1))
     key = key.removeprefix("model.")
+    if key == "model" and value != cfg.model:  # another model kind needs another config: another recipe
+        known = ", ".join(n for n, r in RECIPES.items() if r().model == value) or "none yet"
+        raise ValueError(f"--set model={value} would keep the {cfg.model} recipe's settings; start from a recipe of "
+                         f"that model instead (recipes: {known})")
     train_fields = {f.name: f for f in dataclasses.fields(cfg) if f.name != "model_config"}
     model_fields = {f.name: f for f in dataclasses.fields(cfg.model_config)}
     if key in train_fields:

@@ -52,24 +52,30 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return logits.masked_fill(drop, float("-inf"))
 
 
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """top-k first, then top-p among what is left (the official order). 0 / 1.0 switch a filter off."""
+def check_options(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
+    """Refuse sampling settings outside their range, naming it (before any sampling starts)."""
+    if isinstance(temperature, bool) or not temperature >= 0:
+        raise ValueError(f"temperature must be a number >= 0 (0 = always the most likely token), got {temperature}")
     if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 0:
         raise ValueError(f"top_k must be a whole number >= 0 (0 = keep every token), got {top_k}")
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must lie in (0, 1] (1 = keep every token), got {top_p}")
+
+
+def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
+    """top-k first, then top-p among what is left (the official order). 0 / 1.0 switch a filter off."""
+    check_options(top_k=top_k, top_p=top_p)
     return top_p_filter(top_k_filter(logits, top_k), top_p)
 
 
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
            generator: torch.Generator = None) -> torch.Tensor:
     """logits (B, V) -> token indices (B,). temperature 0 means greedy (argmax)."""
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    check_options(temperature)
     if temperature == 0:
         return logits.argmax(-1)
     probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-__all__ = ["guidance_mix", "linear_ramp", "top_k_filter", "top_p_filter", "filter_logits", "sample"]
+__all__ = ["guidance_mix", "linear_ramp", "check_options", "top_k_filter", "top_p_filter", "filter_logits", "sample"]

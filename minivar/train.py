@@ -11,8 +11,9 @@ What it does, top to bottom, so a learner can read it in one go:
 - AdamW, linear warmup then cosine decay, gradient clipping, bf16 autocast on CUDA; numbers are read from the
   GPU (.item()) only when they are logged, every `log_every` steps;
 - every `eval_every` steps (rank 0): test metrics, a preview picture (reconstructions or samples), a loss curve;
-- every `ckpt_every` steps and at the end: an atomic checkpoint (model, optimizer, step, config, RNG state);
-  `resume=True` continues from it with nothing lost;
+- every `ckpt_every` steps, every `ckpt_minutes` of wall time, at the end, on Ctrl-C and on SIGTERM (a cluster's
+  pre-emption, `docker stop`): an atomic checkpoint (model, optimizer, step, config, RNG state); `resume=True`
+  continues from it with nothing lost, bit for bit on the CPU;
 - under `torchrun` the same code runs DistributedDataParallel (NCCL on GPUs, gloo on CPUs): each rank
   takes its slice of the global batch, gradients are averaged, only rank 0 writes files.
 The one special case is the GAN of the GPU tokenizer recipes (LPIPS + PatchGAN, losses.py): its terms need the
@@ -22,8 +23,9 @@ reconstructions themselves, and its discriminator has an optimizer of its own.
 import json
 import math
 import os
+import signal
+import threading
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -32,11 +34,21 @@ from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
 from . import device as best_device
-from .checkpoint import CheckpointError, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (
+    CheckpointError,
+    TrainingInterrupted,
+    load_checkpoint,
+    prepare_run_dir,
+    read_log,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+    sigterm_raises,
+)
 from .data import StepBatches, dataset_labels, flip_batch, load_dataset, preview_batch
 from .losses import TokenizerLoss
-from .models import build, checkpoint_path, load, model_class, model_from_checkpoint, weights_checksum
-from .recipes import RECIPES, TrainConfig
+from .models import build, checkpoint_path, model_class, weights_checksum
+from .recipes import TrainConfig, load_run, load_tokenizer  # noqa: F401 (load_run: where notebooks find it)
 from .token_cache import token_dataset
 from .viz import plot_curves, save_grid
 
@@ -58,18 +70,6 @@ def setup_distributed():
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))  # ranks share the cores
     return rank, world, torch.device("cpu")
-
-
-def load_tokenizer(cfg: TrainConfig, device):
-    """A generator's frozen tokenizer, loaded once; a missing run names the recipe that trains it."""
-    path = checkpoint_path(cfg.tokenizer)
-    if not path.exists():
-        name = path.parent.name
-        how = f"`python -m minivar train {name}`" if name in RECIPES else \
-            "e.g. `python -m minivar train emoji-vqvae-l2` (`emoji-msvq` for VAR)"
-        raise FileNotFoundError(f"no tokenizer checkpoint at {path}: train it first, {how}, "
-                                f"or point --set tokenizer=... at a run folder")
-    return load(path, device).requires_grad_(False)
 
 
 def training_data(cfg: TrainConfig, tokenizer, progress=True):
@@ -142,18 +142,15 @@ def adamw(module, cfg: TrainConfig, lr=None):
 
 # ---------------------------------------------------------------------------------- files of a run
 
-def read_log(path: Path, upto_step=None) -> list:
-    if not path.exists():
-        return []
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return [r for r in records if upto_step is None or r["step"] <= upto_step]
-
-
-def restore(ckpt_path, cfg, model, opt, gan_state, dev):
+def restore(ckpt_path, cfg, model, opt, gan_state, tokenizer_checksum, dev):
     """Load a run's checkpoint into the freshly built model and optimizers -> (step, elapsed seconds, RNG state).
-    Refuses, with the way out, a checkpoint of another model or of an older, incompatible minivar."""
+    Refuses, with the way out, a checkpoint of another model, of an older minivar, or of another tokenizer."""
     ckpt = load_checkpoint(ckpt_path, map_location=dev)
     saved, run_dir = ckpt["config"], ckpt_path.parent
+    if ckpt.get("tokenizer_checksum", tokenizer_checksum) != tokenizer_checksum:
+        raise ValueError(f"{run_dir} was trained on other weights of the tokenizer {cfg.tokenizer} than it holds now "
+                         f"(it was trained further or replaced), so its codes would mean other images: start this "
+                         f"generator afresh (delete {run_dir} or --set name=...), or restore that tokenizer run")
     try:
         saved_model_config = model_class(saved["model"]).config_class(**saved["model_config"])
     except (KeyError, TypeError, ValueError) as e:
@@ -194,10 +191,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     dev = dev or (best_device() if cfg.device == "auto" else torch.device(cfg.device))
     run_dir, ckpt_path, log_path = cfg.run_dir, cfg.run_dir / "ckpt.pt", cfg.run_dir / "metrics.jsonl"
 
+    # everything that can refuse the run comes before its folder is made
     tokenizer = load_tokenizer(cfg, dev) if cfg.tokenizer else None  # generators only
     torch.manual_seed(cfg.seed)  # the model's initial weights depend on the seed alone
     model = build(cfg.model, cfg.model_config, tokenizer).to(dev)
     cfg.model_config = model.cfg  # a generator's config now holds what it read from its tokenizer
+    train_set, test_set, flip = training_data(cfg, tokenizer, progress and rank == 0)
     opt = adamw(model, cfg)
     gan, gan_state = None, {}
     if cfg.perceptual_weight > 0 or cfg.disc_weight > 0:  # the special case: LPIPS and a PatchGAN
@@ -205,28 +204,26 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         if gan.discriminator is not None:  # its own optimizer: it maximises what the autoencoder minimises
             opt_d = adamw(gan.discriminator, cfg, lr=cfg.disc_lr)
             gan_state = {"discriminator": gan.discriminator, "optimizer_d": opt_d}
+    checksum = weights_checksum(tokenizer) if tokenizer is not None else None
     step, elapsed, rng = 0, 0.0, None
     if ckpt_path.exists():
         if not resume:
             raise FileExistsError(f"{run_dir} already holds a run: pass --resume (resume=True) to continue it, "
                                   f"or choose another name (--set name=...)")
-        step, elapsed, rng = restore(ckpt_path, cfg, model, opt, gan_state, dev)
-    elif rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        log_path.unlink(missing_ok=True)
+        step, elapsed, rng = restore(ckpt_path, cfg, model, opt, gan_state, checksum, dev)
+    elif resume and rank == 0 and progress:
+        print(f"{run_dir} holds no checkpoint yet: starting a new run")
     if rank == 0:
-        (run_dir / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        records = read_log(log_path, upto_step=step)  # drop lines logged after the checkpoint we resume from
-        log_path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        prepare_run_dir(run_dir, cfg.to_dict(), step)
 
-    train_set, test_set, flip = training_data(cfg, tokenizer, progress and rank == 0)
     sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, step, rank, world)
     batches = iter(DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
                               pin_memory=dev.type == "cuda", generator=torch.Generator()))
     # periodic metrics on a fixed random subset (test splits are sorted by class), the final ones on all of it
     subset = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(cfg.seed))
-    quick_loader = DataLoader(Subset(test_set, subset[:cfg.eval_batches * 64].tolist()), batch_size=64)
-    test_loader = DataLoader(test_set, batch_size=64)
+    quick_loader = DataLoader(Subset(test_set, subset[:cfg.eval_batches * 64].tolist()), batch_size=64,
+                              generator=torch.Generator())  # (a loader without its own generator draws a seed
+    test_loader = DataLoader(test_set, batch_size=64, generator=torch.Generator())  # from the global RNG)
     fixed = preview_batch(test_set)
 
     def wrap(m):
@@ -234,7 +231,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     objective = wrap(model if gan is not None else LossCall(model))
     discriminator = wrap(gan.discriminator) if gan_state else None
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda")
-    extra_state = {"tokenizer_checksum": weights_checksum(tokenizer)} if tokenizer is not None else {}
+    extra_state = {"tokenizer_checksum": checksum} if tokenizer is not None else {}
 
     def checkpoint():
         if rank == 0:
@@ -252,6 +249,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if rng is not None:  # last thing before the first step: nothing above may shift the resumed randomness
         set_rng_state(rng)
     last_ckpt, images_seen, t_start, between_steps = step, 0, time.time(), True
+    last_ckpt_time = t_start
+    main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
+    previous = signal.signal(signal.SIGTERM, sigterm_raises) if main_thread else None
     try:
         while not done(cfg, step, elapsed, world, dev):
             t0 = time.time()
@@ -292,17 +292,22 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                                 **({"usage": f"{record['usage']:.2f}"} if "usage" in record else {}))
                 with open(log_path, "a") as fh:
                     fh.write(json.dumps(record) + "\n")
-            if step - last_ckpt >= cfg.ckpt_every:
+            if step - last_ckpt >= cfg.ckpt_every or time.time() - last_ckpt_time >= 60 * cfg.ckpt_minutes > 0:
                 checkpoint()
-                last_ckpt = step
-    except KeyboardInterrupt:
-        # Ctrl-C, or the notebook's stop button: keep what was trained (when we stopped between two steps).
+                last_ckpt, last_ckpt_time = step, time.time()
+    except KeyboardInterrupt as e:
+        # Ctrl-C, the notebook's stop button, or SIGTERM: keep what was trained (when we stopped between two steps)
         if between_steps and step > last_ckpt:
             checkpoint()
-            print(f"\ninterrupted: saved {ckpt_path} at step {step}; continue with --resume (resume=True)")
-        raise
+            last_ckpt = step
+        signum = getattr(e, "signum", signal.SIGINT)
+        raise TrainingInterrupted(f"{'stopped by SIGTERM' if signum == signal.SIGTERM else 'interrupted'}: "
+                                  f"{ckpt_path} holds step {last_ckpt}; continue with --resume (resume=True)",
+                                  signum) from None
     finally:
         bar.close()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if step != last_ckpt or not ckpt_path.exists():
         checkpoint()
 
@@ -332,14 +337,5 @@ def done(cfg: TrainConfig, step: int, elapsed: float, world: int, dev) -> bool:
     return stop
 
 
-def load_run(run_dir, map_location="cpu"):
-    """A finished (or checkpointed) run -> (model in eval mode, its TrainConfig, its tokenizer or None)."""
-    path = checkpoint_path(run_dir)
-    ckpt = load_checkpoint(path, map_location)
-    model = model_from_checkpoint(ckpt, path, map_location)
-    cfg = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in TrainConfig.__dataclass_fields__})
-    return model, cfg, model.tokenizer if cfg.tokenizer else None
-
-
 __all__ = ["TrainConfig", "train", "compute_loss", "LossCall", "load_run", "training_data", "lr_at", "run_progress",
-           "StepBatches"]
+           "StepBatches", "TrainingInterrupted"]

@@ -264,7 +264,7 @@ class VAR(Generator):
         self.eval()
         q = self.quantizer
         labels = self.check_labels(labels)
-        guidance = self.cfg.guidance if guidance is None else guidance
+        guidance = self.guidance_or_default(guidance)
         B, K, D = labels.shape[0], len(self.cfg.scales), self.cfg.dim
         guided = guidance != 1.0
         if guided:  # second half: the same samples without their class

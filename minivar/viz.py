@@ -1,5 +1,7 @@
-"""Pictures: image grids, token maps, loss curves. Everything returns or saves a figure you can look at."""
+"""Pictures: image grids, token maps, loss curves, per-scale panels, and sliders over any of them (`explorer`).
+Everything returns or saves a figure you can look at."""
 
+import io
 from pathlib import Path
 
 import numpy as np
@@ -111,3 +113,36 @@ def plot_scales(per_scale: list, scales, row_labels=None, path=None, title=None,
         fig.savefig(path, dpi=100)
         plt.close(fig)
     return fig
+
+
+def figure_png(fig, dpi=100) -> bytes:
+    """A matplotlib figure as PNG bytes (for an ipywidgets.Image)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi, bbox_inches="tight")
+    return buffer.getvalue()
+
+
+def explorer(draw, **controls):
+    """Widgets (sliders, dropdowns, ...) beside the picture `draw(**their values)` returns (a matplotlib figure or
+    Axes), redrawn whenever one moves. Display the returned box: `display(explorer(draw, k=IntSlider(...)))`.
+
+    The picture is an ipywidgets.Image holding the figure as PNG, not an Output widget capturing plt.show():
+    notebook executors (nbclient, behind nbmake and nbconvert) mirror an Output widget by sending messages to the
+    kernel on the very channel where they wait for the cell's reply, which can leave a headless run waiting until
+    its timeout (jupyter/nbclient#312); an Image is plain widget state, which they only record.
+    """
+    import ipywidgets as widgets
+    import matplotlib.pyplot as plt
+    image = widgets.Image(format="png")
+
+    def redraw(_=None):
+        fig = draw(**{name: control.value for name, control in controls.items()})
+        fig = getattr(fig, "figure", fig)  # an Axes -> its figure
+        image.value = figure_png(fig)
+        plt.close(fig)  # shown in the widget only, not again below the cell
+
+    for control in controls.values():
+        control.observe(redraw, names="value")
+    redraw()
+    row = widgets.HBox(list(controls.values()), layout=widgets.Layout(flex_flow="row wrap"))
+    return widgets.VBox([row, image])

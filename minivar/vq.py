@@ -154,6 +154,9 @@ class VectorQuantizer(nn.Module):
         """Token map (B, h, w) -> code vectors (B, C, h, w), for decoding."""
         if indices.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"expected integer token indices, got {indices.dtype}")
+        if indices.ndim != 3:
+            raise ValueError(f"expected token maps (B, h, w), got shape {tuple(indices.shape)}"
+                             + ("; one map without its batch axis: tokens[None]" if indices.ndim == 2 else ""))
         if indices.numel() and (indices.min() < 0 or indices.max() >= self.codebook_size):
             raise ValueError(f"token indices must lie in [0, {self.codebook_size}), "
                              f"got [{int(indices.min())}, {int(indices.max())}]")
