@@ -1,6 +1,6 @@
 """Sampling speed of the generators: images/s and tokens/s, with and without the KV cache.
 
-    python benchmarks/sampling.py                      # emoji-raster vs emoji-var, CPU, fp32, batch 1 and 64
+    python benchmarks/sampling.py                      # emoji-raster, emoji-var, emoji-flowar: CPU fp32, batch 1, 64
     python benchmarks/sampling.py --recipes cifar10-raster cifar10-var --device cuda --batches 1 64 256
 
 Builds each recipe's generator (random weights: the cost of a forward pass does not depend on their values),
@@ -42,9 +42,11 @@ def time_generate(model, batch, device, repeats, **kw):
     return statistics.median(times)
 
 
-def measure(name, device, batches, repeats, guidance):
+def measure(name, device, batches, repeats, guidance, ode_steps):
     model, cfg, _ = build_recipe_model(name, device)
     model.eval()
+    if cfg.model == "flowar":
+        return measure_flowar(name, model, device, batches, repeats, guidance, ode_steps)
     params = sum(p.numel() for p in model.parameters())
     tokens = model.cfg.seq_len
     multiscale = cfg.model == "var"  # one step per scale, always with its KV cache
@@ -65,6 +67,23 @@ def measure(name, device, batches, repeats, guidance):
     return rows
 
 
+def measure_flowar(name, model, device, batches, repeats, guidance, ode_steps):
+    """FlowAR: one transformer pass per scale (KV cache), then an Euler solve of `steps` head calls per scale; the
+    sequential network calls are scales x (1 + steps). Timed for several step counts: the speed-quality knob."""
+    params = sum(p.numel() for p in model.parameters())
+    K, tokens = len(model.scales), sum(s * s for s in model.scales)
+    rows = []
+    for batch in batches:
+        for steps in ode_steps:
+            seconds = time_generate(model, batch, device, repeats, guidance=guidance, steps=steps)
+            rows.append({"recipe": f"{name} ({steps} Euler)", "model": "flowar", "params_M": round(params / 1e6, 2),
+                         "batch": batch, "kv_cache": True, "guidance": guidance, "tokens_per_image": tokens,
+                         "steps": K * (1 + steps), "seconds": round(seconds, 3),
+                         "images_per_s": round(batch / seconds, 2), "tokens_per_s": round(batch * tokens / seconds, 1),
+                         "speedup_vs_no_cache": "", "speedup_vs_raster": "", "step_bound": ""})
+    return rows
+
+
 def compare_with_raster(rows):
     """VAR rows: how much faster than the (cached) raster model at the same batch, and the step-count bound."""
     raster = {r["batch"]: r for r in rows if r["model"] == "raster" and r["kv_cache"]}
@@ -77,23 +96,26 @@ def compare_with_raster(rows):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipes", nargs="*", default=["emoji-raster", "emoji-var"])
+    p.add_argument("--recipes", nargs="*", default=["emoji-raster", "emoji-var", "emoji-flowar"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--batches", type=int, nargs="*", default=[1, 64])
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--guidance", type=float, default=2.0, help="guidance scale (1 = none: half the work)")
+    p.add_argument("--ode-steps", type=int, nargs="*", default=[5, 10, 25, 50],
+                   help="FlowAR: Euler steps per scale to time (default 5 10 25 50)")
     p.add_argument("--out", type=Path, default=RESULTS, help="folder of the results CSV (default benchmarks/results)")
     args = p.parse_args()
     device = torch.device(args.device)
-    rows = [r for name in args.recipes for r in measure(name, device, args.batches, args.repeats, args.guidance)]
+    rows = [r for name in args.recipes
+            for r in measure(name, device, args.batches, args.repeats, args.guidance, args.ode_steps)]
     compare_with_raster(rows)
     stamp = record(args.out / "sampling.csv", rows, device)
-    print(f"{'recipe':<14} {'params':>7} {'batch':>5} {'cache':>5} {'steps':>5} {'seconds':>8} {'images/s':>9} "
+    print(f"{'recipe':<26} {'params':>7} {'batch':>5} {'cache':>5} {'steps':>5} {'seconds':>8} {'images/s':>9} "
           f"{'tokens/s':>9}  {'vs no cache':>11}  {'vs raster (bound)':>17}")
     for r in rows:
         vs_cache = f"{r['speedup_vs_no_cache']}x" if r["speedup_vs_no_cache"] != "" else ""
         vs_raster = f"{r['speedup_vs_raster']}x ({r['step_bound']}x)" if r["speedup_vs_raster"] != "" else ""
-        print(f"{r['recipe']:<14} {r['params_M']:>6}M {r['batch']:>5} {'yes' if r['kv_cache'] else 'no':>5} "
+        print(f"{r['recipe']:<26} {r['params_M']:>6}M {r['batch']:>5} {'yes' if r['kv_cache'] else 'no':>5} "
               f"{r['steps']:>5} {r['seconds']:>8} {r['images_per_s']:>9} {r['tokens_per_s']:>9}  {vs_cache:>11}  "
               f"{vs_raster:>17}")
     print(f"fp32, guidance {args.guidance} · {stamp['machine']} · torch {torch.__version__} · {stamp['date']}")

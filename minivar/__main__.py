@@ -99,10 +99,20 @@ def cmd_sample(args):
         raise ValueError(f"{args.run} is a {cfg.model} run (a tokenizer), not a generator; sample a run of a "
                          f"generator recipe")
     guidance = model.guidance_or_default(args.guidance)
-    options = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p))
-               if v is not None}  # only what was given: each generator has its own defaults and options
-    from .sampling import check_options
-    check_options(**options)  # now, not after the first batch
+    options = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p),
+                                 ("steps", args.steps)) if v is not None}  # only what was given: each generator
+    from .sampling import check_options  # has its own defaults and options
+    check_options(**{k: v for k, v in options.items() if k != "steps"})  # now, not after the first batch
+    if options.get("steps", 1) < 1:
+        raise ValueError(f"--steps must be at least 1, got {options['steps']}")
+    import inspect
+    takes = inspect.signature(model.generate).parameters
+    for name in options:
+        if name not in takes:
+            known = [f"--{p.replace('_', '-')}" for p in ("guidance", "temperature", "top_k", "top_p", "steps")
+                     if p in takes]
+            raise ValueError(f"a {cfg.model} model does not take --{name.replace('_', '-')}; its options: "
+                             f"{', '.join(known)}")
     n_cls = model.cfg.num_classes
     classes = parse_classes(args.classes, n_cls) if args.classes else list(range(n_cls))
     labels = torch.tensor(classes * (args.n // len(classes) + 1))[:args.n]
@@ -121,10 +131,7 @@ def cmd_sample(args):
     g = torch.Generator(dev).manual_seed(args.seed)
     t0, images = time.time(), []
     for chunk in tqdm(labels.split(args.batch_size), desc="sampling"):
-        try:
-            codes = model.generate(chunk, guidance=guidance, generator=g, **options)
-        except TypeError as e:  # an option this generator does not take
-            raise ValueError(f"a {cfg.model} model does not take that option ({e})") from None
+        codes = model.generate(chunk, guidance=guidance, generator=g, **options)
         images.append(tokenizer.decode(codes).float().clamp(-1, 1).cpu())
     images, seconds = torch.cat(images), time.time() - t0
     shown = min(len(images), 256)
@@ -198,6 +205,8 @@ def main(argv=None):
     p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default 0 = all)")
     p.add_argument("--top-p", type=float, default=None,
                    help="nucleus: keep the top tokens holding this mass (default 1 = all)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="FlowAR: Euler steps of each scale's ODE solve (default: the model's, 25)")
     p.add_argument("--classes", default="", help="comma-separated class indices (default: all, in turn)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)

@@ -45,16 +45,21 @@ class VQVAEConfig:
     dropout: float = 0.0
 
     def __post_init__(self):
-        self.ch_mult = tuple(self.ch_mult)
-        down = 2 ** (len(self.ch_mult) - 1)
-        if self.image_size % down:
-            raise ValueError(f"image_size {self.image_size} is not divisible by 2**(len(ch_mult)-1) = {down}")
-        if self.recon_loss not in ("l1", "l2"):
-            raise ValueError(f"recon_loss must be 'l1' or 'l2', got {self.recon_loss!r}")
+        check_autoencoder_config(self)
 
     @property
     def latent_size(self) -> int:
         return self.image_size // 2 ** (len(self.ch_mult) - 1)
+
+
+def check_autoencoder_config(cfg):
+    """What every autoencoder config of the course must satisfy (VQ and KL alike)."""
+    cfg.ch_mult = tuple(cfg.ch_mult)
+    down = 2 ** (len(cfg.ch_mult) - 1)
+    if cfg.image_size % down:
+        raise ValueError(f"image_size {cfg.image_size} is not divisible by 2**(len(ch_mult)-1) = {down}")
+    if cfg.recon_loss not in ("l1", "l2"):
+        raise ValueError(f"recon_loss must be 'l1' or 'l2', got {cfg.recon_loss!r}")
 
 
 def norm(c: int) -> nn.GroupNorm:
@@ -139,17 +144,20 @@ class Mid(nn.Module):
 
 
 class Encoder(nn.Module):
-    def __init__(self, cfg: VQVAEConfig):
-        super().__init__()
-        widths, n = [cfg.ch * m for m in cfg.ch_mult], len(cfg.ch_mult)
-        self.conv_in = nn.Conv2d(3, cfg.ch, 3, padding=1)
-        self.levels = nn.ModuleList(
-            Level(cfg.ch if i == 0 else widths[i - 1], widths[i], cfg.num_res_blocks, cfg.attn and i == n - 1,
-                  Downsample if i < n - 1 else None, cfg.dropout) for i in range(n))
-        self.mid = Mid(widths[-1], cfg.attn, cfg.dropout)
-        self.norm_out, self.conv_out = norm(widths[-1]), nn.Conv2d(widths[-1], cfg.z_channels, 3, padding=1)
+    """(B, 3, H, W) -> (B, out_channels, h, w). `level_attn`: self-attention after each ResNet block of the lowest
+    resolution; `mid_attn`: between the two middle ResNet blocks (VQGAN has both, MAR's KL-VAE encoder both)."""
 
-    def forward(self, x):  # (B, 3, H, W) -> (B, z_channels, h, w)
+    def __init__(self, ch, ch_mult, num_res_blocks, out_channels, level_attn=False, mid_attn=False, dropout=0.0):
+        super().__init__()
+        widths, n = [ch * m for m in ch_mult], len(ch_mult)
+        self.conv_in = nn.Conv2d(3, ch, 3, padding=1)
+        self.levels = nn.ModuleList(
+            Level(ch if i == 0 else widths[i - 1], widths[i], num_res_blocks, level_attn and i == n - 1,
+                  Downsample if i < n - 1 else None, dropout) for i in range(n))
+        self.mid = Mid(widths[-1], mid_attn, dropout)
+        self.norm_out, self.conv_out = norm(widths[-1]), nn.Conv2d(widths[-1], out_channels, 3, padding=1)
+
+    def forward(self, x):  # (B, 3, H, W) -> (B, out_channels, h, w)
         h = self.conv_in(x)
         for level in self.levels:
             h = level(h)
@@ -158,50 +166,43 @@ class Encoder(nn.Module):
 
 
 class Decoder(nn.Module):
-    def __init__(self, cfg: VQVAEConfig):
+    """(B, in_channels, h, w) -> (B, 3, H, W), the encoder mirrored with one more ResNet block per level.
+    (MAR's KL-VAE decoder has attention in its middle block only: level_attn=False, mid_attn=True.)"""
+
+    def __init__(self, ch, ch_mult, num_res_blocks, in_channels, level_attn=False, mid_attn=False, dropout=0.0):
         super().__init__()
-        widths, n = [cfg.ch * m for m in cfg.ch_mult], len(cfg.ch_mult)
-        self.conv_in = nn.Conv2d(cfg.z_channels, widths[-1], 3, padding=1)
-        self.mid = Mid(widths[-1], cfg.attn, cfg.dropout)
+        widths, n = [ch * m for m in ch_mult], len(ch_mult)
+        self.conv_in = nn.Conv2d(in_channels, widths[-1], 3, padding=1)
+        self.mid = Mid(widths[-1], mid_attn, dropout)
         # levels in the order they run: lowest resolution first (as LlamaGen stores them)
         self.levels = nn.ModuleList(
-            Level(widths[min(i + 1, n - 1)], widths[i], cfg.num_res_blocks + 1, cfg.attn and i == n - 1,
-                  Upsample if i > 0 else None, cfg.dropout) for i in reversed(range(n)))
+            Level(widths[min(i + 1, n - 1)], widths[i], num_res_blocks + 1, level_attn and i == n - 1,
+                  Upsample if i > 0 else None, dropout) for i in reversed(range(n)))
         self.norm_out, self.conv_out = norm(widths[0]), nn.Conv2d(widths[0], 3, 3, padding=1)
 
-    def forward(self, z):  # (B, z_channels, h, w) -> (B, 3, H, W)
+    def forward(self, z):  # (B, in_channels, h, w) -> (B, 3, H, W)
         h = self.mid(self.conv_in(z))
         for level in self.levels:
             h = level(h)
         return self.conv_out(F.silu(self.norm_out(h)))
 
 
+def vqgan_encoder_decoder(cfg: VQVAEConfig):
+    """The VQGAN pair of both VQ tokenizers: attention (if cfg.attn) at the lowest resolution and in the middle."""
+    shape = (cfg.ch, cfg.ch_mult, cfg.num_res_blocks, cfg.z_channels, cfg.attn, cfg.attn, cfg.dropout)
+    return Encoder(*shape), Decoder(*shape)
+
+
 @register("vqvae", VQVAEConfig)
 class VQVAE(Tokenizer):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__(cfg)
-        self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
+        self.encoder, self.decoder = vqgan_encoder_decoder(cfg)
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1)
         self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.embed_dim, cfg.beta, l2_norm=cfg.l2_norm, ema=cfg.ema,
                                          ema_decay=cfg.ema_decay, restart_after=cfg.restart_after,
                                          entropy_weight=cfg.entropy_weight, rotation_trick=cfg.rotation_trick)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
-
-    def check_images(self, images: torch.Tensor):
-        s = self.cfg.image_size
-        if images.ndim != 4 or images.shape[1:] != (3, s, s) or not images.is_floating_point():
-            raise ValueError(f"expected float images of shape (B, 3, {s}, {s}) in [-1, 1], "
-                             f"got {images.dtype} {tuple(images.shape)}")
-        if images.is_cuda and self.training:
-            return  # reading values makes the CPU wait for the GPU: the training data are checked when loaded
-        if not torch.isfinite(images).all():
-            raise ValueError("the images contain NaN or infinite values; check how they were made (a division by "
-                             "zero, a failed decode?)")
-        low, high = images.min().item(), images.max().item()
-        if low < -1.01 or high > 1.01:
-            hint = " (pixel values 0..255? use images / 127.5 - 1)" if high > 2 else \
-                " (clamp them with .clamp(-1, 1))" if high <= 1.5 and low >= -1.5 else ""
-            raise ValueError(f"expected images in [-1, 1], got values in [{low:.3g}, {high:.3g}]{hint}")
 
     def code_format(self) -> dict:
         """What a generator over these tokens reads from the tokenizer (models.Generator.bind)."""

@@ -95,6 +95,23 @@ class Tokenizer(Model):
     def encode(self, images: torch.Tensor):
         raise NotImplementedError
 
+    def check_images(self, images: torch.Tensor):
+        """Float images (B, 3, S, S) in [-1, 1], S = cfg.image_size, finite: anything else is an error naming it."""
+        s = self.cfg.image_size
+        if images.ndim != 4 or images.shape[1:] != (3, s, s) or not images.is_floating_point():
+            raise ValueError(f"expected float images of shape (B, 3, {s}, {s}) in [-1, 1], "
+                             f"got {images.dtype} {tuple(images.shape)}")
+        if images.is_cuda and self.training:
+            return  # reading values makes the CPU wait for the GPU: the training data are checked when loaded
+        if not torch.isfinite(images).all():
+            raise ValueError("the images contain NaN or infinite values; check how they were made (a division by "
+                             "zero, a failed decode?)")
+        low, high = images.min().item(), images.max().item()
+        if low < -1.01 or high > 1.01:
+            hint = " (pixel values 0..255? use images / 127.5 - 1)" if high > 2 else \
+                " (clamp them with .clamp(-1, 1))" if high <= 1.5 and low >= -1.5 else ""
+            raise ValueError(f"expected images in [-1, 1], got values in [{low:.3g}, {high:.3g}]{hint}")
+
     def decode(self, codes) -> torch.Tensor:
         raise NotImplementedError
 
@@ -239,7 +256,7 @@ def weights_checksum(model: nn.Module) -> str:
     for name, t in sorted(model.state_dict().items()):
         t = t.detach().cpu().contiguous()
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
 
 

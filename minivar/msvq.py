@@ -32,7 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from .autoencoder import VQVAE, Decoder, Encoder, VQVAEConfig, reconstruction_losses
+from .autoencoder import VQVAEConfig, reconstruction_losses, vqgan_encoder_decoder
 from .models import Tokenizer, register
 from .vq import nearest_code, usage_stats
 
@@ -218,14 +218,12 @@ class MultiScaleVQVAEConfig(VQVAEConfig):
 class MultiScaleVQVAE(Tokenizer):
     def __init__(self, cfg: MultiScaleVQVAEConfig):
         super().__init__(cfg)
-        self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
+        self.encoder, self.decoder = vqgan_encoder_decoder(cfg)
         pad = cfg.quant_kernel // 2
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, cfg.quant_kernel, padding=pad)
         self.quantizer = MultiScaleQuantizer(cfg.codebook_size, cfg.embed_dim, cfg.scales, cfg.beta, cfg.phi_ratio,
                                              cfg.n_phi, cfg.l2_norm)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, cfg.quant_kernel, padding=pad)
-
-    check_images = VQVAE.check_images  # the same input check as the single-scale tokenizer
 
     def code_format(self) -> dict:
         """What a next-scale generator reads from this tokenizer (models.Generator.bind)."""

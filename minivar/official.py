@@ -24,6 +24,8 @@ import re
 import torch
 
 from .autoencoder import VQVAE, VQVAEConfig
+from .flowar import FlowAR, FlowARConfig
+from .kl_autoencoder import KLAutoencoder, KLAutoencoderConfig
 from .msvq import MultiScaleVQVAE, MultiScaleVQVAEConfig
 from .raster_ar import RasterAR, RasterARConfig
 from .var import VAR, VARConfig
@@ -160,8 +162,8 @@ VAR_VQVAE_DEFAULTS = dict(vocab_size=4096, z_channels=32, ch=128, dropout=0.0, b
 VAR_VQVAE_FIXED = dict(ch_mult=(1, 1, 2, 2, 4), num_res_blocks=2)
 
 
-def _var_vae_name(name: str, n_levels: int) -> str:
-    """One VAR (Stable-Diffusion-style) VQVAE weight name -> minivar's."""
+def _sd_vae_name(name: str, n_levels: int) -> str:
+    """One weight name of an LDM / Stable-Diffusion-style autoencoder (VAR's VQVAE, MAR's KL-VAE) -> minivar's."""
     name = re.sub(r"^(encoder)\.down\.(\d+)\.", r"\1.levels.\2.", name)
     name = re.sub(r"^decoder\.up\.(\d+)\.", lambda m: f"decoder.levels.{n_levels - 1 - int(m.group(1))}.", name)
     name = re.sub(r"\.block\.(\d+)\.", r".res.\1.", name)
@@ -196,7 +198,7 @@ def load_var_vqvae(state_dict: dict, **official_kwargs) -> MultiScaleVQVAE:
     for name, tensor in unwrap_state_dict(state_dict).items():
         if name == "quantize.ema_vocab_hit_SV":  # VAR's running code-usage statistics, not weights
             continue
-        new = _var_vae_name(name, len(ch_mult))
+        new = _sd_vae_name(name, len(ch_mult))
         if ".qkv." in new:  # VAR fuses the attention's q, k, v 1x1 convs: outputs ordered [q | k | v]
             for part, chunk in zip("qkv", tensor.chunk(3, dim=0)):
                 renamed[new.replace(".qkv.", f".{part}.")] = chunk
@@ -250,4 +252,73 @@ def load_var(state_dict: dict, tokenizer=None, **official_kwargs) -> VAR:
     return model.eval()
 
 
-__all__ = ["load_llamagen_vq", "load_llamagen_gpt", "load_var_vqvae", "load_var", "unwrap_state_dict"]
+# ------------------------------------------------------------------------------------- MAR's KL-VAE, FlowAR
+
+def load_mar_vae(state_dict: dict, embed_dim: int = 16, ch_mult=(1, 1, 2, 2, 4), ch: int = 128,
+                 num_res_blocks: int = 2, image_size: int = 256, latent_scale: float = 0.2325) -> KLAutoencoder:
+    """minivar's KLAutoencoder from MAR's AutoencoderKL state dict (kl16.ckpt, the tokenizer FlowAR uses) and its
+    constructor's arguments (`ch`, `num_res_blocks`, `image_size` are fixed inside MAR's code: accepted here for small
+    test models). `encode_moments(images)` then equals the official `encode(images)` posterior's mean and logvar,
+    `decode_latents(z)` the official `decode(z)`; codes are latents * latent_scale (FlowAR's 0.2325)."""
+    weights = unwrap_state_dict(state_dict)
+    n = len(tuple(ch_mult))
+    cfg = KLAutoencoderConfig(image_size=image_size, ch=ch, ch_mult=tuple(ch_mult), num_res_blocks=num_res_blocks,
+                              z_channels=embed_dim, mid_attn=True, latent_scale=latent_scale,
+                              # MAR attends where the encoder's resolution is 16 (its last level for KL-16)
+                              encoder_attn=any(re.match(r"encoder\.down\.\d+\.attn\.", k) for k in weights))
+    model = KLAutoencoder(cfg)
+    renamed = {_sd_vae_name(k, n): v for k, v in weights.items()}
+    renamed.update(latent_scale=model.latent_scale, scale_updates=model.scale_updates)  # minivar's, not weights
+    load_strictly(model, renamed, "arguments", "check embed_dim, ch_mult (and ch, num_res_blocks)")
+    return model.eval()
+
+
+# FlowAR's models/flowar.py constructor defaults; flowar_small: 768 wide, 6 + 6 blocks, 12 heads, diffloss_d 2,
+# diffloss_w 1024; flowar_large: 1024, 8 + 8, 16 heads, cross=True, d 12, w 1024; flowar_huge: 1536, 15 + 15, 16
+# heads, cross=True, d 12, w 1536.
+FLOWAR_DEFAULTS = dict(img_size=256, vae_stride=16, patch_size=1, encoder_embed_dim=1024, encoder_depth=16,
+                       encoder_num_heads=16, decoder_embed_dim=1024, decoder_depth=16, decoder_num_heads=16,
+                       mlp_ratio=4.0, norm_layer=None, vae_embed_dim=16, label_drop_prob=0.1, class_num=1000,
+                       attn_dropout=0.0, proj_dropout=0.0, buffer_size=0, diffloss_d=3, diffloss_w=1024,
+                       scale=(1, 2, 4, 8, 16), cross=False, use_checkpoint=False)
+FLOWAR_RENAMES = [(r"^class_emb\.", "class_embedding."), (r"^encoder_pos_embed_learned$", "encoder_pos"),
+                  (r"^decoder_pos_embed_learned$", "decoder_pos"), (r"^diffusion_pos_embed_learned$", "head_pos"),
+                  (r"_blocks\.(\d+)\.ada_lin\.1\.", r"_blocks.\1.ada_lin.linear."), (r"^flownet\.", "head.")]
+
+
+def load_flowar(state_dict: dict, tokenizer=None, **official_kwargs) -> FlowAR:
+    """minivar's FlowAR from a FlowAR release state dict and the release's FlowAR(...) keyword arguments (as its
+    flowar_small / large / huge set them). `condition(latents, labels)` then equals the release's teacher-forced
+    encoder + decoder output, `velocity(x_t, t, z)` its `flownet(x_t, t, z)`, and `generate(labels, guidance=cfg,
+    steps=num_steps, guidance_high=guidance)` its `sample_tokens(num_steps, guidance, cfg, labels)` (the release's
+    cfg is already minivar's guidance; its `guidance` is the interval's upper end). `tokenizer`
+    (load_mar_vae's) is bound for generation."""
+    unknown = set(official_kwargs) - set(FLOWAR_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown FlowAR arguments {sorted(unknown)}; known: {', '.join(FLOWAR_DEFAULTS)}")
+    a = {**FLOWAR_DEFAULTS, **official_kwargs}
+    if a["patch_size"] != 1 or a["buffer_size"] != 0 or a["encoder_num_heads"] != a["decoder_num_heads"]:
+        raise ValueError("minivar's FlowAR takes patch_size=1, buffer_size=0 and equal encoder/decoder heads (the "
+                         "released models' settings)")
+    cfg = FlowARConfig(latent_channels=a["vae_embed_dim"], grid=a["img_size"] // a["vae_stride"],
+                       scales=tuple(a["scale"]), num_classes=a["class_num"], dim=a["encoder_embed_dim"],
+                       encoder_depth=a["encoder_depth"], decoder_dim=a["decoder_embed_dim"],
+                       decoder_depth=a["decoder_depth"], n_head=a["encoder_num_heads"], mlp_ratio=a["mlp_ratio"],
+                       head="transformer", head_width=a["diffloss_w"], head_depth=a["diffloss_d"],
+                       head_cross=a["cross"], class_dropout=a["label_drop_prob"], dropout=a["proj_dropout"],
+                       attn_dropout=a["attn_dropout"], rope_frame=16.0)  # the release's frame is always 16
+    model = FlowAR(cfg)
+    weights = {k: v for k, v in unwrap_state_dict(state_dict).items() if k != "mask" and not k.endswith("rope.freqs")}
+    renamed = rename_weights(weights, FLOWAR_RENAMES)
+    table = renamed.get("class_embedding.weight")
+    if table is not None and table.shape[0] == 1001:  # the release's table: 1000 rows + the null class, always
+        renamed["class_embedding.weight"] = torch.cat([table[:cfg.num_classes], table[1000:]])
+    load_strictly(model, renamed, "arguments", "check img_size / vae_stride, the widths, depths and heads, "
+                                               "vae_embed_dim, class_num, diffloss_d / diffloss_w, scale and cross")
+    if tokenizer is not None:
+        model.bind(tokenizer)
+    return model.eval()
+
+
+__all__ = ["load_llamagen_vq", "load_llamagen_gpt", "load_var_vqvae", "load_var", "load_mar_vae", "load_flowar",
+           "unwrap_state_dict"]

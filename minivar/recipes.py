@@ -14,6 +14,8 @@ from pathlib import Path
 
 from .autoencoder import VQVAEConfig
 from .checkpoint import load_checkpoint
+from .flowar import FlowARConfig
+from .kl_autoencoder import KLAutoencoderConfig
 from .models import Generator, checkpoint_path, load, model_class, model_from_checkpoint
 from .msvq import MultiScaleVQVAEConfig
 from .raster_ar import RasterARConfig
@@ -64,7 +66,7 @@ class TrainConfig:
                              f"--set model=...")
         self.betas = tuple(self.betas)
         if issubclass(cls, Generator) and not self.tokenizer:
-            example = "runs/emoji-msvq" if self.model == "var" else "runs/emoji-vqvae-l2"
+            example = {"var": "runs/emoji-msvq", "flowar": "runs/emoji-kl"}.get(self.model, "runs/emoji-vqvae-l2")
             raise ValueError(f"model {self.model!r} generates codes: set the tokenizer's run folder, "
                              f"e.g. --set tokenizer={example}")
         if self.tokenizer and not issubclass(cls, Generator):
@@ -259,11 +261,74 @@ def _imagenet64_var():
                                               guidance=2.5))
 
 
+def _emoji_kl():
+    # The continuous tokenizer FlowAR reads (notebook 06): emoji-vqvae's network with a KL bottleneck, 32x32 -> 8x8
+    # latents of 4 channels, scaled to unit std by a factor estimated while it trains. CPU, like emoji-vqvae.
+    return TrainConfig(name="emoji-kl", model="klvae", dataset="emoji", batch_size=64, lr=2e-3, warmup_steps=50,
+                       max_steps=1200, eval_every=200, ckpt_every=200,
+                       model_config=KLAutoencoderConfig(image_size=32, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1,
+                                                        z_channels=4))
+
+
+def _emoji_flowar():
+    # FlowAR over emoji-kl's 8x8x4 latents (train that tokenizer first): scales 1-2-4-8, 2 + 2 AdaLN blocks of width
+    # 176 and FlowAR's transformer head (2 blocks of width 128): 3.0 M parameters, about emoji-var's and
+    # emoji-raster's, so the three can be compared at equal size (notebooks 06 and 08).
+    return TrainConfig(name="emoji-flowar", model="flowar", tokenizer="runs/emoji-kl", dataset="emoji",
+                       batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=0.05, max_steps=2000, eval_every=250,
+                       ckpt_every=250,
+                       model_config=FlowARConfig(num_classes=9, dim=176, n_head=4, encoder_depth=2, decoder_depth=2,
+                                                 head="transformer", head_width=128, head_depth=2, dropout=0.1,
+                                                 guidance=2.0, sample_steps=25))
+
+
+def _cifar10_kl():
+    # One GPU; estimate (not yet measured): ~10 minutes on an A100/H100 class GPU. cifar10-vqvae's network and
+    # losses (LPIPS, PatchGAN) with a KL bottleneck of 8 channels at 8x8.
+    cfg = _cifar10_vqvae()
+    cfg.name, cfg.model = "cifar10-kl", "klvae"
+    cfg.model_config = KLAutoencoderConfig(image_size=32, ch=128, ch_mult=(1, 2, 2), num_res_blocks=2,
+                                           encoder_attn=True, z_channels=8)
+    return cfg
+
+
+def _cifar10_flowar():
+    # One GPU; estimate (not yet measured): ~1 hour on an A100/H100 class GPU. FlowAR-S-like stacks (768 wide, 12
+    # heads) at half its depth over cifar10-kl's 8x8 latents, its transformer head of width 512.
+    return TrainConfig(name="cifar10-flowar", model="flowar", tokenizer="runs/cifar10-kl", dataset="cifar10",
+                       batch_size=256, lr=4e-4, warmup_steps=1000, weight_decay=0.05, max_steps=50_000,
+                       eval_every=2500, ckpt_every=2500, num_workers=4,
+                       model_config=FlowARConfig(num_classes=10, dim=768, n_head=12, encoder_depth=3, decoder_depth=3,
+                                                 head_width=512, head_depth=2, guidance=3.0))
+
+
+def _imagenet64_kl():
+    # One GPU; estimate (not yet measured): ~2 hours on an A100/H100 class GPU. 64x64 -> 16x16 latents of 16
+    # channels: the latent grid and channels of MAR's KL-16 at 256 px, so FlowAR's own scales (1, 2, 4, 8, 16) apply.
+    cfg = _imagenet64_vqvae()
+    cfg.name, cfg.model = "imagenet64-kl", "klvae"
+    cfg.model_config = KLAutoencoderConfig(image_size=64, ch=128, ch_mult=(1, 2, 2), num_res_blocks=2,
+                                           encoder_attn=True, z_channels=16)
+    return cfg
+
+
+def _imagenet64_flowar():
+    # One GPU; estimate (not yet measured): ~1 day on an A100/H100 class GPU. FlowAR-S (768 wide, 6 + 6 blocks, 12
+    # heads, a transformer head of width 1024 and depth 2) over imagenet64-kl's 16x16 latents, 1000 classes.
+    return TrainConfig(name="imagenet64-flowar", model="flowar", tokenizer="runs/imagenet64-kl",
+                       dataset="imagenet64", batch_size=256, lr=4e-4, warmup_steps=2000, weight_decay=0.05,
+                       max_steps=300_000, eval_every=10_000, ckpt_every=5000, num_workers=8,
+                       model_config=FlowARConfig(num_classes=1000, dim=768, n_head=12, encoder_depth=6,
+                                                 decoder_depth=6, head_width=1024, head_depth=2, guidance=4.3))
+
+
 RECIPES = {"emoji-vqvae": _emoji_vqvae, "emoji-vqvae-l2": _emoji_vqvae_l2, "cifar10-vqvae": _cifar10_vqvae,
            "imagenet64-vqvae": _imagenet64_vqvae, "emoji-raster": _emoji_raster, "cifar10-raster": _cifar10_raster,
            "imagenet64-raster": _imagenet64_raster, "emoji-msvq": _emoji_msvq, "emoji-var": _emoji_var,
            "cifar10-msvq": _cifar10_msvq, "cifar10-var": _cifar10_var, "imagenet64-msvq": _imagenet64_msvq,
-           "imagenet64-var": _imagenet64_var}
+           "imagenet64-var": _imagenet64_var, "emoji-kl": _emoji_kl, "emoji-flowar": _emoji_flowar,
+           "cifar10-kl": _cifar10_kl, "cifar10-flowar": _cifar10_flowar, "imagenet64-kl": _imagenet64_kl,
+           "imagenet64-flowar": _imagenet64_flowar}
 
 
 def get(name: str, overrides=()) -> TrainConfig:

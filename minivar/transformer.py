@@ -31,15 +31,15 @@ def find_multiple(n: int, k: int) -> int:
 
 
 class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float = 1e-5):
+    def __init__(self, dim: int, eps: float = 1e-5, affine: bool = True):
         super().__init__()
         self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
+        self.weight = nn.Parameter(torch.ones(dim)) if affine else None  # no weight before an AdaLN modulation
 
     def forward(self, x):
         xf = x.float()
         normed = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
-        return normed.type_as(x) * self.weight
+        return normed.type_as(x) if self.weight is None else normed.type_as(x) * self.weight
 
 
 def swiglu_hidden(dim: int, multiple_of: int = 256, ffn_dim_multiplier: float = 0.0) -> int:
@@ -92,15 +92,20 @@ def rope_1d(length: int, head_dim: int, base: float = 10000.0, prefix: int = 0, 
     return _with_prefix(angles, prefix, prefix_rope)
 
 
-def rope_2d(rows: int, cols: int, head_dim: int, base: float = 10000.0, prefix: int = 0, prefix_rope="identity"):
+def rope_2d(rows: int, cols: int, head_dim: int, base: float = 10000.0, prefix: int = 0, prefix_rope="identity",
+            frame: float = 0.0):
     """cos/sin (prefix + rows*cols, head_dim // 2, 2) for a raster-ordered grid.
 
     LlamaGen's layout: the first half of the head's channel pairs turn with the row index, the second half
-    with the column index, both with the frequencies of a head of half the size.
+    with the column index, both with the frequencies of a head of half the size. With `frame` > 0 the positions
+    are arange(n) / n * frame instead of 0, 1, 2, ...: grids of every size share one coordinate frame (FlowAR's
+    scales: the 2x2 grid's second row sits where the 16x16 grid's ninth does, as EVA-02's rotary embedding does).
     """
     freqs = rope_frequencies(head_dim // 4, base)  # (head_dim/4,)
-    row_angles = torch.outer(torch.arange(rows).float(), freqs)  # (rows, head_dim/4)
-    col_angles = torch.outer(torch.arange(cols).float(), freqs)  # (cols, head_dim/4)
+    rows_at = torch.arange(rows) / rows * frame if frame else torch.arange(rows).float()
+    cols_at = torch.arange(cols) / cols * frame if frame else torch.arange(cols).float()
+    row_angles = torch.outer(rows_at, freqs)  # (rows, head_dim/4)
+    col_angles = torch.outer(cols_at, freqs)  # (cols, head_dim/4)
     angles = torch.cat([row_angles[:, None, :].expand(rows, cols, -1),
                         col_angles[None, :, :].expand(rows, cols, -1)], dim=-1)  # (rows, cols, head_dim/2)
     return _with_prefix(angles.reshape(rows * cols, -1), prefix, prefix_rope)

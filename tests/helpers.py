@@ -1,5 +1,6 @@
 """Small configurations shared by the tests: real code paths, sizes that run in seconds on a CPU."""
 
+from minivar import train as train_module
 from minivar.autoencoder import VQVAEConfig
 from minivar.train import TrainConfig
 
@@ -24,3 +25,18 @@ def tiny_raster_config(tmp_path, tokenizer_dir, **kw) -> TrainConfig:
                 batch_size=16, lr=3e-3, warmup_steps=5, max_steps=30, eval_every=15, ckpt_every=15, log_every=1,
                 eval_batches=1, model_config=model)
     return TrainConfig(**{**base, **kw})
+
+
+def crash_at_call(monkeypatch, n, exc):
+    """Make the n-th training step raise `exc`, as a kill or Ctrl-C would interrupt a real run (monkeypatch.undo()
+    puts the real step back)."""
+    calls = {"n": 0}
+    real = train_module.compute_loss
+
+    def compute_loss(*args):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise exc
+        return real(*args)
+
+    monkeypatch.setattr(train_module, "compute_loss", compute_loss)

@@ -22,13 +22,23 @@ from tests.helpers import tiny_raster_config, tiny_train_config, tiny_vqvae_conf
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """A tiny tokenizer run and a tiny raster run over it: what the CLI cases sample or resume."""
+    """Tiny tokenizer runs and generator runs over them: what the CLI cases sample or resume."""
+    from minivar.flowar import FlowARConfig
+    from minivar.kl_autoencoder import KLAutoencoderConfig
     root = tmp_path_factory.mktemp("runs")
     tok = tiny_train_config(root, max_steps=2, eval_every=100, ckpt_every=100)
     train(tok, progress=False)
     gen = tiny_raster_config(root, tok.run_dir, max_steps=2, eval_every=100)
     train(gen, progress=False)
-    return {"root": root, "tokenizer": tok.run_dir, "raster": gen.run_dir}
+    kl = tiny_train_config(root, name="kl", model="klvae", max_steps=2, eval_every=100, ckpt_every=100,
+                           model_config=KLAutoencoderConfig(image_size=32, ch=8, ch_mult=(1, 2), z_channels=4))
+    train(kl, progress=False)
+    flowar = tiny_train_config(root, name="flowar", model="flowar", tokenizer=str(kl.run_dir), max_steps=2,
+                               eval_every=100, model_config=FlowARConfig(dim=32, n_head=2, encoder_depth=1,
+                                                                         decoder_depth=1, head_width=64, head_depth=1,
+                                                                         sample_steps=2))
+    train(flowar, progress=False)
+    return {"root": root, "tokenizer": tok.run_dir, "raster": gen.run_dir, "flowar": flowar.run_dir}
 
 
 def tiny_vqvae():
@@ -79,6 +89,9 @@ CLI = [  # (id, argv builder(runs, tmp), message)
     ("unwritable --out", lambda r, t: ["sample", str(r["raster"]), "--out", "/proc/x/grid.png"], "cannot write"),
     ("sample a tokenizer", lambda r, t: ["sample", str(r["tokenizer"])], "not a generator"),
     ("sample a missing run", lambda r, t: ["sample", str(t / "nothing")], "no checkpoint at"),
+    ("zero ODE steps", lambda r, t: ["sample", str(r["flowar"]), "--steps", "0"], "--steps must be at least 1"),
+    ("top-k for FlowAR", lambda r, t: ["sample", str(r["flowar"]), "--top-k", "5"], "flowar model does not take"),
+    ("ODE steps for raster", lambda r, t: ["sample", str(r["raster"]), "--steps", "5"], "raster model does not take"),
 ]
 
 
@@ -162,6 +175,14 @@ API = [  # (id, call(runs, tmp), exception, message)
     ("negative label", lambda r, t: tiny_raster(r).generate([-1]), ValueError, r"\[0, 9\)"),
     ("label 100", lambda r, t: tiny_raster(r).generate([100]), ValueError, r"\[0, 9\)"),
     ("a scalar label", lambda r, t: tiny_raster(r).generate(torch.tensor(3)), ValueError, "1-D"),
+    ("FlowAR float labels", lambda r, t: minivar.load(r["flowar"]).generate(torch.tensor([1.0])), ValueError,
+     "integers"),
+    ("FlowAR latents of another size", lambda r, t: minivar.load(r["flowar"]).condition(torch.zeros(1, 4, 8, 8),
+                                                                                          torch.tensor([0])),
+     ValueError, r"\(B, 4, 16, 16\)"),
+    ("KL decode of token maps", lambda r, t: minivar.load(r["flowar"]).tokenizer.decode(torch.zeros(1, 16, 16,
+                                                                                                  dtype=torch.long)),
+     ValueError, "float latents"),
     ("negative guidance", lambda r, t: tiny_raster(r).generate([0], guidance=-1.0), ValueError, "guidance must be"),
     ("a checkpoint of another kind", lambda r, t: wrong_kind(r), ValueError, "holds a 'raster' model"),
     ("a corrupt checkpoint", lambda r, t: corrupt_checkpoint(t), CheckpointError, "corrupt or truncated"),

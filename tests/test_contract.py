@@ -11,11 +11,10 @@ import torch
 import torch.nn.functional as F
 
 import minivar
-from minivar import train as train_module
 from minivar.__main__ import main
 from minivar.models import MODELS, Generator, Tokenizer, build, register
 from minivar.train import TrainConfig, train
-from tests.helpers import tiny_train_config
+from tests.helpers import crash_at_call, tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,16 +75,7 @@ def test_a_generator_written_outside_minivar_trains_samples_and_resumes(tmp_path
     assert (tmp_path / "a" / "unigram" / "preview.png").exists() and "test_loss" in straight
 
     cfg = unigram_config(tmp_path / "b", tokenizer_dir)
-    calls = {"n": 0}
-    real = train_module.compute_loss
-
-    def killed_at_step_14(*args):
-        calls["n"] += 1
-        if calls["n"] == 14:
-            raise RuntimeError("killed")
-        return real(*args)
-
-    monkeypatch.setattr(train_module, "compute_loss", killed_at_step_14)
+    crash_at_call(monkeypatch, 14, RuntimeError("killed"))
     with pytest.raises(RuntimeError, match="killed"):
         train(cfg, progress=False)
     monkeypatch.undo()
@@ -106,6 +96,8 @@ def test_a_generator_written_outside_minivar_trains_samples_and_resumes(tmp_path
 # --------------------------------------------------------------------------- every built-in model keeps it
 
 def tiny_models():
+    from minivar.flowar import FlowARConfig
+    from minivar.kl_autoencoder import KLAutoencoderConfig
     from minivar.msvq import MultiScaleVQVAEConfig
     from minivar.raster_ar import RasterARConfig
     from minivar.var import VARConfig
@@ -114,9 +106,12 @@ def tiny_models():
     vq = build("vqvae", tiny_vqvae_config(ch_mult=(1, 2, 2)))
     ms = build("msvqvae", MultiScaleVQVAEConfig(image_size=32, ch=8, ch_mult=(1, 2, 2), z_channels=8, embed_dim=4,
                                                 codebook_size=32, scales=(1, 2, 4, 8)))
+    kl = build("klvae", KLAutoencoderConfig(image_size=32, ch=8, ch_mult=(1, 2, 2), z_channels=4))
     raster = build("raster", RasterARConfig(num_classes=3, dim=32, n_layer=1, n_head=4, multiple_of=16), vq.eval())
     var = build("var", VARConfig(num_classes=3, depth=1, dim=32, n_head=4), ms.eval())
-    return {"vqvae": vq, "msvqvae": ms, "raster": raster, "var": var}
+    flowar = build("flowar", FlowARConfig(num_classes=3, dim=32, n_head=2, encoder_depth=1, decoder_depth=1,
+                                          head_width=64, head_depth=1, sample_steps=2), kl.eval())
+    return {"vqvae": vq, "msvqvae": ms, "klvae": kl, "raster": raster, "var": var, "flowar": flowar}
 
 
 def test_every_built_in_model_keeps_the_contract():

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from minivar.msvq import MultiScaleQuantizer, MultiScaleVQVAE, MultiScaleVQVAEConfig, phi_index
-from minivar.official import _var_vae_name, load_var_vqvae
+from minivar.official import _sd_vae_name, load_var_vqvae
 from minivar.token_cache import code_rows
 
 FIXTURES = Path(__file__).parent / "fixtures"
@@ -177,7 +177,7 @@ def test_var_quantizer_with_the_256px_schedule_and_every_phi_sharing(variant):
     share, scales = kw["share_quant_resi"], tuple(kw["v_patch_nums"])
     q = MultiScaleQuantizer(kw["vocab_size"], kw["Cvae"], scales, kw["beta"], kw["quant_resi"],
                             n_phi=len(scales) if share == 0 else share, l2_norm=kw["using_znorm"])
-    q.load_state_dict({_var_vae_name("quantize." + k, 0).removeprefix("quantizer."): v
+    q.load_state_dict({_sd_vae_name("quantize." + k, 0).removeprefix("quantizer."): v
                        for k, v in golden["state_dict"].items() if k != "ema_vocab_hit_SV"})
     assert q.phi_of_scale == list(golden["phi_index_per_scale"])
     tokens = q.encode_scales(golden["f"])

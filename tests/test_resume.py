@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from minivar import train as train_module
 from minivar.checkpoint import load_checkpoint
+from minivar.flowar import FlowARConfig
+from minivar.kl_autoencoder import KLAutoencoderConfig
 from minivar.msvq import MultiScaleVQVAEConfig
 from minivar.raster_ar import RasterARConfig
 from minivar.train import TrainConfig, train
 from minivar.var import VARConfig
-from tests.helpers import tiny_train_config
+from tests.helpers import crash_at_call, tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -38,12 +39,20 @@ def configs(root):
     var = TrainConfig(name="var", model="var", tokenizer=str(root / "ms"), **small,
                       model_config=VARConfig(num_classes=9, depth=2, dim=32, n_head=4, class_dropout=0.2,
                                              dropout=0.1, attn_dropout=0.1, drop_path=0.1))
+    kl = TrainConfig(name="kl", model="klvae", out_dir=str(root), batch_size=16, max_steps=3, eval_every=100,
+                     ckpt_every=100, eval_batches=1, model_config=KLAutoencoderConfig(image_size=32, ch=8,
+                                                                                     ch_mult=(1, 2), z_channels=4))
+    flowar = TrainConfig(name="flowar", model="flowar", tokenizer=str(root / "kl"), **small,
+                         model_config=FlowARConfig(num_classes=9, dim=32, n_head=2, encoder_depth=1, decoder_depth=1,
+                                                   head_width=64, head_depth=1, class_dropout=0.2, dropout=0.1,
+                                                   sample_steps=2))
     return {"vqvae": (tiny_train_config(root, name="vqvae", max_steps=12, ckpt_every=5, eval_every=6), []),
             "msvqvae": (TrainConfig(**{**ms.to_dict(), "name": "msvqvae", **small}), []),
-            "raster": (raster, [tok]), "var": (var, [ms])}
+            "klvae": (TrainConfig(**{**kl.to_dict(), "name": "klvae", **small}), []),
+            "raster": (raster, [tok]), "var": (var, [ms]), "flowar": (flowar, [kl])}
 
 
-@pytest.mark.parametrize("kind", ["vqvae", "msvqvae", "raster", "var"])
+@pytest.mark.parametrize("kind", ["vqvae", "msvqvae", "klvae", "raster", "var", "flowar"])
 def test_killed_and_resumed_equals_uninterrupted(kind, tmp_path, monkeypatch):
     cfg_a, needs = configs(tmp_path / "a")[kind]
     cfg_b, _ = configs(tmp_path / "b")[kind]
@@ -52,16 +61,7 @@ def test_killed_and_resumed_equals_uninterrupted(kind, tmp_path, monkeypatch):
         shutil.copytree(tok.run_dir, tmp_path / "b" / tok.name)
     straight = train(cfg_a, progress=False)
 
-    calls = {"n": 0}
-    real = train_module.compute_loss
-
-    def killed_during_step_9(*args):
-        calls["n"] += 1
-        if calls["n"] == 9:
-            raise RuntimeError("killed")  # what kill -9 leaves: the checkpoint of step 5, nothing after it
-        return real(*args)
-
-    monkeypatch.setattr(train_module, "compute_loss", killed_during_step_9)
+    crash_at_call(monkeypatch, 9, RuntimeError("killed"))  # what kill -9 leaves: step 5's checkpoint, nothing after
     with pytest.raises(RuntimeError, match="killed"):
         train(cfg_b, progress=False)
     monkeypatch.undo()
@@ -76,16 +76,7 @@ def test_killed_and_resumed_equals_uninterrupted(kind, tmp_path, monkeypatch):
 
 def test_a_checkpoint_every_few_minutes_of_wall_time(tmp_path, monkeypatch):
     cfg = tiny_train_config(tmp_path, max_steps=20, ckpt_every=1000, eval_every=1000, ckpt_minutes=1e-9)
-    calls = {"n": 0}
-    real = train_module.compute_loss
-
-    def killed_during_step_6(*args):
-        calls["n"] += 1
-        if calls["n"] == 6:
-            raise RuntimeError("killed")
-        return real(*args)
-
-    monkeypatch.setattr(train_module, "compute_loss", killed_during_step_6)
+    crash_at_call(monkeypatch, 6, RuntimeError("killed"))
     with pytest.raises(RuntimeError):
         train(cfg, progress=False)
     assert load_checkpoint(cfg.run_dir / "ckpt.pt")["step"] == 5  # saved after every step: minutes had passed

@@ -4,11 +4,10 @@ import pytest
 import torch
 
 from minivar import recipes
-from minivar import train as train_module
 from minivar.__main__ import main
 from minivar.checkpoint import CheckpointError, load_checkpoint
 from minivar.train import StepBatches, lr_at, train
-from tests.helpers import tiny_train_config
+from tests.helpers import crash_at_call, tiny_train_config
 
 
 def test_a_tiny_run_learns(tmp_path):
@@ -22,20 +21,6 @@ def test_a_tiny_run_learns(tmp_path):
     for f in ("ckpt.pt", "preview.png", "loss.png", "config.json", "result.json"):
         assert (cfg.run_dir / f).exists(), f
     assert result["step"] == 60 and 5 < result["test_psnr"] < 60
-
-
-def crash_at_call(monkeypatch, n, exc):
-    """Make the n-th training step raise `exc`, as a kill or Ctrl-C would interrupt a real run."""
-    calls = {"n": 0}
-
-    def compute_loss(*args):
-        calls["n"] += 1
-        if calls["n"] == n:
-            raise exc
-        return train_module.compute_loss_original(*args)
-
-    monkeypatch.setattr(train_module, "compute_loss_original", train_module.compute_loss, raising=False)
-    monkeypatch.setattr(train_module, "compute_loss", compute_loss)
 
 
 def assert_same_run(dir_a, dir_b, result_a, result_b):
