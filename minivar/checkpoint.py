@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import signal
+import threading
 import zipfile
 from pathlib import Path
 
@@ -124,6 +125,26 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def sigterm_raises(signum, frame):
-    """A SIGTERM handler (a cluster's pre-emption, `docker stop`): stop the training loop as Ctrl-C does."""
-    raise TrainingInterrupted("SIGTERM", signal.SIGTERM)
+class StopSignals:
+    """While training, SIGTERM (a cluster's pre-emption, `docker stop`) and SIGINT (Ctrl-C, a notebook's stop button)
+    only ask the loop to stop once the step in progress is finished: weights, optimizer, data position and random
+    state are then all at a step's end, so the saved run resumes exactly. A second signal stops at once (a step
+    that hangs). Handlers are installed in the main thread only (the only one where Python receives signals)."""
+
+    def __init__(self):
+        self.signum, self.previous = None, {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            self.previous = {s: signal.signal(s, self.ask) for s in (signal.SIGTERM, signal.SIGINT)}
+        return self
+
+    def ask(self, signum, frame):
+        if self.signum is not None:  # asked twice: do not wait for the step
+            raise TrainingInterrupted("asked twice", signum)
+        self.signum = signum
+
+    def __exit__(self, *exc):
+        for s, handler in self.previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
+        return False

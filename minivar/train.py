@@ -24,8 +24,8 @@ import json
 import math
 import os
 import signal
-import threading
 import time
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -42,8 +42,8 @@ from .checkpoint import (
     read_log,
     rng_state,
     save_checkpoint,
+    StopSignals,
     set_rng_state,
-    sigterm_raises,
 )
 from .data import StepBatches, dataset_labels, flip_batch, load_dataset, preview_batch
 from .losses import TokenizerLoss
@@ -250,10 +250,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         set_rng_state(rng)
     last_ckpt, images_seen, t_start, between_steps = step, 0, time.time(), True
     last_ckpt_time = t_start
-    main_thread = threading.current_thread() is threading.main_thread()  # only there can signals be handled
-    previous = signal.signal(signal.SIGTERM, sigterm_raises) if main_thread else None
+    stop = StopSignals().__enter__()  # Ctrl-C / SIGTERM: finish the step, then save and stop (below)
     try:
-        while not done(cfg, step, elapsed, world, dev):
+        while not done(cfg, step, elapsed, world, dev) and stop.signum is None:
             t0 = time.time()
             x, labels = (t.to(dev, non_blocking=True) for t in next(batches))
             if flip:
@@ -295,21 +294,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             if step - last_ckpt >= cfg.ckpt_every or time.time() - last_ckpt_time >= 60 * cfg.ckpt_minutes > 0:
                 checkpoint()
                 last_ckpt, last_ckpt_time = step, time.time()
-    except KeyboardInterrupt as e:
-        # Ctrl-C, the notebook's stop button, or SIGTERM: keep what was trained (when we stopped between two steps)
-        if between_steps and step > last_ckpt:
-            checkpoint()
-            last_ckpt = step
-        signum = getattr(e, "signum", signal.SIGINT)
-        raise TrainingInterrupted(f"{'stopped by SIGTERM' if signum == signal.SIGTERM else 'interrupted'}: "
-                                  f"{ckpt_path} holds step {last_ckpt}; continue with --resume (resume=True)",
-                                  signum) from None
+    except KeyboardInterrupt as e:  # a second Ctrl-C / SIGTERM: stop now
+        stop.signum = getattr(e, "signum", signal.SIGINT)
+        if not between_steps:  # caught inside an update: keep the last checkpoint, not half a step
+            raise stopped(stop.signum, ckpt_path, last_ckpt) from None
     finally:
         bar.close()
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+        stop.__exit__()
     if step != last_ckpt or not ckpt_path.exists():
         checkpoint()
+        last_ckpt = step
+    if stop.signum is not None:
+        raise stopped(stop.signum, ckpt_path, last_ckpt)
 
     result = {"step": step, "elapsed": elapsed, "run_dir": str(run_dir)}
     if images_seen:
@@ -324,6 +320,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         dist.barrier()
     result["model"] = model.eval()
     return result
+
+
+def stopped(signum, ckpt_path: Path, saved_step: int) -> TrainingInterrupted:
+    """The one line a stopped run ends with: what is saved and how to go on."""
+    what = "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
+    if not ckpt_path.exists():
+        return TrainingInterrupted(f"{what} before the first checkpoint: nothing saved, start the run again", signum)
+    return TrainingInterrupted(f"{what}: {ckpt_path} holds step {saved_step}; continue with --resume (resume=True)",
+                               signum)
 
 
 def done(cfg: TrainConfig, step: int, elapsed: float, world: int, dev) -> bool:

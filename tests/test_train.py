@@ -1,4 +1,6 @@
 import json
+import os
+import signal
 
 import pytest
 import torch
@@ -6,6 +8,7 @@ import torch
 from minivar import recipes
 from minivar.__main__ import main
 from minivar.checkpoint import CheckpointError, load_checkpoint
+import minivar.train as train_module
 from minivar.train import StepBatches, lr_at, train
 from tests.helpers import crash_at_call, tiny_train_config
 
@@ -63,6 +66,29 @@ def test_ctrl_c_saves_a_checkpoint_and_resume_loses_nothing(tmp_path, monkeypatc
     assert load_checkpoint(cfg.run_dir / "ckpt.pt")["step"] == 7  # the 7 finished steps were kept
     resumed = train(cfg, resume=True, progress=False)
     assert_same_run(tmp_path / "a", tmp_path / "b", straight, resumed)
+
+
+@pytest.mark.parametrize("signum, times, saved", [(signal.SIGTERM, 1, 8), (signal.SIGINT, 1, 8),
+                                                  (signal.SIGINT, 2, 7)], ids=["sigterm", "ctrl-c", "ctrl-c twice"])
+def test_a_signal_mid_step_lets_the_step_finish_then_saves_it(tmp_path, monkeypatch, signum, times, saved):
+    """One signal inside step 8: step 8 is finished, saved, and the run resumes exactly. Twice: stop at once, keep 7."""
+    straight = train(tiny_train_config(tmp_path / "a", max_steps=16, ckpt_every=100), progress=False)
+    cfg = tiny_train_config(tmp_path / "b", max_steps=16, ckpt_every=100)
+    real, calls, before = train_module.compute_loss, {"n": 0}, signal.getsignal(signum)
+
+    def compute_loss(*args):
+        calls["n"] += 1
+        for _ in range(times if calls["n"] == 8 else 0):
+            os.kill(os.getpid(), signum)  # delivered here, in the middle of the step
+        return real(*args)
+
+    monkeypatch.setattr(train_module, "compute_loss", compute_loss)
+    with pytest.raises(KeyboardInterrupt, match=f"ckpt.pt holds step {saved}; continue with --resume"):
+        train(cfg, progress=False)
+    monkeypatch.undo()
+    assert signal.getsignal(signum) is before  # the handlers are put back
+    assert load_checkpoint(cfg.run_dir / "ckpt.pt")["step"] == saved
+    assert_same_run(tmp_path / "a", tmp_path / "b", straight, train(cfg, resume=True, progress=False))
 
 
 def test_resume_drops_log_lines_after_the_checkpoint(tmp_path):
