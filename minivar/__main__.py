@@ -100,17 +100,20 @@ def cmd_sample(args):
                          f"generator recipe")
     guidance = model.guidance_or_default(args.guidance)
     options = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p),
-                                 ("steps", args.steps)) if v is not None}  # only what was given: each generator
+                                 ("steps", args.steps), ("guidance_high", args.guidance_high),
+                                 ("heun", args.heun or None)) if v is not None}  # only what was given: each generator
     from .sampling import check_options  # has its own defaults and options
-    check_options(**{k: v for k, v in options.items() if k != "steps"})  # now, not after the first batch
+    check_options(**{k: v for k, v in options.items() if k in ("temperature", "top_k", "top_p")})  # now, not later
     if options.get("steps", 1) < 1:
         raise ValueError(f"--steps must be at least 1, got {options['steps']}")
+    if not 0 <= options.get("guidance_high", 0) <= 1:
+        raise ValueError(f"--guidance-high is a time in [0, 1] (1 = guide at every step), got {options['guidance_high']}")
     import inspect
     takes = inspect.signature(model.generate).parameters
     for name in options:
         if name not in takes:
-            known = [f"--{p.replace('_', '-')}" for p in ("guidance", "temperature", "top_k", "top_p", "steps")
-                     if p in takes]
+            known = [f"--{p.replace('_', '-')}" for p in ("guidance", "temperature", "top_k", "top_p", "steps",
+                                                          "guidance_high", "heun") if p in takes]
             raise ValueError(f"a {cfg.model} model does not take --{name.replace('_', '-')}; its options: "
                              f"{', '.join(known)}")
     n_cls = model.cfg.num_classes
@@ -140,8 +143,10 @@ def cmd_sample(args):
     print(f"wrote {out}: {shown} of {len(images)} samples ({layout}), guidance {guidance:g}, "
           f"{seconds:.1f} s ({len(images) / seconds:.1f} images/s)")
     if args.fd:
-        from .metrics import fd_emoji
-        print(f"fd_emoji({len(images)} samples vs {len(real)} test emoji) = {fd_emoji(images, real):.2f}")
+        from .metrics import fd_emoji_ci
+        fd, low, high = fd_emoji_ci(images, real)
+        print(f"fd_emoji({len(images)} samples vs {len(real)} test emoji) = {fd:.2f}  (95% bootstrap interval "
+              f"{low:.2f} - {high:.2f})")
 
 
 def parse_classes(text: str, n_cls: int) -> list:
@@ -206,7 +211,12 @@ def main(argv=None):
     p.add_argument("--top-p", type=float, default=None,
                    help="nucleus: keep the top tokens holding this mass (default 1 = all)")
     p.add_argument("--steps", type=int, default=None,
-                   help="FlowAR: Euler steps of each scale's ODE solve (default: the model's, 25)")
+                   help="FlowAR: Euler steps of each scale's ODE solve (default: the model's, 25; FlowAR's time "
+                        "grid makes an odd count one step fewer)")
+    p.add_argument("--guidance-high", type=float, default=None,
+                   help="FlowAR: guide only while t <= this in each ODE solve (default: the model's, 0.9; 1 = always)")
+    p.add_argument("--heun", action="store_true",
+                   help="FlowAR: Heun's second-order steps (two network calls a step, one on the last)")
     p.add_argument("--classes", default="", help="comma-separated class indices (default: all, in turn)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)

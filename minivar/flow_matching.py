@@ -114,9 +114,9 @@ class MLPHead(nn.Module):
 class RopeAttention(nn.Module):
     """Multi-head attention with 2-D RoPE on queries and keys; keys/values from `context` if given (cross)."""
 
-    def __init__(self, dim: int, n_head: int, qkv_bias: bool = False, context_dim: int = 0):
+    def __init__(self, dim: int, n_head: int, qkv_bias: bool = False, context_dim: int = 0, dropout: float = 0.0):
         super().__init__()
-        self.n_head = n_head
+        self.n_head, self.dropout = n_head, dropout
         if context_dim:  # cross-attention: queries from x, keys and values from the condition
             self.q, self.kv = nn.Linear(dim, dim, bias=qkv_bias), nn.Linear(context_dim, 2 * dim, bias=qkv_bias)
         else:
@@ -134,7 +134,7 @@ class RopeAttention(nn.Module):
         q, k, v = (rearrange(t, "b l h d -> b h l d") for t in (q, k, v))
         if cache is not None:
             k, v = cache.append(k, v)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
         return self.proj(rearrange(y, "b h l d -> b l (h d)"))
 
 
@@ -236,50 +236,62 @@ def flow_matching_loss(head, x, z, t=None, noise=None) -> torch.Tensor:
 
 def time_grid(num_steps: int) -> torch.Tensor:
     """FlowAR's float64 grid from t = 1 to 0: half the steps stretch over [1, 0.3], the other half refine [0.25, 0]
-    (coarse structure first, details last); exactly 50 steps are uniform. -> (num_steps + 1,)"""
+    (coarse structure first, details last); exactly 50 steps are uniform. (The release's two halves hold
+    num_steps // 2 and num_steps // 2 + 1 points, so an odd count makes one step fewer; kept, for its numbers. Fewer
+    than 2 steps, where its grid would have no step at all, are uniform here.)"""
     if num_steps < 1:
-        raise ValueError(f"the sampler needs at least 1 step, got {num_steps}")
-    if num_steps == 50:
+        raise ValueError(f"the sampler needs at least 1 step (num_steps, --steps), got {num_steps}")
+    if num_steps == 50 or num_steps < 2:
         return torch.linspace(1, 0, num_steps + 1, dtype=torch.float64)
     return torch.cat([torch.linspace(1, 0.3, num_steps // 2, dtype=torch.float64),
                       torch.linspace(0.25, 0, num_steps // 2 + 1, dtype=torch.float64)])
 
 
+def guided_velocity(velocity_fn, x, t, z, cfg_scale=1.0, guided=True, dtype=torch.float32):
+    """The velocity at time t of the states x (2B rows with guidance: conditional half, then the unconditional one),
+    in float64 (the network runs in `dtype`). Guided: the conditional half is fed twice (once with each half of z)
+    and the two velocities mixed uncond + s (cond - uncond), for both halves; unguided: every row its own."""
+    half = x.shape[0] // 2
+    x_in = torch.cat([x[:half], x[:half]]) if guided else x
+    times = torch.full((x.shape[0],), float(t), dtype=torch.float64, device=x.device)
+    v = velocity_fn(x_in.to(dtype), times.to(dtype), None if z is None else z.to(dtype)).to(torch.float64)
+    if not guided:
+        return v
+    cond, uncond = v.chunk(2)
+    return torch.cat([uncond + cfg_scale * (cond - uncond)] * 2)
+
+
 @torch.no_grad()
 def euler_sample(velocity_fn, noise, z, num_steps=25, cfg_scale=1.0, guidance_high=1.0, guidance_low=0.0,
-                 heun=False):
+                 heun=False, path=None):
     """Integrate dx/dt = velocity_fn(x, t, z) from t = 1 (noise) to t = 0 in float64 on time_grid(num_steps).
 
     Guidance (cfg_scale = s != 1) needs the (2B) layout of FlowAR's sampler: the first B rows of noise and z are the
     conditional half, the last B the same samples without their class. While guidance_low <= t <= guidance_high the
-    conditional half is fed twice and the velocities mixed uncond + s (cond - uncond); outside that interval (FlowAR:
-    t > 0.9, the first, noisiest steps) both halves follow their own velocity, unguided. heun=True adds Heun's
-    correction (a second velocity at the step's end, averaged with the first; not on the last step, which ends at
-    t = 0): twice the network calls, a second-order error. Returns x at t = 0 (float64, noise's shape).
-    (The release mixes only for s > 1; s < 1, towards the unconditional model, works here too.)
+    velocities are mixed (guided_velocity); outside that interval (FlowAR: t > 0.9, the first, noisiest steps) both
+    halves follow their own velocity, unguided. heun=True adds Heun's correction (a second velocity at the step's
+    end, averaged with the first; not on the last step, which ends at t = 0): twice the network calls, a
+    second-order error. Returns x at t = 0 (float64, noise's shape). (The release mixes only for s > 1; s < 1,
+    towards the unconditional model, works here too.) A list given as `path` receives (t, x_t) at every point of
+    the grid: the trajectory, to look at.
     """
-    dtype, grid = noise.dtype, time_grid(num_steps)
+    grid, dtype = time_grid(num_steps), noise.dtype
     x = noise.to(torch.float64)
 
-    def velocity(x, t):
-        guided = cfg_scale != 1.0 and guidance_low <= t <= guidance_high
-        half = x.shape[0] // 2
-        x_in = torch.cat([x[:half], x[:half]]) if guided else x
-        times = torch.full((x.shape[0],), float(t), dtype=torch.float64, device=x.device)
-        v = velocity_fn(x_in.to(dtype), times.to(dtype), None if z is None else z.to(dtype)).to(torch.float64)
-        if guided:
-            cond, uncond = v.chunk(2)
-            v = torch.cat([uncond + cfg_scale * (cond - uncond)] * 2)
-        return v
-
     for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
-        d = velocity(x, t)
+        if path is not None:
+            path.append((float(t), x.clone()))
+        guided = cfg_scale != 1.0 and guidance_low <= t <= guidance_high  # decided at the step's start, for both
+        d = guided_velocity(velocity_fn, x, t, z, cfg_scale, guided, dtype)  # of Heun's velocities (as the release)
         x_next = x + (t_next - t) * d
-        if heun and i < num_steps - 1:
-            x_next = x + (t_next - t) * 0.5 * (d + velocity(x_next, t_next))
+        if heun and i < len(grid) - 2:
+            x_next = x + (t_next - t) * 0.5 * (d + guided_velocity(velocity_fn, x_next, t_next, z, cfg_scale, guided,
+                                                                   dtype))
         x = x_next
+    if path is not None:
+        path.append((0.0, x.clone()))
     return x
 
 
 __all__ = ["TimestepEmbedder", "MLPHead", "TransformerHead", "flow_matching_loss", "time_grid", "euler_sample",
-           "time_steps"]
+           "guided_velocity", "time_steps"]

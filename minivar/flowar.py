@@ -65,7 +65,7 @@ class FlowARConfig:
     rope_frame: float = 0.0  # the shared RoPE coordinate frame; 0: the grid (the release: always 16)
     guidance: float = 3.0  # default guidance at the last scale (ramped from 1 at the first); 1 = none
     guidance_high: float = 0.9  # guidance only while t <= this in each ODE solve (the release: 0.9)
-    sample_steps: int = 25  # Euler steps per scale (the release: 25)
+    sample_steps: int = 25  # Euler steps per scale (the release: 25; its time grid makes an odd count one fewer)
 
     def __post_init__(self):
         self.scales = tuple(self.scales)
@@ -75,6 +75,9 @@ class FlowARConfig:
             if width % self.n_head or (width // self.n_head) % 4:
                 raise ValueError(f"{name} {width} must be divisible by n_head {self.n_head} into heads of a size "
                                  f"divisible by 4 (2-D RoPE)")
+        if self.sample_steps < 1 or not 0 <= self.guidance_high <= 1:
+            raise ValueError(f"sample_steps must be at least 1 and guidance_high a time in [0, 1] (1 = guide at every "
+                             f"step), got {self.sample_steps} and {self.guidance_high}")
         if self.head == "transformer" and self.head_width % 64 and self.head_width > 64:
             raise ValueError(f"head_width {self.head_width}: the transformer head has heads of 64 channels, "
                              f"use a multiple of 64")
@@ -95,11 +98,10 @@ class Block(nn.Module):
     def __init__(self, dim, n_head, mlp_ratio=4.0, dropout=0.0, attn_dropout=0.0):
         super().__init__()
         self.norm1, self.norm2 = RMSNorm(dim, 1e-6, affine=False), RMSNorm(dim, 1e-6, affine=False)
-        self.attn = RopeAttention(dim, n_head, qkv_bias=True)
+        self.attn = RopeAttention(dim, n_head, qkv_bias=True, dropout=attn_dropout)
         self.mlp = GeGLU(dim, int(dim * mlp_ratio * 2 / 3))
         self.ada_lin = AdaLN(dim, dim, 6)
         self.drop = nn.Dropout(dropout)
-        self.attn_dropout = attn_dropout  # (kept for the config; SDPA's dropout is not used: the release's is 0)
 
     def forward(self, x, cond, rope, mask=None, cache=None):
         gamma1, gamma2, scale1, scale2, shift1, shift2 = self.ada_lin(cond)
@@ -229,6 +231,9 @@ class FlowAR(Generator):
         guidance = self.guidance_or_default(guidance)
         steps = self.cfg.sample_steps if steps is None else steps
         high = self.cfg.guidance_high if guidance_high is None else guidance_high
+        if steps < 1 or not 0 <= high <= 1:
+            raise ValueError(f"steps must be at least 1 and guidance_high a time in [0, 1] (generate(steps=..., "
+                             f"guidance_high=...), --steps, --guidance-high), got {steps} and {high}")
         B, K, C, full = labels.shape[0], len(self.scales), self.cfg.latent_channels, self.cfg.grid
         guided = guidance != 1.0
         if guided:  # second half: the same samples without their class

@@ -78,6 +78,28 @@ def fd_emoji(images_a: torch.Tensor, images_b: torch.Tensor, classifier=None) ->
     return frechet_distance(emoji_features(images_a, classifier), emoji_features(images_b, classifier))
 
 
+def fd_emoji_ci(images, real, n_boot: int = 200, level: float = 0.95, seed: int = 0, classifier=None) -> tuple:
+    """fd_emoji with a bootstrap confidence interval: (fd, low, high). Both sets are resampled with replacement
+    n_boot times (features computed once) and the interval is fd -/+ z * the resampled distances' standard
+    deviation (z = 1.96 for 95%). (The percentiles themselves would not do: a resample repeats images, which makes
+    every resampled distance larger, so they can all lie above fd.) It says how much the number moves with the
+    particular samples drawn: two models whose intervals overlap are not told apart by this many samples (a
+    conservative reading). Compare values at the same number of samples only: fd itself shrinks as n grows (its
+    estimate is biased upwards at small n), which the interval does not show. low is clipped at 0."""
+    if n_boot < 2 or not 0 < level < 1:
+        raise ValueError(f"n_boot must be at least 2 and level in (0, 1), e.g. 200 and 0.95; got {n_boot} and {level}")
+    from .emoji_classifier import load_emoji_classifier
+    classifier = classifier or load_emoji_classifier()
+    fa, fb = emoji_features(images, classifier), emoji_features(real, classifier)
+    g = torch.Generator().manual_seed(seed)
+    boots = torch.tensor([frechet_distance(fa[torch.randint(len(fa), (len(fa),), generator=g)],
+                                           fb[torch.randint(len(fb), (len(fb),), generator=g)])
+                          for _ in range(n_boot)])
+    z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + level / 2)).item()
+    fd, spread = frechet_distance(fa, fb), z * boots.std().item()
+    return fd, max(0.0, fd - spread), fd + spread
+
+
 def rfid(real: torch.Tensor, fake: torch.Tensor) -> float:
     """FID (Inception-v3 features, via torch-fidelity) between two image sets in [-1, 1].
 

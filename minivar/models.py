@@ -102,7 +102,7 @@ class Tokenizer(Model):
             raise ValueError(f"expected float images of shape (B, 3, {s}, {s}) in [-1, 1], "
                              f"got {images.dtype} {tuple(images.shape)}")
         if images.is_cuda and self.training:
-            return  # reading values makes the CPU wait for the GPU: the training data are checked when loaded
+            return  # reading values would make the CPU wait for the GPU; the dataset loaders make images in range
         if not torch.isfinite(images).all():
             raise ValueError("the images contain NaN or infinite values; check how they were made (a division by "
                              "zero, a failed decode?)")

@@ -22,8 +22,11 @@ def guidance_mix(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torc
 
 def linear_ramp(guidance: float, step: int, n_steps: int) -> float:
     """The guidance scale of step `step` (0-based) of n_steps, rising linearly from 1 (no guidance) at the first
-    step to `guidance` at the last: 1 + (guidance - 1) * step / (n_steps - 1). VAR's schedule over its scales."""
-    return 1.0 + (guidance - 1.0) * (step / max(1, n_steps - 1))
+    step to `guidance` at the last: 1 + (guidance - 1) * step / (n_steps - 1). VAR's schedule over its scales.
+    A single step is the last one and gets the full value (the official codes divide by zero there)."""
+    if n_steps <= 1:
+        return guidance
+    return 1.0 + (guidance - 1.0) * (step / (n_steps - 1))
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:

@@ -92,6 +92,9 @@ CLI = [  # (id, argv builder(runs, tmp), message)
     ("zero ODE steps", lambda r, t: ["sample", str(r["flowar"]), "--steps", "0"], "--steps must be at least 1"),
     ("top-k for FlowAR", lambda r, t: ["sample", str(r["flowar"]), "--top-k", "5"], "flowar model does not take"),
     ("ODE steps for raster", lambda r, t: ["sample", str(r["raster"]), "--steps", "5"], "raster model does not take"),
+    ("guidance interval past 1", lambda r, t: ["sample", str(r["flowar"]), "--guidance-high", "1.5"],
+     "--guidance-high is a time in"),
+    ("Heun for raster", lambda r, t: ["sample", str(r["raster"]), "--heun"], "raster model does not take --heun"),
 ]
 
 
@@ -102,6 +105,17 @@ def test_cli_refuses_with_one_clear_line(make_argv, message, runs, tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert re.search(message, err), err
+
+
+def test_the_valid_flowar_options_sample(runs, tmp_path, capsys):
+    """The other side of the FlowAR rows above: in range, the same options are taken and change the samples."""
+    grids = []
+    for extra in ([], ["--heun", "--guidance-high", "1.0"]):
+        out = tmp_path / f"grid{len(grids)}.png"
+        assert main(["sample", str(runs["flowar"]), "--n", "3", "--steps", "2", "--guidance", "3", "--out", str(out),
+                     *extra]) == 0
+        grids.append(out.read_bytes())
+    assert "3 of 3 samples" in capsys.readouterr().out and grids[0] != grids[1]
 
 
 def test_failed_validations_leave_no_run_folder(tmp_path):

@@ -57,3 +57,19 @@ def test_rfid_offline_error_names_the_way_out(monkeypatch):
     monkeypatch.setattr(torch_fidelity, "calculate_metrics", no_internet)
     with pytest.raises(RuntimeError, match="needs internet.*fd_emoji"):
         rfid(torch.zeros(2, 3, 32, 32), torch.zeros(2, 3, 32, 32))
+
+
+def test_fd_emoji_confidence_interval_brackets_the_value_and_narrows_with_more_samples():
+    from minivar.data import load_dataset
+    from minivar.metrics import fd_emoji_ci
+    data = load_dataset("emoji", "train")
+    real = torch.stack([data[i][0] for i in range(0, 3000, 3)])  # 1000 real emoji
+    fake = torch.stack([data[i][0] for i in range(1, 3000, 3)]).roll(1, dims=-1)  # others, shifted by a pixel
+    value, low, high = fd_emoji_ci(fake, real, n_boot=50)
+    assert low < value < high
+    small = fd_emoji_ci(fake[:200], real[:200], n_boot=50)
+    assert (small[2] - small[1]) > (high - low)  # fewer samples: a wider interval
+    far = fd_emoji_ci(fake.flip(-2), real, n_boot=50)  # upside down: told apart, the intervals do not overlap
+    assert far[1] > high
+    with pytest.raises(ValueError, match="n_boot must be at least 2"):
+        fd_emoji_ci(fake, real, n_boot=1)

@@ -44,7 +44,7 @@ def test_guidance_mix_is_llamagen_formula_and_scale_one_is_conditional():
 def test_linear_ramp_is_vars_schedule_in_the_one_convention():
     """VAR's official t_k = cfg * k / (K - 1) with (1 + t) cond - t uncond is guidance s_k = 1 + t_k."""
     assert [linear_ramp(2.5, k, 4) for k in range(4)] == pytest.approx([1.0, 1.5, 2.0, 2.5])
-    assert linear_ramp(1.0, 3, 6) == 1.0 and linear_ramp(4.0, 0, 1) == 1.0  # 1 = no guidance; one step: unguided
+    assert linear_ramp(1.0, 3, 6) == 1.0 and linear_ramp(4.0, 0, 1) == 4.0  # 1 = no guidance; one step: the last
     cond, uncond, cfg = torch.randn(3, 10), torch.randn(3, 10), 1.5
     for k in range(6):
         t = cfg * k / 5

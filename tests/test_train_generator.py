@@ -1,6 +1,7 @@
 """Generators train on cached token maps of a frozen tokenizer, through the same loop as the tokenizers."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -90,6 +91,10 @@ def test_cli_sample_writes_a_grid(tmp_path, tokenizer_dir, capsys):
     out = tmp_path / "grid.png"
     assert main(["sample", str(cfg.run_dir), "--n", "9", "--guidance", "1.5", "--top-k", "8", "--out", str(out)]) == 0
     assert out.exists() and "9 of 9 samples" in capsys.readouterr().out
+    assert main(["sample", str(cfg.run_dir), "--n", "30", "--fd", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    fd, low, high = map(float, re.search(r"= ([\d.]+)  \(95% bootstrap interval ([\d.-]+) - ([\d.]+)\)", printed).groups())
+    assert "labels follow the test split" in printed and low < fd < high
     assert main(["sample", str(tokenizer_dir)]) == 2
     assert "not a generator" in capsys.readouterr().err
 
