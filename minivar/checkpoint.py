@@ -134,7 +134,7 @@ class StopSignals:
     def __init__(self):
         self.signum, self.previous = None, {}
 
-    def __enter__(self):
+    def install(self):
         if threading.current_thread() is threading.main_thread():
             self.previous = {s: signal.signal(s, self.ask) for s in (signal.SIGTERM, signal.SIGINT)}
         return self
@@ -144,7 +144,6 @@ class StopSignals:
             raise TrainingInterrupted("asked twice", signum)
         self.signum = signum
 
-    def __exit__(self, *exc):
+    def restore(self):
         for s, handler in self.previous.items():
             signal.signal(s, signal.SIG_DFL if handler is None else handler)
-        return False

@@ -250,7 +250,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         set_rng_state(rng)
     last_ckpt, images_seen, t_start, between_steps = step, 0, time.time(), True
     last_ckpt_time = t_start
-    stop = StopSignals().__enter__()  # Ctrl-C / SIGTERM: finish the step, then save and stop (below)
+    stop = StopSignals().install()  # Ctrl-C / SIGTERM: finish the step, then save and stop (below)
     try:
         while not done(cfg, step, elapsed, world, dev) and stop.signum is None:
             t0 = time.time()
@@ -300,7 +300,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             raise stopped(stop.signum, ckpt_path, last_ckpt) from None
     finally:
         bar.close()
-        stop.__exit__()
+        stop.restore()
     if step != last_ckpt or not ckpt_path.exists():
         checkpoint()
         last_ckpt = step
