@@ -1,5 +1,7 @@
 """Small configurations shared by the tests: real code paths, sizes that run in seconds on a CPU."""
 
+import torch
+
 from minivar import train as train_module
 from minivar.autoencoder import VQVAEConfig
 from minivar.train import TrainConfig
@@ -40,3 +42,16 @@ def crash_at_call(monkeypatch, n, exc):
         return real(*args)
 
     monkeypatch.setattr(train_module, "compute_loss", compute_loss)
+
+
+def fit(model, batch, steps: int, lr: float = 3e-3) -> list:
+    """Train `model` on one fixed batch for `steps` AdamW steps through its own loss; -> the loss of every step."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    losses = []
+    for _ in range(steps):
+        loss, _ = model.loss(batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    return losses

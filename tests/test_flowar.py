@@ -12,6 +12,7 @@ from minivar.flowar import FlowAR, FlowARConfig, next_scale_input
 from minivar.kl_autoencoder import KLAutoencoder, KLAutoencoderConfig
 from minivar.models import build
 from minivar.official import load_flowar, load_mar_vae
+from tests.helpers import fit
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -153,15 +154,8 @@ def test_a_tiny_flowar_learns_fixed_latents(head):
     model = tiny_flowar(head=head).train()
     latents = torch.randn(4, 4, 8, 8, generator=torch.Generator().manual_seed(0))
     labels = torch.tensor([0, 1, 2, 0])
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
     torch.manual_seed(0)
-    losses = []
-    for _ in range(60):
-        loss, _ = model.loss((latents, labels))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(model, (latents, labels), 60)
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10, (losses[:3], losses[-3:])
 
 

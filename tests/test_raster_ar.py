@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from minivar.raster_ar import RasterAR, RasterARConfig
 from minivar.sampling import guidance_mix, sample
+from tests.helpers import fit
 
 
 def tiny(**kw):
@@ -95,14 +96,7 @@ def test_a_tiny_model_memorises_four_token_maps_and_regenerates_them():
     model = RasterAR(RasterARConfig(vocab_size=16, grid=4, num_classes=4, dim=64, n_layer=2, n_head=4,
                                     multiple_of=16, class_dropout=0.0))
     maps, labels = torch.randint(0, 16, (4, 16)), torch.arange(4)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    losses = []
-    for _ in range(150):
-        loss, _ = model.loss((maps, labels))
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    losses = fit(model, (maps, labels), 150)
     assert losses[0] == pytest.approx(math.log(16), abs=1e-3) and losses[-1] < 0.05
     assert torch.equal(model.generate(labels, guidance=1.0, temperature=0).flatten(1), maps)
     g = torch.Generator().manual_seed(0)  # sampling at temperature 1 lands on them too: the model is certain
