@@ -52,14 +52,13 @@ def load_checkpoint(path, map_location="cpu", required=("model", "config")) -> d
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
+        detail = next((line for line in str(e).splitlines() if "nsupported" in line), str(e)).strip()[:200]
         if "unsupported global" not in str(e).lower():  # not a refused class: the bytes themselves are bad
-            detail = next((line for line in str(e).splitlines() if "nsupported" in line), str(e)).strip()[:200]
             raise CheckpointError(f"{path} is corrupt or truncated (or not a checkpoint at all) and cannot be loaded "
                                   f"({detail}). Delete it and train again, or point to an earlier checkpoint") from e
         raise CheckpointError(f"{path} was refused as unsafe: it holds Python objects that safe loading refuses "
                               f"(weights_only=True allows tensors, numbers, strings, lists and dicts), so it was not "
-                              f"written by minivar, or it was tampered with. Nothing in it was run. "
-                              f"({next(line for line in str(e).splitlines() if 'nsupported' in line).strip()[:200]})"
+                              f"written by minivar, or it was tampered with. Nothing in it was run. ({detail})"
                               ) from e  # (torch words it "unsupported GLOBAL posix.system": compare case-blind)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
         raise CheckpointError(f"{path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: {e}). "
