@@ -75,9 +75,7 @@ class FlowARConfig:
             if width % self.n_head or (width // self.n_head) % 4:
                 raise ValueError(f"{name} {width} must be divisible by n_head {self.n_head} into heads of a size "
                                  f"divisible by 4 (2-D RoPE)")
-        if self.sample_steps < 1 or not 0 <= self.guidance_high <= 1:
-            raise ValueError(f"sample_steps must be at least 1 and guidance_high a time in [0, 1] (1 = guide at every "
-                             f"step), got {self.sample_steps} and {self.guidance_high}")
+        check_sampler(self.sample_steps, self.guidance_high)
         if self.head == "transformer" and self.head_width % 64 and self.head_width > 64:
             raise ValueError(f"head_width {self.head_width}: the transformer head has heads of 64 channels, "
                              f"use a multiple of 64")
@@ -89,6 +87,14 @@ class FlowARConfig:
             raise ValueError(f"the latent side {self.grid} is not a power of 2, so it cannot be reached by doubling "
                              f"from 1: set the scales, e.g. --set scales=1,2,3,{self.grid}")
         return tuple(2 ** k for k in range(int(math.log2(self.grid)) + 1))
+
+
+def check_sampler(steps: int, guidance_high: float):
+    """The ODE sampler's settings, in range (the config's defaults and generate's arguments alike)."""
+    if steps < 1 or not 0 <= guidance_high <= 1:
+        raise ValueError(f"steps must be at least 1 and guidance_high a time in [0, 1] (1 = guide at every step): set "
+                         f"sample_steps / guidance_high, generate(steps=..., guidance_high=...) or --steps / "
+                         f"--guidance-high; got {steps} and {guidance_high}")
 
 
 class Block(nn.Module):
@@ -231,9 +237,7 @@ class FlowAR(Generator):
         guidance = self.guidance_or_default(guidance)
         steps = self.cfg.sample_steps if steps is None else steps
         high = self.cfg.guidance_high if guidance_high is None else guidance_high
-        if steps < 1 or not 0 <= high <= 1:
-            raise ValueError(f"steps must be at least 1 and guidance_high a time in [0, 1] (generate(steps=..., "
-                             f"guidance_high=...), --steps, --guidance-high), got {steps} and {high}")
+        check_sampler(steps, high)
         B, K, C, full = labels.shape[0], len(self.scales), self.cfg.latent_channels, self.cfg.grid
         guided = guidance != 1.0
         if guided:  # second half: the same samples without their class
@@ -254,4 +258,4 @@ class FlowAR(Generator):
         return out if every_scale else out[-1]
 
 
-__all__ = ["FlowARConfig", "FlowAR", "Block", "next_scale_input"]
+__all__ = ["FlowARConfig", "FlowAR", "Block", "next_scale_input", "check_sampler"]
