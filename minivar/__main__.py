@@ -107,7 +107,8 @@ def cmd_sample(args):
     if options.get("steps", 1) < 1:
         raise ValueError(f"--steps must be at least 1, got {options['steps']}")
     if not 0 <= options.get("guidance_high", 0) <= 1:
-        raise ValueError(f"--guidance-high is a time in [0, 1] (1 = guide at every step), got {options['guidance_high']}")
+        raise ValueError(f"--guidance-high is a time in [0, 1] (1 = guide at every step), "
+                         f"got {options['guidance_high']}")
     import inspect
     takes = inspect.signature(model.generate).parameters
     for name in options:

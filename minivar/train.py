@@ -36,13 +36,13 @@ from tqdm.auto import tqdm
 from . import device as best_device
 from .checkpoint import (
     CheckpointError,
+    StopSignals,
     TrainingInterrupted,
     load_checkpoint,
     prepare_run_dir,
     read_log,
     rng_state,
     save_checkpoint,
-    StopSignals,
     set_rng_state,
 )
 from .data import StepBatches, dataset_labels, flip_batch, load_dataset, preview_batch

@@ -5,10 +5,10 @@ import signal
 import pytest
 import torch
 
+import minivar.train as train_module
 from minivar import recipes
 from minivar.__main__ import main
 from minivar.checkpoint import CheckpointError, load_checkpoint
-import minivar.train as train_module
 from minivar.train import StepBatches, lr_at, train
 from tests.helpers import crash_at_call, tiny_train_config
 

@@ -93,7 +93,8 @@ def test_cli_sample_writes_a_grid(tmp_path, tokenizer_dir, capsys):
     assert out.exists() and "9 of 9 samples" in capsys.readouterr().out
     assert main(["sample", str(cfg.run_dir), "--n", "30", "--fd", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    fd, low, high = map(float, re.search(r"= ([\d.]+)  \(95% bootstrap interval ([\d.-]+) - ([\d.]+)\)", printed).groups())
+    found = re.search(r"= ([\d.]+)  \(95% bootstrap interval ([\d.-]+) - ([\d.]+)\)", printed)
+    fd, low, high = map(float, found.groups())
     assert "labels follow the test split" in printed and low < fd < high
     assert main(["sample", str(tokenizer_dir)]) == 2
     assert "not a generator" in capsys.readouterr().err
