@@ -1,17 +1,18 @@
 """Sampling speed of the generators: images/s and tokens/s, with and without the KV cache.
 
-    python benchmarks/sampling.py                      # emoji-raster, emoji-var, emoji-flowar: CPU fp32, batch 1, 64
+    python benchmarks/sampling.py          # emoji-raster, emoji-rar, emoji-var, emoji-flowar: CPU fp32, batch 1, 64
     python benchmarks/sampling.py --recipes cifar10-raster cifar10-var --device cuda --batches 1 64 256
 
 Builds each recipe's generator (random weights: the cost of a forward pass does not depend on their values),
 generates with classifier-free guidance (`--guidance`, default 2: the batch runs twice, as in real use), and times
 `--repeats` runs after one untimed warm-up; the median is reported. "steps" is the number of sequential
-forward passes a sample needs. Raster models run with and without the KV cache; VAR (always cached) is also
+forward passes a sample needs. Raster and RAR models run with and without the KV cache (RAR samples in raster
+order, one token per step, like the raster model); VAR (always cached) is also
 compared with the raster model at the same batch size, next to the bound raster steps / VAR steps (64 / 6 for
 the emoji recipes, which have about the same number of parameters and the same final 8x8 grid).
 Prints a table and appends it to <out>/sampling.csv (default benchmarks/results/) with the command, the machine
 and the date. Wall time is measured here, never asserted in a test. VAR ramps its guidance over the scales,
-LlamaGen applies it to every token; the cost (a doubled batch) is the same.
+RAR over the tokens, LlamaGen applies it to every token; the cost (a doubled batch) is the same.
 """
 
 import argparse
@@ -88,7 +89,8 @@ def measure_flowar(name, model, device, batches, repeats, guidance, ode_steps):
 
 
 def compare_with_raster(rows):
-    """VAR rows: how much faster than the (cached) raster model at the same batch, and the step-count bound."""
+    """Other models' rows: how much faster than the (cached) raster model at the same batch, and the step-count
+    bound."""
     raster = {r["batch"]: r for r in rows if r["model"] == "raster" and r["kv_cache"]}
     for r in rows:
         if r["model"] != "raster" and r["batch"] in raster:
@@ -99,7 +101,7 @@ def compare_with_raster(rows):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--recipes", nargs="*", default=["emoji-raster", "emoji-var", "emoji-flowar"])
+    p.add_argument("--recipes", nargs="*", default=["emoji-raster", "emoji-rar", "emoji-var", "emoji-flowar"])
     p.add_argument("--device", default="cpu")
     p.add_argument("--batches", type=int, nargs="*", default=[1, 64])
     p.add_argument("--repeats", type=int, default=3)

@@ -101,7 +101,8 @@ def cmd_sample(args):
     guidance = model.guidance_or_default(args.guidance)
     options = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p),
                                  ("steps", args.steps), ("guidance_high", args.guidance_high),
-                                 ("heun", args.heun or None)) if v is not None}  # only what was given: each generator
+                                 ("heun", args.heun or None), ("guidance_power", args.guidance_power))
+               if v is not None}  # only what was given: each generator
     from .sampling import check_options  # has its own defaults and options
     check_options(**{k: v for k, v in options.items() if k in ("temperature", "top_k", "top_p")})  # now, not later
     if options.get("steps", 1) < 1:
@@ -109,12 +110,14 @@ def cmd_sample(args):
     if not 0 <= options.get("guidance_high", 0) <= 1:
         raise ValueError(f"--guidance-high is a time in [0, 1] (1 = guide at every step), "
                          f"got {options['guidance_high']}")
+    if options.get("guidance_power", 0) < 0:
+        raise ValueError(f"--guidance-power must be >= 0 (0 = constant guidance), got {options['guidance_power']}")
     import inspect
     takes = inspect.signature(model.generate).parameters
     for name in options:
         if name not in takes:
             known = [f"--{p.replace('_', '-')}" for p in ("guidance", "temperature", "top_k", "top_p", "steps",
-                                                          "guidance_high", "heun") if p in takes]
+                                                          "guidance_high", "heun", "guidance_power") if p in takes]
             raise ValueError(f"a {cfg.model} model does not take --{name.replace('_', '-')}; its options: "
                              f"{', '.join(known)}")
     n_cls = model.cfg.num_classes
@@ -206,7 +209,8 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance s in uncond + s (cond - uncond), 1 = none (default: the model's); "
-                        "VAR ramps it up over the scales, from 1 at the first to s at the last")
+                        "VAR ramps it up over the scales, from 1 at the first to s at the last; RAR over its tokens "
+                        "(see --guidance-power)")
     p.add_argument("--temperature", type=float, default=None, help="softmax temperature (default 1)")
     p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default 0 = all)")
     p.add_argument("--top-p", type=float, default=None,
@@ -218,6 +222,9 @@ def main(argv=None):
                    help="FlowAR: guide only while t <= this in each ODE solve (default: the model's, 0.9; 1 = always)")
     p.add_argument("--heun", action="store_true",
                    help="FlowAR: Heun's second-order steps (two network calls a step, one on the last)")
+    p.add_argument("--guidance-power", type=float, default=None,
+                   help="RAR: power of its cosine guidance schedule, s_t = 1 + (s - 1)(1 - cos(pi (t/N)^power)) / 2 "
+                        "(default: the model's; 0 = constant s)")
     p.add_argument("--classes", default="", help="comma-separated class indices (default: all, in turn)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)

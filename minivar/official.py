@@ -26,7 +26,9 @@ import torch
 from .autoencoder import VQVAE, VQVAEConfig
 from .flowar import FlowAR, FlowARConfig
 from .kl_autoencoder import KLAutoencoder, KLAutoencoderConfig
+from .maskgit_vq import MaskGITVQ, MaskGITVQConfig
 from .msvq import MultiScaleVQVAE, MultiScaleVQVAEConfig
+from .rar import RAR, RARConfig
 from .raster_ar import RasterAR, RasterARConfig
 from .var import VAR, VARConfig
 
@@ -320,5 +322,90 @@ def load_flowar(state_dict: dict, tokenizer=None, **official_kwargs) -> FlowAR:
     return model.eval()
 
 
+# ----------------------------------------------------------------------------- RAR and its MaskGIT VQGAN
+
+# The release's generator config fields (configs/training/generator/rar.yaml; RAR-B: 768 wide, 24 layers, 16 heads,
+# intermediate 3072; RAR-L 1024/24/16/4096; RAR-XL 1280/32/16/5120; RAR-XXL 1408/40/16/6144; all 256 tokens over
+# the MaskGIT VQGAN's 1024 codes, 1000 classes).
+RAR_DEFAULTS = dict(hidden_size=768, num_hidden_layers=24, num_attention_heads=16, intermediate_size=3072,
+                    image_seq_len=256, condition_num_classes=1000, codebook_size=1024, dropout=0.1, attn_drop=0.1)
+RAR_RENAMES = [(r"^pos_embed$", "pos"), (r"^target_aware_pos_embed$", "target_pos"),
+               (r"^timesteps_embeddings$", "step_embed"), (r"\.adaLN_modulation\.1\.", ".ada.linear."),
+               (r"^adaln_before_head\.ada\.", "head_ada."), (r"^lm_head\.", "head.")]
+
+
+def load_rar(state_dict: dict, tokenizer=None, **config) -> RAR:
+    """minivar's RAR from a release state dict (rar_b.bin ...) and the release's generator config fields
+    (hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, image_seq_len, condition_num_classes,
+    codebook_size, dropout, attn_drop). `model(tokens, labels, orders)` then equals the release's
+    `forward_fn(tokens, preprocess_condition(labels), orders=orders)` on its first N outputs, and `generate(labels,
+    guidance=g, guidance_power=p, temperature=t)` its `generate(labels, guidance_scale=g, guidance_scale_pow=p,
+    randomize_temperature=t)` token for token with the same random draws (the release's guidance_scale is minivar's
+    guidance, except that its 0 means "no guidance", minivar's 1). `tokenizer` (load_maskgit_vq's) is bound.
+
+    The release's tables are longer than the sequence (1024 spare positions, 100 spare steps) and its embedding
+    table has a row for MaskGIT's mask token between the image tokens and the classes; the loader drops both."""
+    unknown = set(config) - set(RAR_DEFAULTS)
+    if unknown:
+        raise ValueError(f"unknown RAR config fields {sorted(unknown)}; known: {', '.join(RAR_DEFAULTS)}")
+    a = {**RAR_DEFAULTS, **config}
+    grid = math.isqrt(a["image_seq_len"])
+    if grid * grid != a["image_seq_len"]:
+        raise ValueError(f"image_seq_len {a['image_seq_len']} is not a square number of tokens")
+    D = a["hidden_size"]
+    cfg = RARConfig(vocab_size=a["codebook_size"], grid=grid, num_classes=a["condition_num_classes"], dim=D,
+                    n_layer=a["num_hidden_layers"], n_head=a["num_attention_heads"],
+                    mlp_ratio=a["intermediate_size"] / D, class_dropout=0.1, dropout=a["dropout"],
+                    attn_dropout=a["attn_drop"])
+    model = RAR(cfg)
+    if int(D * cfg.mlp_ratio) != a["intermediate_size"]:
+        raise ValueError(f"intermediate_size {a['intermediate_size']} is not a whole multiple ratio of hidden_size {D}")
+    renamed = rename_weights(unwrap_state_dict(state_dict), RAR_RENAMES)
+    N, V = cfg.seq_len, cfg.vocab_size
+    for name, keep in (("pos", N + 2), ("target_pos", None), ("step_embed", N + 2)):
+        t = renamed.get(name)
+        if t is not None and t.ndim == 3 and t.shape[1] >= N + 2:
+            # target-aware rows are read at 2 + grid position (the release indexes both tables the same way)
+            renamed[name] = t[:, 2:2 + N] if keep is None else t[:, :keep]
+    table = renamed.get("embeddings.weight")
+    if table is not None and table.shape[0] == V + cfg.num_classes + 2:
+        renamed["embeddings.weight"] = torch.cat([table[:V], table[V + 1:]])  # drop MaskGIT's mask-token row
+    load_strictly(model, renamed, "config fields", "check hidden_size, num_hidden_layers, num_attention_heads, "
+                                                   "intermediate_size, image_seq_len, condition_num_classes and "
+                                                   "codebook_size")
+    if tokenizer is not None:
+        model.bind(tokenizer)
+    return model.eval()
+
+
+def load_maskgit_vq(state_dict: dict, channel_mult=(1, 1, 2, 2, 4), hidden_channels: int = 128,
+                    num_res_blocks: int = 2, z_channels: int = 256, num_embeddings: int = 1024,
+                    embedding_dim: int = 256, image_size: int = 256) -> MaskGITVQ:
+    """minivar's MaskGITVQ from the release's MaskGIT VQGAN state dict (maskgit-vqgan-imagenet-f16-256.bin, the
+    tokenizer RAR's weights expect; its PretrainedTokenizer fixes the arguments to these defaults). `encode(images
+    in [-1, 1])` then equals the release's `encode` on the same images in [0, 1] (as (B, h, w) maps), `decode` its
+    `decode` mapped to [-1, 1]."""
+    if z_channels != embedding_dim:
+        raise ValueError(f"the release quantizes the encoder's output directly: z_channels ({z_channels}) must equal "
+                         f"embedding_dim ({embedding_dim})")
+    cfg = MaskGITVQConfig(image_size=image_size, ch=hidden_channels, ch_mult=tuple(channel_mult),
+                          num_res_blocks=num_res_blocks, z_channels=z_channels, codebook_size=num_embeddings)
+    model = MaskGITVQ(cfg)
+    n = len(cfg.ch_mult)
+    renames = [(r"^encoder\.down\.(\d+)\.block\.", r"encoder.levels.\1."), (r"\.nin_shortcut\.", ".skip."),
+               (r"^quantize\.embedding\.", "codebook.")]
+    renamed = {}
+    for name, t in rename_weights(unwrap_state_dict(state_dict), renames).items():
+        m = re.match(r"^decoder\.up\.(\d+)\.(block|upsample_conv)\.?(.*)$", name)
+        if m:  # the release indexes the decoder's levels finest first; minivar in the order they run
+            level = n - 1 - int(m.group(1))
+            name = f"decoder.levels.{level}.{m.group(3)}" if m.group(2) == "block" else \
+                f"decoder.upsample.{level}.{m.group(3)}"
+        renamed[name] = t
+    load_strictly(model, renamed, "arguments", "check channel_mult, hidden_channels, num_res_blocks, z_channels, "
+                                               "num_embeddings")
+    return model.eval()
+
+
 __all__ = ["load_llamagen_vq", "load_llamagen_gpt", "load_var_vqvae", "load_var", "load_mar_vae", "load_flowar",
-           "unwrap_state_dict"]
+           "load_rar", "load_maskgit_vq", "unwrap_state_dict"]

@@ -18,6 +18,7 @@ from .flowar import FlowARConfig
 from .kl_autoencoder import KLAutoencoderConfig
 from .models import Generator, checkpoint_path, load, model_class, model_from_checkpoint
 from .msvq import MultiScaleVQVAEConfig
+from .rar import RARConfig
 from .raster_ar import RasterARConfig
 from .var import VARConfig
 
@@ -322,13 +323,47 @@ def _imagenet64_flowar():
                                                  decoder_depth=6, head_width=1024, head_depth=2, guidance=4.3))
 
 
+def _emoji_rar():
+    # RAR over the same tokenizer as emoji-raster (emoji-vqvae-l2's 8x8 maps of 1024 codes), at its size (3.2 M
+    # parameters: 160 wide, 6 layers, 5 heads of 32 -- adaLN makes RAR's blocks heavier, so it is narrower), its
+    # optimiser and its 2000 steps: the two differ only in the model and the orders (notebook 07). Random orders
+    # for the first half of the run, annealed to raster by 3/4 (RAR-B: epochs 200 -> 300 of 400).
+    return TrainConfig(name="emoji-rar", model="rar", tokenizer="runs/emoji-vqvae-l2", dataset="emoji",
+                       batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=0.05, max_steps=2000,
+                       eval_every=250, ckpt_every=250,
+                       model_config=RARConfig(num_classes=9, dim=160, n_layer=6, n_head=5, class_dropout=0.1,
+                                              dropout=0.1, attn_dropout=0.1, anneal_start=0.5, anneal_end=0.75,
+                                              guidance=2.0))
+
+
+def _cifar10_rar():
+    # One GPU; estimate (not yet measured): ~1 hour on an A100/H100 class GPU. cifar10-raster's width and depth in
+    # RAR's blocks, over cifar10-vqvae's 8x8 maps; RAR-B's optimiser (AdamW, betas 0.9/0.96, wd 0.03).
+    return TrainConfig(name="cifar10-rar", model="rar", tokenizer="runs/cifar10-vqvae", dataset="cifar10",
+                       batch_size=256, lr=4e-4, warmup_steps=1000, betas=(0.9, 0.96), weight_decay=0.03,
+                       max_steps=50_000, eval_every=2500, ckpt_every=2500, num_workers=4,
+                       model_config=RARConfig(num_classes=10, dim=512, n_layer=12, n_head=8, guidance=2.0))
+
+
+def _imagenet64_rar():
+    # One GPU; estimate (not yet measured): ~1 day on an A100/H100 class GPU. RAR-B's blocks at half its depth
+    # (768 wide, 12 layers, 16 heads) over imagenet64-vqvae's 8x8 maps of 16384 codes; RAR-B's optimiser and
+    # anneal window (1/2 -> 3/4 of the run). RAR-B samples with guidance 16 and power 2.75 at 256 px.
+    return TrainConfig(name="imagenet64-rar", model="rar", tokenizer="runs/imagenet64-vqvae",
+                       dataset="imagenet64", batch_size=256, lr=4e-4, warmup_steps=2000, betas=(0.9, 0.96),
+                       weight_decay=0.03, max_steps=300_000, eval_every=10_000, ckpt_every=5000, num_workers=8,
+                       model_config=RARConfig(num_classes=1000, dim=768, n_layer=12, n_head=16, guidance=4.0,
+                                              guidance_power=1.0))
+
+
 RECIPES = {"emoji-vqvae": _emoji_vqvae, "emoji-vqvae-l2": _emoji_vqvae_l2, "cifar10-vqvae": _cifar10_vqvae,
            "imagenet64-vqvae": _imagenet64_vqvae, "emoji-raster": _emoji_raster, "cifar10-raster": _cifar10_raster,
            "imagenet64-raster": _imagenet64_raster, "emoji-msvq": _emoji_msvq, "emoji-var": _emoji_var,
            "cifar10-msvq": _cifar10_msvq, "cifar10-var": _cifar10_var, "imagenet64-msvq": _imagenet64_msvq,
            "imagenet64-var": _imagenet64_var, "emoji-kl": _emoji_kl, "emoji-flowar": _emoji_flowar,
            "cifar10-kl": _cifar10_kl, "cifar10-flowar": _cifar10_flowar, "imagenet64-kl": _imagenet64_kl,
-           "imagenet64-flowar": _imagenet64_flowar}
+           "imagenet64-flowar": _imagenet64_flowar, "emoji-rar": _emoji_rar, "cifar10-rar": _cifar10_rar,
+           "imagenet64-rar": _imagenet64_rar}
 
 
 def get(name: str, overrides=()) -> TrainConfig:

@@ -199,7 +199,8 @@ class Block(nn.Module):
 class AdaLN(nn.Module):
     """Condition -> n_chunks per-channel vectors (e.g. gamma1, gamma2, scale1, scale2, shift1, shift2 of VAR).
 
-    A SiLU then one Linear, as DiT and VAR; each chunk is (B, 1, dim) so it broadcasts over the tokens.
+    A SiLU then one Linear, as DiT and VAR; each chunk is (B, 1, dim) so it broadcasts over the tokens (or
+    (B, L, dim) for a condition per token, as RAR's).
     """
 
     def __init__(self, cond_dim: int, dim: int, n_chunks: int = 6):
@@ -207,8 +208,9 @@ class AdaLN(nn.Module):
         self.n_chunks = n_chunks
         self.linear = nn.Linear(cond_dim, n_chunks * dim)
 
-    def forward(self, cond):  # (B, cond_dim) -> n_chunks x (B, 1, dim)
-        return self.linear(F.silu(cond)).unsqueeze(1).chunk(self.n_chunks, dim=-1)
+    def forward(self, cond):  # (B, cond_dim) -> n_chunks x (B, 1, dim); (B, L, cond_dim): one per token (RAR)
+        out = self.linear(F.silu(cond))
+        return (out.unsqueeze(1) if out.ndim == 2 else out).chunk(self.n_chunks, dim=-1)
 
 
 def modulate(x, shift, scale):

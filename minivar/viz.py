@@ -45,6 +45,30 @@ def show_grid(images: torch.Tensor, nrow: int = 8, title: str = None, ax=None, f
     return ax
 
 
+def show_class_grid(images: torch.Tensor, class_names, title: str = None, ax=None, figsize=None):
+    """Samples laid out one column per class, the class names written above the columns.
+
+    images (rows * C, 3, H, W) in row-major order: the first C images are one sample of each class, the next C the
+    second sample of each... (what model.generate(torch.arange(C).repeat(rows)) returns)."""
+    import matplotlib.pyplot as plt
+    C = len(class_names)
+    if len(images) % C:
+        raise ValueError(f"{len(images)} images do not fill whole rows of {C} classes")
+    grid = image_grid(images, nrow=C)
+    if ax is None:
+        _, ax = plt.subplots(figsize=figsize or (min(14, 1.3 * C), 1.3 * len(images) // C + 0.6))
+    ax.imshow(grid)
+    ax.set_xticks([(i + 0.5) * grid.shape[1] / C for i in range(C)])
+    ax.set_xticklabels(list(class_names), fontsize=8, rotation=30 if max(map(len, class_names)) > 8 else 0)
+    ax.xaxis.tick_top()
+    ax.set_yticks([])
+    for side in ax.spines.values():
+        side.set_visible(False)
+    if title:
+        ax.set_title(title, pad=24)
+    return ax
+
+
 def plot_token_map(tokens: torch.Tensor, ax=None, codebook_size=None, cmap="tab20"):
     """One (h, w) token map as a colour image with the indices written in (small maps only)."""
     import matplotlib.pyplot as plt

@@ -15,7 +15,7 @@ from minivar.__main__ import main
 from minivar.autoencoder import VQVAE
 from minivar.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minivar.data import load_dataset
-from minivar.official import load_llamagen_vq, load_var
+from minivar.official import load_llamagen_vq, load_maskgit_vq, load_rar, load_var
 from minivar.train import StepBatches, train
 from tests.helpers import tiny_raster_config, tiny_train_config, tiny_vqvae_config
 
@@ -25,6 +25,7 @@ def runs(tmp_path_factory):
     """Tiny tokenizer runs and generator runs over them: what the CLI cases sample or resume."""
     from minivar.flowar import FlowARConfig
     from minivar.kl_autoencoder import KLAutoencoderConfig
+    from minivar.rar import RARConfig
     root = tmp_path_factory.mktemp("runs")
     tok = tiny_train_config(root, max_steps=2, eval_every=100, ckpt_every=100)
     train(tok, progress=False)
@@ -38,7 +39,11 @@ def runs(tmp_path_factory):
                                                                          decoder_depth=1, head_width=64, head_depth=1,
                                                                          sample_steps=2))
     train(flowar, progress=False)
-    return {"root": root, "tokenizer": tok.run_dir, "raster": gen.run_dir, "flowar": flowar.run_dir}
+    rar = tiny_train_config(root, name="rar", model="rar", tokenizer=str(tok.run_dir), max_steps=2, eval_every=100,
+                            model_config=RARConfig(dim=32, n_head=2, n_layer=1))
+    train(rar, progress=False)
+    return {"root": root, "tokenizer": tok.run_dir, "raster": gen.run_dir, "flowar": flowar.run_dir,
+            "rar": rar.run_dir}
 
 
 def tiny_vqvae():
@@ -95,6 +100,12 @@ CLI = [  # (id, argv builder(runs, tmp), message)
     ("guidance interval past 1", lambda r, t: ["sample", str(r["flowar"]), "--guidance-high", "1.5"],
      "--guidance-high is a time in"),
     ("Heun for raster", lambda r, t: ["sample", str(r["raster"]), "--heun"], "raster model does not take --heun"),
+    ("negative RAR guidance power", lambda r, t: ["sample", str(r["rar"]), "--guidance-power", "-1"],
+     "--guidance-power must be >= 0"),
+    ("guidance power for raster", lambda r, t: ["sample", str(r["raster"]), "--guidance-power", "1"],
+     "raster model does not take --guidance-power"),
+    ("an anneal window backwards", lambda r, t: ["train", "emoji-rar", "--set", "anneal_start=0.9", "--set",
+                                                 "anneal_end=0.2"], "anneal_start <= anneal_end"),
 ]
 
 
@@ -114,6 +125,15 @@ def test_the_valid_flowar_options_sample(runs, tmp_path, capsys):
         out = tmp_path / f"grid{len(grids)}.png"
         assert main(["sample", str(runs["flowar"]), "--n", "3", "--steps", "2", "--guidance", "3", "--out", str(out),
                      *extra]) == 0
+        grids.append(out.read_bytes())
+    assert "3 of 3 samples" in capsys.readouterr().out and grids[0] != grids[1]
+
+
+def test_the_valid_rar_options_sample(runs, tmp_path, capsys):
+    grids = []
+    for extra in (["--guidance-power", "0"], ["--guidance-power", "2.75", "--top-k", "5"]):
+        out = tmp_path / f"grid{len(grids)}.png"
+        assert main(["sample", str(runs["rar"]), "--n", "3", "--guidance", "3", "--out", str(out), *extra]) == 0
         grids.append(out.read_bytes())
     assert "3 of 3 samples" in capsys.readouterr().out and grids[0] != grids[1]
 
@@ -202,6 +222,18 @@ API = [  # (id, call(runs, tmp), exception, message)
      "steps must be at least 1.*generate\\(steps=...,"),
     ("a FlowAR config guiding past t = 1", lambda r, t: recipes.get("emoji-flowar", ["guidance_high=1.5"]), ValueError,
      "guidance_high a time in \\[0, 1\\].*set sample_steps / guidance_high"),
+    ("RAR orders that repeat a position", lambda r, t: minivar.load(r["rar"]).generate(
+        [0], orders=torch.zeros(256, dtype=torch.long)), ValueError, "permutations of 0..255"),
+    ("RAR completion of another size", lambda r, t: minivar.load(r["rar"]).generate(
+        [0], given=torch.zeros(1, 8, dtype=torch.long)), ValueError, r"given must be a LongTensor \(1, 256\)"),
+    ("RAR logits for unordered orders", lambda r, t: minivar.load(r["rar"])(
+        torch.zeros(1, 256, dtype=torch.long), torch.tensor([0]), torch.ones(1, 256, dtype=torch.long)), ValueError,
+     "permutation of 0..255"),
+    ("RAR loader with a field of another model", lambda r, t: load_rar({}, depth=3), ValueError,
+     "unknown RAR config fields.*hidden_size"),
+    ("MaskGIT-VQ loader with z_channels != embedding_dim", lambda r, t: load_maskgit_vq({}, z_channels=8,
+                                                                                        embedding_dim=16),
+     ValueError, "must equal embedding_dim"),
     ("a checkpoint of another kind", lambda r, t: wrong_kind(r), ValueError, "holds a 'raster' model"),
     ("a corrupt checkpoint", lambda r, t: corrupt_checkpoint(t), CheckpointError, "corrupt or truncated"),
     ("a pickle that names os.system", lambda r, t: unsafe_checkpoint(t), CheckpointError, "refused as unsafe"),

@@ -98,7 +98,9 @@ def test_a_generator_written_outside_minivar_trains_samples_and_resumes(tmp_path
 def tiny_models():
     from minivar.flowar import FlowARConfig
     from minivar.kl_autoencoder import KLAutoencoderConfig
+    from minivar.maskgit_vq import MaskGITVQConfig
     from minivar.msvq import MultiScaleVQVAEConfig
+    from minivar.rar import RARConfig
     from minivar.raster_ar import RasterARConfig
     from minivar.var import VARConfig
     from tests.helpers import tiny_vqvae_config
@@ -111,7 +113,11 @@ def tiny_models():
     var = build("var", VARConfig(num_classes=3, depth=1, dim=32, n_head=4), ms.eval())
     flowar = build("flowar", FlowARConfig(num_classes=3, dim=32, n_head=2, encoder_depth=1, decoder_depth=1,
                                           head_width=64, head_depth=1, sample_steps=2), kl.eval())
-    return {"vqvae": vq, "msvqvae": ms, "klvae": kl, "raster": raster, "var": var, "flowar": flowar}
+    rar = build("rar", RARConfig(num_classes=3, dim=32, n_layer=1, n_head=2), vq.eval())
+    maskgit = build("maskgitvq", MaskGITVQConfig(image_size=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=8,
+                                                 codebook_size=32))
+    return {"vqvae": vq, "msvqvae": ms, "klvae": kl, "raster": raster, "var": var, "flowar": flowar, "rar": rar,
+            "maskgitvq": maskgit}
 
 
 def test_every_built_in_model_keeps_the_contract():

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from minivar.official import load_llamagen_gpt, load_llamagen_vq
+from minivar.official import load_llamagen_gpt, load_llamagen_vq, load_maskgit_vq, load_rar
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -109,3 +109,83 @@ def test_llamagen_gpt_loader_names_a_wrong_config(llamagen_gpt):
         load_llamagen_gpt(llamagen_gpt["state_dict"], **{**llamagen_gpt["model_args"], "n_layer": 3})
     with pytest.raises(ValueError, match="unknown LlamaGen ModelArgs"):
         load_llamagen_gpt(llamagen_gpt["state_dict"], **llamagen_gpt["model_args"], depth=2)
+
+
+# ----------------------------------------------------------------------------- RAR and its MaskGIT VQGAN
+
+@pytest.fixture(scope="module")
+def rar():
+    return torch.load(FIXTURES / "rar_tiny.pt", weights_only=True)
+
+
+@pytest.mark.parametrize("which", ["first", "second"])
+def test_rar_logits_equal_the_release_forward_in_any_order(rar, which):
+    """The release's forward_fn(tokens, preprocess_condition(labels), orders) on its first N outputs; the fixtures
+    hold a raster and two random orders (first) and another width, depth, heads, MLP ratio and grid (second)."""
+    f = rar if which == "first" else rar["second"]
+    model = load_rar(f["state_dict"], codebook_size=f["codebook_size"], **f["config"])
+    N = f["tokens"].shape[1]
+    torch.testing.assert_close(model(f["tokens"], f["labels"], f["orders"]), f["logits"][:, :N], rtol=1e-5, atol=1e-5)
+    if which == "first":
+        null = torch.full_like(f["labels"], model.null_class)
+        torch.testing.assert_close(model(f["tokens"], null, f["orders"]), f["logits_null"][:, :N], rtol=1e-5,
+                                   atol=1e-5)
+
+
+@pytest.mark.parametrize("key", ["g1", "g3_pow0", "g3_pow2.75", "g2_t0.5"])
+@pytest.mark.parametrize("cache", [True, False])
+def test_rar_generation_equals_the_release_generate(rar, key, cache):
+    """Same tokens as the release's generate() (with and without its KV cache) under the same global seed. The
+    release first draws len(labels) uniforms for its label dropout (at probability 0), so the test does too."""
+    model = load_rar(rar["state_dict"], codebook_size=rar["codebook_size"], **rar["config"])
+    kw = {"g1": dict(guidance=1.0, guidance_power=0.0), "g3_pow0": dict(guidance=3.0, guidance_power=0.0),
+          "g3_pow2.75": dict(guidance=3.0, guidance_power=2.75),
+          "g2_t0.5": dict(guidance=2.0, guidance_power=1.0, temperature=0.5)}[key]
+    torch.manual_seed(0)
+    torch.rand(len(rar["labels"]))
+    maps = model.generate(rar["labels"], use_cache=cache, **kw)
+    assert torch.equal(maps.flatten(1), rar["generate"][f"{key}_{'cache' if cache else 'nocache'}"])
+
+
+def test_rar_loader_names_a_wrong_config(rar):
+    with pytest.raises(ValueError, match="check hidden_size"):
+        load_rar(rar["state_dict"], codebook_size=64, **{**rar["config"], "num_hidden_layers": 3})
+    with pytest.raises(ValueError, match="unknown RAR config"):
+        load_rar(rar["state_dict"], codebook_size=64, **rar["config"], depth=2)
+    with pytest.raises(ValueError, match="square"):
+        load_rar(rar["state_dict"], codebook_size=64, **{**rar["config"], "image_seq_len": 15})
+
+
+@pytest.fixture(scope="module")
+def maskgit():
+    return torch.load(FIXTURES / "maskgit_vq_tiny.pt", weights_only=True)
+
+
+def test_maskgit_vq_encode_and_decode_equal_the_release(maskgit):
+    tok = load_maskgit_vq(maskgit["state_dict"], image_size=32, **maskgit["config"])
+    images = maskgit["images01"] * 2 - 1  # minivar's frame; the release read images01
+    tokens = tok.encode(images)
+    assert tokens.shape == (4, 16, 16)
+    assert torch.equal(tokens.flatten(1), maskgit["codes"])
+    torch.testing.assert_close(tok.encoder(maskgit["images01"]), maskgit["encoder_out"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tok.decode_raw(tokens), maskgit["decoder_raw"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(tok.decode(tokens), maskgit["decoded01"] * 2 - 1, rtol=1e-5, atol=1e-5)
+    assert tok.code_format()["vocab_size"] == 48
+
+
+def test_maskgit_vq_loader_names_a_wrong_config(maskgit):
+    with pytest.raises(ValueError, match="check channel_mult"):
+        load_maskgit_vq(maskgit["state_dict"], image_size=32, **{**maskgit["config"], "num_res_blocks": 1})
+    with pytest.raises(ValueError, match="must equal"):
+        load_maskgit_vq(maskgit["state_dict"], image_size=32, **{**maskgit["config"], "z_channels": 8})
+
+
+def test_a_released_rar_samples_images_through_its_tokenizer(rar):
+    """The pieces fit together as a GPU learner will use them: RAR bound to a MaskGIT VQ whose codebook and grid
+    are its own, generate -> decode -> images in [-1, 1]."""
+    from minivar.maskgit_vq import MaskGITVQ, MaskGITVQConfig
+    tok = MaskGITVQ(MaskGITVQConfig(image_size=16, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=8,
+                                    codebook_size=64)).eval()
+    model = load_rar(rar["state_dict"], tokenizer=tok, codebook_size=64, **rar["config"])
+    images = tok.decode(model.generate(torch.tensor([0, 9]), guidance=2.0))
+    assert images.shape == (2, 3, 16, 16) and images.min() >= -1 and images.max() <= 1

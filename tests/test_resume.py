@@ -15,7 +15,9 @@ import torch
 from minivar.checkpoint import load_checkpoint
 from minivar.flowar import FlowARConfig
 from minivar.kl_autoencoder import KLAutoencoderConfig
+from minivar.maskgit_vq import MaskGITVQConfig
 from minivar.msvq import MultiScaleVQVAEConfig
+from minivar.rar import RARConfig
 from minivar.raster_ar import RasterARConfig
 from minivar.train import TrainConfig, train
 from minivar.var import VARConfig
@@ -46,13 +48,19 @@ def configs(root):
                          model_config=FlowARConfig(num_classes=9, dim=32, n_head=2, encoder_depth=1, decoder_depth=1,
                                                    head_width=64, head_depth=1, class_dropout=0.2, dropout=0.1,
                                                    sample_steps=2))
+    rar = TrainConfig(name="rar", model="rar", tokenizer=str(root / "vq"), **small,
+                      model_config=RARConfig(num_classes=9, dim=32, n_layer=1, n_head=2, class_dropout=0.2,
+                                             dropout=0.1, attn_dropout=0.1, anneal_start=0.3, anneal_end=0.7))
+    maskgit = TrainConfig(name="maskgitvq", model="maskgitvq", **small, model_config=MaskGITVQConfig(
+        image_size=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, codebook_size=32, dropout=0.1))
     return {"vqvae": (tiny_train_config(root, name="vqvae", max_steps=12, ckpt_every=5, eval_every=6), []),
             "msvqvae": (TrainConfig(**{**ms.to_dict(), "name": "msvqvae", **small}), []),
             "klvae": (TrainConfig(**{**kl.to_dict(), "name": "klvae", **small}), []),
-            "raster": (raster, [tok]), "var": (var, [ms]), "flowar": (flowar, [kl])}
+            "raster": (raster, [tok]), "var": (var, [ms]), "flowar": (flowar, [kl]), "rar": (rar, [tok]),
+            "maskgitvq": (maskgit, [])}
 
 
-@pytest.mark.parametrize("kind", ["vqvae", "msvqvae", "klvae", "raster", "var", "flowar"])
+@pytest.mark.parametrize("kind", ["vqvae", "msvqvae", "klvae", "raster", "var", "flowar", "rar", "maskgitvq"])
 def test_killed_and_resumed_equals_uninterrupted(kind, tmp_path, monkeypatch):
     cfg_a, needs = configs(tmp_path / "a")[kind]
     cfg_b, _ = configs(tmp_path / "b")[kind]

@@ -1,0 +1,76 @@
+"""Graders for exercise 07 (RAR). Run `pytest -m ex07` to check your answers."""
+
+import math
+
+import pytest
+import torch
+from _grading import implementations, load
+
+from minivar import rar
+
+
+@pytest.fixture(params=implementations("ex07"))
+def ex(request):
+    return load("ex07_randomized_ar", request.param)
+
+
+def test_part1_random_order_ratio(ex):
+    g = torch.Generator().manual_seed(0)
+    windows = [(0.5, 0.75), (0.0, 1.0), (0.2, 0.3), (1.0, 1.0), (0.0, 0.0), (0.4, 0.4)]
+    for start, end in windows:
+        at = sorted({0.0, 1.0, start, end, (start + end) / 2, *torch.rand(6, generator=g).tolist()})
+        for p in at:
+            got = ex.random_order_ratio(p, start, end)
+            expected = rar.random_order_ratio(p, start, end)
+            assert isinstance(got, (int, float)) and abs(got - expected) < 1e-9, \
+                (f"Part 1 (random_order_ratio): window [{start}, {end}] at progress {p:.3f} gives {got}, expected "
+                 f"{expected:.3f}" + (" (a window of width 0 is a step: 1 before it, 0 from it on)" if start == end
+                                      else ""))
+
+
+def test_part2_sample_orders(ex):
+    for batch, n, ratio in [(3000, 16, 0.3), (2000, 9, 0.8), (500, 64, 1.0), (50, 16, 0.0), (1, 4, 1.0)]:
+        got = ex.sample_orders(batch, n, ratio, torch.Generator().manual_seed(batch + n))
+        assert isinstance(got, torch.Tensor) and got.shape == (batch, n) and got.dtype == torch.long, \
+            f"Part 2 (sample_orders): expected a long tensor ({batch}, {n}), got {getattr(got, 'dtype', got)} " \
+            f"{tuple(getattr(got, 'shape', ()))}"
+        not_perm = (got.sort(1).values != torch.arange(n)).any(1)
+        assert not not_perm.any(), \
+            f"Part 2 (sample_orders): row {int(not_perm.nonzero()[0])} is not a permutation of 0..{n - 1}"
+        raster = (got == torch.arange(n)).all(1).float().mean().item()
+        expected = (1 - ratio) + ratio / math.factorial(min(n, 12))  # a random permutation can be raster by chance
+        if batch >= 500:
+            tol = 4 * math.sqrt(expected * (1 - expected) / batch) + 1e-3
+            assert abs(raster - expected) <= tol, \
+                (f"Part 2 (sample_orders): at ratio {ratio}, {raster:.1%} of the rows are raster; expected about "
+                 f"{expected:.1%} (each row is random with probability ratio, on its own coin)")
+        if ratio == 1.0 and batch >= 500:  # uniform: every position equally likely first, and second
+            for k in (0, 1):
+                freq = torch.bincount(got[:, k], minlength=n).float() / batch
+                assert (freq - 1 / n).abs().max() < 5 / n, \
+                    f"Part 2 (sample_orders): step {k} of the random orders is not uniform over the grid positions"
+    a = ex.sample_orders(64, 16, 0.5, torch.Generator().manual_seed(3))
+    b = ex.sample_orders(64, 16, 0.5, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b), "Part 2 (sample_orders): the same generator seed must give the same orders: draw " \
+                              "every random number from `generator`"
+
+
+def test_part3_slot_positions(ex):
+    g = torch.Generator().manual_seed(7)
+    cases = [torch.tensor([[2, 0, 3, 1]]), torch.arange(9)[None], torch.stack([torch.randperm(16, generator=g)
+                                                                               for _ in range(5)])]
+    for orders in cases:
+        got = ex.slot_positions(orders)
+        assert isinstance(got, tuple) and len(got) == 2, "Part 3 (slot_positions): return (positions, targets)"
+        positions, targets = got
+        want_p, want_t = rar.slot_positions(orders)
+        B, N = orders.shape
+        for name, have, want in (("positions", positions, want_p), ("targets", targets, want_t)):
+            assert isinstance(have, torch.Tensor) and have.shape == (B, N + 2), \
+                f"Part 3 (slot_positions): {name} must be ({B}, {N + 2}), one per slot [cls, class, N tokens]"
+            bad = (have != want).nonzero()
+            if len(bad):
+                b, s = bad[0].tolist()
+                slot = "cls" if s == 0 else "class" if s == 1 else f"token {s - 2} of the order"
+                raise AssertionError(f"Part 3 (slot_positions): {name}, row {b}, slot {s} ({slot}): got "
+                                     f"{int(have[b, s])}, expected {int(want[b, s])} for orders {orders[b].tolist()}")
