@@ -39,7 +39,7 @@ class MaskGITVQConfig:
     num_res_blocks: int = 2
     z_channels: int = 256  # = the code dimension (the quantizer reads the encoder's output directly)
     codebook_size: int = 1024
-    beta: float = 0.25  # commitment weight (for training; the release's commitment_cost)
+    beta: float = 0.25  # the release's commitment_cost: it weights the *codebook* term, the encoder's has weight 1
     dropout: float = 0.0
 
     def __post_init__(self):

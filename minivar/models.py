@@ -74,6 +74,10 @@ class Model(nn.Module):
     def preview(self, batch, generator=None) -> torch.Tensor:
         raise NotImplementedError
 
+    def no_weight_decay(self) -> set:
+        """Names of parameters the optimizer must not decay, beyond norms and biases (which never are)."""
+        return set()
+
     @classmethod
     def from_checkpoint(cls, path, map_location="cpu"):
         """load(path), refusing a checkpoint of another kind: `VQVAE.from_checkpoint("runs/emoji-vqvae")`."""

@@ -328,7 +328,8 @@ def load_flowar(state_dict: dict, tokenizer=None, **official_kwargs) -> FlowAR:
 # intermediate 3072; RAR-L 1024/24/16/4096; RAR-XL 1280/32/16/5120; RAR-XXL 1408/40/16/6144; all 256 tokens over
 # the MaskGIT VQGAN's 1024 codes, 1000 classes).
 RAR_DEFAULTS = dict(hidden_size=768, num_hidden_layers=24, num_attention_heads=16, intermediate_size=3072,
-                    image_seq_len=256, condition_num_classes=1000, codebook_size=1024, dropout=0.1, attn_drop=0.1)
+                    image_seq_len=256, condition_num_classes=1000, codebook_size=1024, dropout=0.1, attn_drop=0.1,
+                    class_label_dropout=0.1, guidance_scale=16.0, guidance_scale_pow=2.75)
 RAR_RENAMES = [(r"^pos_embed$", "pos"), (r"^target_aware_pos_embed$", "target_pos"),
                (r"^timesteps_embeddings$", "step_embed"), (r"\.adaLN_modulation\.1\.", ".ada.linear."),
                (r"^adaln_before_head\.ada\.", "head_ada."), (r"^lm_head\.", "head.")]
@@ -337,7 +338,9 @@ RAR_RENAMES = [(r"^pos_embed$", "pos"), (r"^target_aware_pos_embed$", "target_po
 def load_rar(state_dict: dict, tokenizer=None, **config) -> RAR:
     """minivar's RAR from a release state dict (rar_b.bin ...) and the release's generator config fields
     (hidden_size, num_hidden_layers, num_attention_heads, intermediate_size, image_seq_len, condition_num_classes,
-    codebook_size, dropout, attn_drop). `model(tokens, labels, orders)` then equals the release's
+    codebook_size (its vq_model's), dropout, attn_drop, class_label_dropout, and the sampling defaults
+    guidance_scale, guidance_scale_pow: RAR-B's 16 and 2.75 unless given; a guidance_scale of 0, the release's "no
+    guidance", becomes minivar's 1). `model(tokens, labels, orders)` then equals the release's
     `forward_fn(tokens, preprocess_condition(labels), orders=orders)` on its first N outputs, and `generate(labels,
     guidance=g, guidance_power=p, temperature=t)` its `generate(labels, guidance_scale=g, guidance_scale_pow=p,
     randomize_temperature=t)` token for token with the same random draws (the release's guidance_scale is minivar's
@@ -355,18 +358,19 @@ def load_rar(state_dict: dict, tokenizer=None, **config) -> RAR:
     D = a["hidden_size"]
     cfg = RARConfig(vocab_size=a["codebook_size"], grid=grid, num_classes=a["condition_num_classes"], dim=D,
                     n_layer=a["num_hidden_layers"], n_head=a["num_attention_heads"],
-                    mlp_ratio=a["intermediate_size"] / D, class_dropout=0.1, dropout=a["dropout"],
-                    attn_dropout=a["attn_drop"])
+                    mlp_ratio=a["intermediate_size"] / D,  # the release's ratio: the MLP is int(D * ratio) wide
+                    class_dropout=a["class_label_dropout"], dropout=a["dropout"], attn_dropout=a["attn_drop"],
+                    guidance=a["guidance_scale"] or 1.0, guidance_power=a["guidance_scale_pow"])
     model = RAR(cfg)
-    if int(D * cfg.mlp_ratio) != a["intermediate_size"]:
-        raise ValueError(f"intermediate_size {a['intermediate_size']} is not a whole multiple ratio of hidden_size {D}")
     renamed = rename_weights(unwrap_state_dict(state_dict), RAR_RENAMES)
     N, V = cfg.seq_len, cfg.vocab_size
-    for name, keep in (("pos", N + 2), ("target_pos", None), ("step_embed", N + 2)):
+    # the release's tables: N + 1024 rows of positions (both kinds), N + 100 of steps; target-aware rows are read at
+    # 2 + grid position, as the plain ones. Exact sizes only: a shorter image_seq_len would otherwise load silently.
+    for name, rows, take in (("pos", N + 1024, slice(0, N + 2)), ("target_pos", N + 1024, slice(2, 2 + N)),
+                             ("step_embed", N + 100, slice(0, N + 2))):
         t = renamed.get(name)
-        if t is not None and t.ndim == 3 and t.shape[1] >= N + 2:
-            # target-aware rows are read at 2 + grid position (the release indexes both tables the same way)
-            renamed[name] = t[:, 2:2 + N] if keep is None else t[:, :keep]
+        if t is not None and t.ndim == 3 and t.shape[1] == rows:
+            renamed[name] = t[:, take]
     table = renamed.get("embeddings.weight")
     if table is not None and table.shape[0] == V + cfg.num_classes + 2:
         renamed["embeddings.weight"] = torch.cat([table[:V], table[V + 1:]])  # drop MaskGIT's mask-token row

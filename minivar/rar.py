@@ -1,11 +1,11 @@
 """Randomized autoregression (RAR, Yu et al. 2024, arXiv 2411.00776): a plain causal GPT trained on token orders
 that start random and anneal to raster.
 
-Raster order (raster_ar.py) lets token i see only the tokens above it and to its left. RAR keeps the same model and
-the same raster-order sampling, but trains on shuffled sequences: with probability r a sample's N tokens are fed in a
-random permutation, otherwise in raster order. Early in training r = 1, so every token learns to be predicted from
-context on every side; r then falls linearly to 0 between `anneal_start` and `anneal_end` (fractions of the run), so
-the model ends as a raster model that has seen bidirectional context.
+Raster order (raster_ar.py) lets token i see only the tokens above it and to its left. RAR keeps a plain causal
+transformer and raster-order sampling, but trains on shuffled sequences: with probability r a sample's N tokens are
+fed in a random permutation, otherwise in raster order. Early in training r = 1, so every token learns to be
+predicted from context on every side; r then falls linearly to 0 between `anneal_start` and `anneal_end` (fractions
+of the run), so the model ends as a raster model that has seen bidirectional context.
 
     r(progress) = 1                                                   progress < anneal_start
                   1 - (progress - anneal_start) / (anneal_end - anneal_start)   in between
@@ -27,7 +27,11 @@ attention with biases, GELU MLP) conditioned per slot on the class embedding plu
 embedding; a final adaLN before the head; causal mask; KV cache. Sampling goes in raster order, guidance following
 the release's schedule s_t = 1 + (s - 1) (1 - cos(pi (t / N)^power)) / 2 (power 0: constant s).
 Where minivar differs: the table has no row for the mask token (the release keeps one from MaskGIT; RAR never
-reads it), and the position tables have the sequence's length (the release's have 1024 spare rows).
+reads it); the position tables have the sequence's length (the release's have 1024 spare rows, its step table 100);
+training feeds N + 1 slots, not N + 2 (the last token predicts nothing, and the mask is causal, so the logits are the
+same); guidance 0 is the unconditional model, as for every minivar generator (the release's 0 means no guidance).
+The release computes the guidance schedule in float32, minivar in float64: a sampled token can differ when a draw
+falls within rounding of a boundary (the fixtures' tokens are identical).
 
     model = build("rar", RARConfig(num_classes=9), tokenizer)          # reads vocab_size and grid
     logits = model(tokens, labels, orders)       # (B, N, V): logits[:, k] predicts tokens[b, orders[b, k]]
@@ -43,7 +47,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .models import Generator, register
-from .sampling import guidance_mix, sample
+from .sampling import check_options, guidance_mix, sample
 from .transformer import AdaLN, KVCache, causal_mask, init_weights, modulate
 
 
@@ -187,7 +191,8 @@ class RAR(Generator):
         self.embeddings = nn.Embedding(V + cfg.num_classes + 1, D)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
         self.pos = nn.Parameter(torch.zeros(1, N + 2, D))  # slot positions: cls, class, then grid positions 0..N-1
-        self.target_pos = nn.Parameter(torch.zeros(1, N, D))  # "the token I must predict sits at grid position p"
+        if cfg.target_aware:  # "the token I must predict sits at grid position p" (absent in the ablation)
+            self.target_pos = nn.Parameter(torch.zeros(1, N, D))
         self.step_embed = nn.Parameter(torch.zeros(1, N + 2, D))  # per slot, added to the class for the adaLN
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.norm = nn.LayerNorm(D, eps=1e-6, elementwise_affine=False)
@@ -200,11 +205,17 @@ class RAR(Generator):
         zero cls token, and zero adaLN projections (adaLN-Zero: every block and the final norm start plain)."""
         init_weights(self, std=0.02, truncated=True)
         with torch.no_grad():
-            for p in (self.pos, self.target_pos, self.step_embed):
+            for p in (self.pos, self.step_embed) + ((self.target_pos,) if self.cfg.target_aware else ()):
                 nn.init.trunc_normal_(p, std=0.02)
             for ada in [b.ada for b in self.blocks] + [self.head_ada]:
                 ada.linear.weight.zero_()
                 ada.linear.bias.zero_()
+
+    def no_weight_decay(self) -> set:
+        """The release's optimizer decays no parameter whose name holds "embed", "embedding" or "ln": the table,
+        the three position tables, and (the substring "ln" of adaln_before_head) the final adaLN projection."""
+        names = {"embeddings.weight", "pos", "step_embed", "head_ada.linear.weight"}
+        return names | ({"target_pos"} if self.cfg.target_aware else set())
 
     @property
     def null_class(self) -> int:
@@ -228,11 +239,13 @@ class RAR(Generator):
         if orders.dtype != torch.long or orders.shape != tokens.shape:
             raise ValueError(f"expected orders as a LongTensor {tuple(tokens.shape)}: a permutation of 0..{N - 1} "
                              f"per row (rar.sample_orders makes them), got {orders.dtype} {tuple(orders.shape)}")
-        if tokens.is_cuda and self.training:
-            return  # reading values would make the CPU wait for the GPU; the token cache checks training data
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= V):
+        if tokens.numel() and not (tokens.is_cuda and self.training) and (tokens.min() < 0 or tokens.max() >= V):
+            # (skipped for CUDA training batches: reading values would make the CPU wait for the GPU at every step;
+            # the token cache's codes come from the tokenizer, in range by construction)
             raise ValueError(f"tokens must lie in [0, {V}) (the tokenizer's codebook), got "
                              f"[{tokens.min().item()}, {tokens.max().item()}]")
+        if tokens.is_cuda and self.training:
+            return  # labels and orders come from the dataset and sample_orders in training
         if labels.numel() and (labels.min() < 0 or labels.max() > self.null_class):
             raise ValueError(f"labels must lie in [0, {self.cfg.num_classes}] ({self.cfg.num_classes} = null class)")
         if not torch.equal(orders.sort(dim=1).values, torch.arange(N, device=orders.device).expand_as(orders)):
@@ -268,6 +281,7 @@ class RAR(Generator):
         orders[b, :k]. (The release's forward_fn on its first N outputs; labels dropped at random in training.)"""
         if orders is None:
             orders = torch.arange(tokens.shape[-1], device=tokens.device).expand(tokens.shape)
+        orders = orders.to(tokens.device)
         self.check_inputs(tokens, labels, orders)
         fed = tokens.gather(1, orders)[:, :-1]  # in order; the last token is never an input (it predicts nothing)
         return self.transform(*self.inputs(fed, orders, self.class_ids(labels)))
@@ -310,22 +324,26 @@ class RAR(Generator):
         """Sample token maps (B, grid, grid), one token per step, with a KV cache.
 
         The order is raster unless `orders` (B, N) is given. Guidance s (default: the config's) != 1 runs the
-        batch twice, with the labels and with the null class, and mixes uncond + s_t (cond - uncond), s_t rising
-        from 1 to s along the release's cosine schedule (`guidance_schedule`). `given` (B, N) long fixes the
-        tokens at its entries >= 0 (completion): they are fed first, in the order `orders` lists them, and the
-        rest is sampled in the order's remaining positions. use_cache=False recomputes the sequence every step
-        (slow; the reference the cache must match).
+        batch twice, with the labels and with the null class, and mixes uncond + s_t (cond - uncond), s_t moving
+        from 1 to s along the release's cosine schedule (`guidance_schedule`); s = 0 is the unconditional model at
+        every step (the contract's meaning; the release's 0 means no guidance, minivar's 1). `given` (B, N) (or
+        maps (B, grid, grid)) of integers fixes the tokens at its entries >= 0 (completion; -1 = to sample): they
+        are fed first, in the order `orders` lists them, and the rest is sampled in the order's remaining
+        positions. use_cache=False recomputes the sequence every step (slow; the reference the cache must match).
         """
-        was_training = self.training
-        self.eval()
-        labels = self.check_labels(labels)
+        labels = self.check_labels(labels)  # everything is checked before the first step (and before eval mode)
         guidance = self.guidance_or_default(guidance)
         power = self.cfg.guidance_power if guidance_power is None else guidance_power
+        if isinstance(power, bool) or not isinstance(power, (int, float)) or not power >= 0:
+            raise ValueError(f"guidance_power must be a number >= 0 (0 = constant guidance), got {power!r}")
+        check_options(temperature, top_k, top_p)
         B, N, dev = labels.shape[0], self.cfg.seq_len, labels.device
         orders = self.check_orders(orders, B) if orders is not None else torch.arange(N, device=dev).expand(B, N)
         n_given = 0
         if given is not None:
             given, orders, n_given = self.given_first(given, orders)
+        was_training = self.training
+        self.eval()
         guided = guidance != 1.0
         ids = labels + self.cfg.vocab_size
         if guided:  # second half: the same sequences without their class
@@ -346,7 +364,8 @@ class RAR(Generator):
             else:
                 logits = self.transform(x, cond)[:, -1]
             if guided:
-                logits = guidance_mix(logits[:B], logits[B:], guidance_schedule(guidance, t, N, power))
+                s_t = guidance_schedule(guidance, t, N, power) if guidance else 0.0  # 0: unconditional throughout
+                logits = guidance_mix(logits[:B], logits[B:], s_t)
             nxt = sample(logits, temperature, top_k, top_p, generator)[:, None]
             seq = torch.cat([seq, nxt], dim=1)
         self.train(was_training)
@@ -358,7 +377,11 @@ class RAR(Generator):
         orders = torch.as_tensor(orders, device=self.device)
         if orders.ndim == 1:
             orders = orders.expand(batch, -1)
-        if orders.dtype != torch.long or orders.shape != (batch, N) or not torch.equal(
+        if orders.is_floating_point() or orders.dtype == torch.bool or orders.shape != (batch, N):
+            raise ValueError(f"orders must be integers of shape ({batch}, {N}) (or ({N},) for all), one permutation "
+                             f"of 0..{N - 1} per row, got {orders.dtype} {tuple(orders.shape)}")
+        orders = orders.long()
+        if not torch.equal(
                 orders.sort(dim=1).values, torch.arange(N, device=orders.device).expand(batch, N)):
             raise ValueError(f"orders must be a LongTensor ({batch}, {N}) (or ({N},) for all) whose rows are "
                              f"permutations of 0..{N - 1}, got {orders.dtype} {tuple(orders.shape)}")
@@ -372,22 +395,26 @@ class RAR(Generator):
         given = torch.as_tensor(given, device=self.device)
         if given.shape == (B, self.cfg.grid, self.cfg.grid):
             given = given.flatten(1)
-        if given.dtype != torch.long or given.shape != (B, N) or given.max() >= self.cfg.vocab_size:
+        if given.is_floating_point() or given.dtype == torch.bool or given.shape != (B, N):
             raise ValueError(f"given must be a LongTensor ({B}, {N}) (or maps ({B}, {self.cfg.grid}, "
-                             f"{self.cfg.grid})) of tokens < {self.cfg.vocab_size}, -1 where the model samples; "
-                             f"got {given.dtype} {tuple(given.shape)}")
+                             f"{self.cfg.grid})) of tokens, -1 where the model samples; got {given.dtype} "
+                             f"{tuple(given.shape)}")
+        given = given.long()
+        if given.numel() and (given.min() < -1 or given.max() >= self.cfg.vocab_size):
+            raise ValueError(f"given holds tokens in [0, {self.cfg.vocab_size}) and -1 where the model samples; "
+                             f"got values in [{int(given.min())}, {int(given.max())}]")
         known = given.gather(1, orders) >= 0  # (B, N) in order
         counts = known.sum(1)
-        if (counts != counts[0]).any():
+        if B and (counts != counts[0]).any():
             raise ValueError(f"every row of given must fix the same number of tokens, got {counts.tolist()}")
         rank = (~known).long() * N + torch.arange(N, device=orders.device)  # given first, stable
-        return given, orders.gather(1, rank.argsort(dim=1)), int(counts[0])
+        return given, orders.gather(1, rank.argsort(dim=1)), int(counts[0]) if B else 0
 
 
 def guidance_schedule(guidance: float, step: int, n_steps: int, power: float) -> float:
     """RAR's guidance at step `step` of n_steps: 1 + (guidance - 1) (1 - cos(pi (step / n_steps)^power)) / 2 —
-    from 1 at the first step up to about `guidance` at the last, slowly at first for large powers; power 0 keeps
-    it at `guidance` throughout (0^0 = 1, as the release computes it)."""
+    from 1 at the first step towards `guidance` at the last (reaching it only in the limit), slowly at first for
+    large powers; power 0 keeps it at `guidance` throughout (0^0 = 1, as the release computes it)."""
     frac = (step / n_steps) ** power if power else 1.0
     return 1.0 + (guidance - 1.0) * (1 - math.cos(math.pi * frac)) / 2
 

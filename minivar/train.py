@@ -132,11 +132,13 @@ def lr_at(cfg: TrainConfig, step: int, elapsed: float) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def adamw(module, cfg: TrainConfig, lr=None):
-    """AdamW without weight decay on norms and biases (parameters with fewer than 2 dimensions)."""
-    params = [p for p in module.parameters() if p.requires_grad]
-    return torch.optim.AdamW([{"params": [p for p in params if p.ndim >= 2], "weight_decay": cfg.weight_decay},
-                              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}],
+def adamw(module, cfg: TrainConfig, lr=None, skip=frozenset()):
+    """AdamW without weight decay on norms and biases (parameters with fewer than 2 dimensions) and on the
+    parameters named in `skip` (a model's `no_weight_decay()`: RAR's embedding and position tables, as the release)."""
+    named = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    decay = [p for n, p in named if p.ndim >= 2 and n not in skip]
+    return torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                              {"params": [p for n, p in named if p.ndim < 2 or n in skip], "weight_decay": 0.0}],
                              lr=lr or cfg.lr, betas=cfg.betas)
 
 
@@ -197,7 +199,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     model = build(cfg.model, cfg.model_config, tokenizer).to(dev)
     cfg.model_config = model.cfg  # a generator's config now holds what it read from its tokenizer
     train_set, test_set, flip = training_data(cfg, tokenizer, progress and rank == 0)
-    opt = adamw(model, cfg)
+    opt = adamw(model, cfg, skip=model.no_weight_decay())
     gan, gan_state = None, {}
     if cfg.perceptual_weight > 0 or cfg.disc_weight > 0:  # the special case: LPIPS and a PatchGAN
         gan = TokenizerLoss(cfg.perceptual_weight, cfg.disc_weight, cfg.disc_start, cfg.adaptive_disc_weight).to(dev)

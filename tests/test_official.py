@@ -138,6 +138,7 @@ def test_rar_generation_equals_the_release_generate(rar, key, cache):
     """Same tokens as the release's generate() (with and without its KV cache) under the same global seed. The
     release first draws len(labels) uniforms for its label dropout (at probability 0), so the test does too."""
     model = load_rar(rar["state_dict"], codebook_size=rar["codebook_size"], **rar["config"])
+    assert (model.cfg.guidance, model.cfg.guidance_power) == (16.0, 2.75)  # RAR-B's sampling defaults
     kw = {"g1": dict(guidance=1.0, guidance_power=0.0), "g3_pow0": dict(guidance=3.0, guidance_power=0.0),
           "g3_pow2.75": dict(guidance=3.0, guidance_power=2.75),
           "g2_t0.5": dict(guidance=2.0, guidance_power=1.0, temperature=0.5)}[key]
@@ -152,6 +153,8 @@ def test_rar_loader_names_a_wrong_config(rar):
         load_rar(rar["state_dict"], codebook_size=64, **{**rar["config"], "num_hidden_layers": 3})
     with pytest.raises(ValueError, match="unknown RAR config"):
         load_rar(rar["state_dict"], codebook_size=64, **rar["config"], depth=2)
+    with pytest.raises(ValueError, match="check hidden_size"):  # a shorter sequence must not load silently
+        load_rar(rar["state_dict"], codebook_size=64, **{**rar["config"], "image_seq_len": 9})
     with pytest.raises(ValueError, match="square"):
         load_rar(rar["state_dict"], codebook_size=64, **{**rar["config"], "image_seq_len": 15})
 

@@ -169,8 +169,16 @@ def test_bad_inputs_are_named():
         model(tokens[:, :8], labels)
     with pytest.raises(ValueError, match=r"\[0, 16\)"):
         model(tokens + 16, labels)
-    with pytest.raises(ValueError, match="permutations"):
+    with pytest.raises(ValueError, match="one permutation of 0..15 per row"):
         model.generate(labels, orders=torch.arange(15))
+    with pytest.raises(ValueError, match=r"given holds tokens in \[0, 16\)"):
+        model.generate(labels, given=torch.full((2, 16), -2))
+    with pytest.raises(ValueError, match="guidance_power must be"):
+        model.generate(labels, guidance_power=-1.0)
+    model.train()
+    with pytest.raises(ValueError, match="top_p"):
+        model.generate(labels, top_p=2.0)
+    assert model.training  # a refused call leaves the model as it was
     with pytest.raises(ValueError, match="anneal"):
         RARConfig(anneal_start=0.8, anneal_end=0.5)
     with pytest.raises(ValueError, match="guidance_power"):
@@ -184,3 +192,17 @@ def test_logits_match_a_plain_cross_entropy_over_the_ordered_targets():
     logits = model(tokens, labels, orders)
     manual = F.cross_entropy(logits.flatten(0, 1), tokens.gather(1, orders).flatten())
     assert torch.isfinite(manual) and manual.item() > 0
+
+
+def test_guidance_zero_samples_the_unconditional_model():
+    model = tiny()
+    labels = torch.tensor([0, 1, 2])
+    uncond = model.generate(labels, guidance=0.0, temperature=0).flatten(1)
+    logits = model(uncond, torch.full((3,), model.null_class))  # the null class's own greedy choices, every step
+    assert torch.equal(logits.argmax(-1), uncond)
+
+
+def test_the_release_weight_decay_exclusions():
+    names = {"embeddings.weight", "pos", "target_pos", "step_embed", "head_ada.linear.weight"}
+    assert tiny().no_weight_decay() == names
+    assert "target_pos" not in dict(tiny(target_aware=False).named_parameters())  # no unused parameter (DDP)
