@@ -134,6 +134,10 @@ def cmd_sample(args):
             labels = test_labels[torch.arange(args.n) % len(test_labels)]
     out = Path(args.out) if args.out else Path(args.run) / f"samples_guidance{guidance:g}.png"
     check_writable(out)  # before the sampling, not after it
+    if args.npz:
+        if not args.npz.endswith(".npz"):
+            raise ValueError(f"--npz names the file to write, ending in .npz (numpy would add it), got {args.npz!r}")
+        check_writable(Path(args.npz), "--npz")
     labels = labels.to(dev)
     g = torch.Generator(dev).manual_seed(args.seed)
     t0, images = time.time(), []
@@ -146,6 +150,13 @@ def cmd_sample(args):
     layout = "labels follow the test split" if args.fd and not args.classes else f"one column per class: {classes[:16]}"
     print(f"wrote {out}: {shown} of {len(images)} samples ({layout}), guidance {guidance:g}, "
           f"{seconds:.1f} s ({len(images) / seconds:.1f} images/s)")
+    if args.npz:  # the layout of the ADM evaluator (guided-diffusion/evaluations) that published FIDs come from
+        import numpy as np
+
+        from .data import to_uint8_images
+        np.savez(args.npz, arr_0=to_uint8_images(images), labels=labels.cpu().numpy())
+        print(f"wrote {args.npz}: arr_0 {tuple(images.shape[:1]) + tuple(images.shape[2:]) + (3,)} uint8 (NHWC), "
+              f"labels ({len(labels)},)")
     if args.fd:
         from .metrics import fd_emoji_ci
         fd, low, high = fd_emoji_ci(images, real)
@@ -163,7 +174,7 @@ def parse_classes(text: str, n_cls: int) -> list:
     return classes
 
 
-def check_writable(path: Path):
+def check_writable(path: Path, option="--out"):
     """Fail now, with the path, rather than after minutes of work."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,7 +182,7 @@ def check_writable(path: Path):
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as e:
-        raise ValueError(f"cannot write {path} ({e.strerror or e}); choose another --out") from None
+        raise ValueError(f"cannot write {path} ({e.strerror or e}); choose another {option}") from None
 
 
 def cmd_sweep(args):
@@ -232,6 +243,8 @@ def main(argv=None):
                    help="also print fd_emoji against the emoji test split (labels then follow its class frequencies)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
     p.add_argument("--out", default="", help="the PNG to write (default <run>/samples_guidance<s>.png)")
+    p.add_argument("--npz", default="", help="also write every sample to this .npz: arr_0 (N, H, W, 3) uint8 and "
+                                             "labels (N,), the ADM evaluator's format (FID with the standard tools)")
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("sweep", help="run a recorded experiment grid (resumable)")

@@ -7,6 +7,9 @@
 | usage      | fraction of codes used                            | higher | nothing                        |
 | perplexity | effective number of codes, exp(entropy)           | higher | nothing                        |
 | fd_emoji   | Frechet distance of emoji-classifier features     | lower  | data/emoji_classifier.pt       |
+| precision  | share of samples inside the real images' manifold | higher | features (emoji classifier)    |
+| recall     | share of real images inside the samples' manifold | higher | features (emoji classifier)    |
+| nearest    | each sample's closest training image, PSNR to it  | lower  | nothing (copies score > 30 dB) |
 | rfid       | FID between images and reconstructions            | lower  | torch-fidelity + Inception     |
 """
 
@@ -98,6 +101,52 @@ def fd_emoji_ci(images, real, n_boot: int = 200, level: float = 0.95, seed: int 
     z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(0.5 + level / 2)).item()
     fd, spread = frechet_distance(fa, fb), z * boots.std().item()
     return fd, max(0.0, fd - spread), fd + spread
+
+
+# ---------------------------------------------------------------- precision, recall, and copies
+
+def knn_radii(feats: torch.Tensor, k: int) -> torch.Tensor:
+    """The distance from each feature vector (N, D) to its k-th nearest neighbour in the same set (itself excluded):
+    the radius of the ball around it that the k-NN manifold estimate uses."""
+    if not 1 <= k < len(feats):
+        raise ValueError(f"k must be in [1, {len(feats) - 1}] for {len(feats)} feature vectors, got {k}")
+    d = torch.cdist(feats.double(), feats.double())
+    return d.kthvalue(k + 1, dim=1).values  # the 1st smallest is the point itself (distance 0)
+
+
+def precision_recall(real_feats: torch.Tensor, fake_feats: torch.Tensor, k: int = 3) -> tuple:
+    """Improved precision and recall (Kynkäänniemi et al. 2019, arXiv 1904.06991) of two feature sets (N, D):
+    each set's manifold is the union of balls around its points, each as wide as the distance to that point's k-th
+    nearest neighbour (k = 3 in the paper). precision = the share of fake points inside the real manifold (are the
+    samples realistic?), recall = the share of real points inside the fake manifold (do the samples cover the
+    data?). -> (precision, recall), both in [0, 1]."""
+    def inside(points, centres, radii):
+        return (torch.cdist(points.double(), centres.double()) <= radii[None]).any(1).double().mean().item()
+    return (inside(fake_feats, real_feats, knn_radii(real_feats, k)),
+            inside(real_feats, fake_feats, knn_radii(fake_feats, k)))
+
+
+def emoji_precision_recall(images: torch.Tensor, real: torch.Tensor, k: int = 3, classifier=None) -> tuple:
+    """precision_recall on emoji-classifier features of samples (images) and real images, both in [-1, 1]."""
+    from .emoji_classifier import load_emoji_classifier
+    classifier = classifier or load_emoji_classifier()
+    return precision_recall(emoji_features(real, classifier), emoji_features(images, classifier), k)
+
+
+@torch.no_grad()
+def nearest_training_images(samples: torch.Tensor, train: torch.Tensor, batch_size: int = 256) -> tuple:
+    """For each sample (B, 3, H, W) its closest image in `train` (N, 3, H, W) by pixel distance, both in [-1, 1]:
+    -> (indices (B,), PSNR to it (B,) in dB). A memorising model draws near-copies (PSNR above ~30 dB); a model that
+    generalises stays as far from the training set as new real images are (compare with the test split)."""
+    check_pair(samples[:1], train[:1])
+    flat = train.float().flatten(1)
+    best_d, best_i = [], []
+    for chunk in samples.float().flatten(1).split(batch_size):
+        d = torch.cdist(chunk, flat).pow(2) / flat.shape[1]  # mean squared error in [-1, 1] units
+        v, i = d.min(1)
+        best_d.append(v), best_i.append(i)
+    mse01 = torch.cat(best_d) / 4  # on the [0, 1] scale, as psnr()
+    return torch.cat(best_i), 10 * torch.log10(1.0 / mse01.clamp_min(1e-10))
 
 
 def rfid(real: torch.Tensor, fake: torch.Tensor) -> float:

@@ -100,6 +100,8 @@ CLI = [  # (id, argv builder(runs, tmp), message)
     ("guidance interval past 1", lambda r, t: ["sample", str(r["flowar"]), "--guidance-high", "1.5"],
      "--guidance-high is a time in"),
     ("Heun for raster", lambda r, t: ["sample", str(r["raster"]), "--heun"], "raster model does not take --heun"),
+    ("unwritable --npz", lambda r, t: ["sample", str(r["raster"]), "--npz", "/proc/x/s.npz"], "choose another --npz"),
+    ("--npz without .npz", lambda r, t: ["sample", str(r["raster"]), "--npz", str(t / "s.png")], "ending in .npz"),
     ("negative RAR guidance power", lambda r, t: ["sample", str(r["rar"]), "--guidance-power", "-1"],
      "--guidance-power must be >= 0"),
     ("guidance power for raster", lambda r, t: ["sample", str(r["raster"]), "--guidance-power", "1"],
@@ -127,6 +129,17 @@ def test_the_valid_flowar_options_sample(runs, tmp_path, capsys):
                      *extra]) == 0
         grids.append(out.read_bytes())
     assert "3 of 3 samples" in capsys.readouterr().out and grids[0] != grids[1]
+
+
+def test_samples_in_the_adm_evaluator_layout(runs, tmp_path, capsys):
+    import numpy as np
+    npz = tmp_path / "samples.npz"
+    assert main(["sample", str(runs["rar"]), "--n", "5", "--classes", "2,4", "--npz", str(npz),
+                 "--out", str(tmp_path / "grid.png")]) == 0
+    with np.load(npz) as f:
+        assert f["arr_0"].shape == (5, 32, 32, 3) and f["arr_0"].dtype == np.uint8
+        assert f["labels"].tolist() == [2, 4, 2, 4, 2]
+    assert "arr_0 (5, 32, 32, 3) uint8" in capsys.readouterr().out
 
 
 def test_the_valid_rar_options_sample(runs, tmp_path, capsys):
