@@ -5,6 +5,7 @@
     python -m minivar train emoji-vqvae --resume    # continue a killed run from its last checkpoint
     python -m minivar train emoji-raster            # a generator over the tokens of runs/emoji-vqvae-l2
     python -m minivar sample runs/emoji-raster --n 64 --guidance 2   # a grid of samples, one column per class
+    python -m minivar sample pretrained:emoji-var                    # a shipped model (minivar.pretrained)
     python -m minivar sweep codebook --dataset emoji  # codebook size x dim x l2 grid, recorded in benchmarks/
     torchrun --nproc_per_node 2 -m minivar train cifar10-vqvae   # several GPUs (or CPU processes)
 """
@@ -86,7 +87,6 @@ def cmd_demo(args):
 def cmd_sample(args):
     """Sample a trained generator; write a grid (one column per class) and optionally fd_emoji."""
     import torch
-    from tqdm.auto import tqdm
 
     from . import device
     from .train import load_run
@@ -132,7 +132,10 @@ def cmd_sample(args):
         if not args.classes:  # compare like with like: the test split's class frequencies, not uniform classes
             test_labels = dataset_labels(test)
             labels = test_labels[torch.arange(args.n) % len(test_labels)]
-    out = Path(args.out) if args.out else Path(args.run) / f"samples_guidance{guidance:g}.png"
+    from .checkpoint import PRETRAINED  # a shipped model's samples go under runs/pretrained/, not into the package
+    folder = Path("runs") / "pretrained" / args.run[len(PRETRAINED):] if args.run.startswith(PRETRAINED) else \
+        Path(args.run)
+    out = Path(args.out) if args.out else folder / f"samples_guidance{guidance:g}.png"
     check_writable(out)  # before the sampling, not after it
     if args.npz:
         if not args.npz.endswith(".npz"):
@@ -140,11 +143,9 @@ def cmd_sample(args):
         check_writable(Path(args.npz), "--npz")
     labels = labels.to(dev)
     g = torch.Generator(dev).manual_seed(args.seed)
-    t0, images = time.time(), []
-    for chunk in tqdm(labels.split(args.batch_size), desc="sampling"):
-        codes = model.generate(chunk, guidance=guidance, generator=g, **options)
-        images.append(tokenizer.decode(codes).float().clamp(-1, 1).cpu())
-    images, seconds = torch.cat(images), time.time() - t0
+    t0 = time.time()
+    images = model.sample_images(labels, args.batch_size, guidance=guidance, generator=g, progress=True, **options)
+    seconds = time.time() - t0
     shown = min(len(images), 256)
     save_grid(out, images[:shown], nrow=16 if args.fd and not args.classes else min(len(classes), 16))
     layout = "labels follow the test split" if args.fd and not args.classes else f"one column per class: {classes[:16]}"
@@ -216,7 +217,7 @@ def main(argv=None):
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sample", help="sample a trained generator run and write a grid")
-    p.add_argument("run", help="the run folder, e.g. runs/emoji-raster")
+    p.add_argument("run", help="the run folder, e.g. runs/emoji-raster, or a shipped model, e.g. pretrained:emoji-var")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance s in uncond + s (cond - uncond), 1 = none (default: the model's); "

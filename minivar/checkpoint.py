@@ -8,6 +8,7 @@ a run killed mid-write leaves the previous checkpoint intact, never a half-writt
 removes the temporary file such a kill left behind).
 """
 
+import hashlib
 import json
 import os
 import pickle
@@ -66,6 +67,49 @@ def load_checkpoint(path, map_location="cpu", required=("model", "config")) -> d
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in required):
         raise CheckpointError(f"{path} is not a minivar checkpoint (expected a dict with {', '.join(required)})")
     return ckpt
+
+
+# The shipped emoji checkpoints (minivar.pretrained): NAME.pt beside its manifest NAME.json, inside the package so
+# they install with it. Anything that takes a run folder also takes "pretrained:NAME".
+SHIPPED_DIR = Path(__file__).resolve().parent / "weights"
+PRETRAINED = "pretrained:"
+
+
+def shipped_names(folder=None) -> list:
+    """The names of the shipped checkpoints (those with a manifest)."""
+    return sorted(p.stem for p in Path(folder or SHIPPED_DIR).glob("*.json"))
+
+
+def shipped_manifest(name: str, folder=None) -> dict:
+    """The manifest of a shipped checkpoint; an unknown name lists the known ones."""
+    name = name.removeprefix(PRETRAINED)
+    path = Path(folder or SHIPPED_DIR) / f"{name}.json"
+    if not path.is_file():
+        known = ", ".join(shipped_names(folder)) or "none (this copy of minivar ships without weights)"
+        raise FileNotFoundError(f"no shipped checkpoint named {name!r}; the shipped ones: {known}")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"the manifest {path} is damaged ({e}); reinstall minivar (pip install -e .)") from None
+
+
+def shipped_checkpoint(name: str, folder=None) -> Path:
+    """"pretrained:NAME" (or NAME) -> the shipped NAME.pt, after checking its sha256 against the manifest: a file
+    that was damaged, truncated, or replaced without its manifest is refused before it is read."""
+    manifest = shipped_manifest(name, folder)
+    path = Path(folder or SHIPPED_DIR) / manifest["file"]
+    if not path.is_file():
+        raise FileNotFoundError(f"the shipped checkpoint {path} is missing (its manifest is there): reinstall minivar, "
+                                f"or in a git checkout restore it with `git checkout -- {path}`")
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    if h.hexdigest() != manifest["sha256"]:
+        raise CheckpointError(f"{path} does not match its manifest (sha256 {h.hexdigest()[:12]}... instead of "
+                              f"{manifest['sha256'][:12]}...): the file is damaged or was replaced. Reinstall "
+                              f"minivar or restore it with `git checkout -- {path}`")
+    return path
 
 
 def rng_state() -> dict:

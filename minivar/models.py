@@ -32,7 +32,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .checkpoint import CheckpointError, load_checkpoint
+from .checkpoint import PRETRAINED, CheckpointError, load_checkpoint, shipped_checkpoint
 from .metrics import evaluate_tokenizer
 
 MODELS = {}  # kind (the name in recipes and checkpoints) -> model class; filled by @register
@@ -204,6 +204,20 @@ class Generator(Model):
         return {"loss": (total / max(1, count)).item()}
 
     @torch.no_grad()
+    def sample_images(self, labels, batch_size: int = 64, guidance=None, generator=None, progress=False,
+                      **options) -> torch.Tensor:
+        """Images (N, 3, H, W) in [-1, 1] on the CPU for the class labels (N,), drawn batch_size at a time and
+        decoded by the tokenizer: what a metric over 1,000 samples needs without holding 1,000 token maps."""
+        from tqdm.auto import tqdm
+        labels = self.check_labels(labels)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        chunks = tqdm(labels.split(batch_size), desc="sampling", disable=not progress)
+        return torch.cat([self.tokenizer.decode(self.generate(chunk, guidance=guidance, generator=generator,
+                                                              **options)).float().clamp(-1, 1).cpu()
+                          for chunk in chunks])
+
+    @torch.no_grad()
     def preview(self, batch, generator=None) -> torch.Tensor:
         """Two samples for each label of the batch (two rows), with the model's default guidance."""
         labels = batch[1].to(self.device).repeat(2)
@@ -265,14 +279,19 @@ def weights_checksum(model: nn.Module) -> str:
 
 
 def checkpoint_path(path) -> Path:
-    """A run folder or a checkpoint file -> the checkpoint file."""
+    """A run folder, a checkpoint file or "pretrained:NAME" (a shipped checkpoint, checked) -> the checkpoint file."""
+    if str(path).startswith(PRETRAINED):
+        return shipped_checkpoint(str(path))
     path = Path(path)
     return path / "ckpt.pt" if path.is_dir() else path
 
 
-def resolve_tokenizer(ckpt_path: Path, tokenizer: str) -> Path:
+def resolve_tokenizer(ckpt_path: Path, tokenizer: str):
     """The tokenizer folder a generator run names, as given at training (relative to where training ran, usually
-    the folder holding runs/); from elsewhere (a notebook in notebooks/) it is found relative to the run's runs/."""
+    the folder holding runs/); from elsewhere (a notebook in notebooks/) it is found relative to the run's runs/.
+    A shipped tokenizer ("pretrained:NAME") is found wherever minivar is installed."""
+    if tokenizer.startswith(PRETRAINED):
+        return tokenizer
     tok = Path(tokenizer)
     beside = ckpt_path.parent.parent.parent / tok
     return beside if not tok.is_absolute() and not tok.exists() and beside.exists() else tok

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .autoencoder import VQVAEConfig
-from .checkpoint import load_checkpoint
+from .checkpoint import PRETRAINED, load_checkpoint
 from .flowar import FlowARConfig
 from .kl_autoencoder import KLAutoencoderConfig
 from .models import Generator, checkpoint_path, load, model_class, model_from_checkpoint
@@ -31,7 +31,7 @@ class TrainConfig:
     dataset: str = "emoji"  # emoji | cifar10 | imagenet64 | folder
     data_root: str = ""  # "" = the repo's data/ folder
     flip: bool = True  # random horizontal flips of training images (generators: flipped copies' codes)
-    tokenizer: str = ""  # generators: the tokenizer's run folder (its codes are cached there)
+    tokenizer: str = ""  # generators: the tokenizer's run folder (codes cached there), or "pretrained:NAME"
     batch_size: int = 64  # global batch, split evenly over torchrun ranks
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
@@ -99,6 +99,14 @@ class TrainConfig:
     def run_dir(self) -> Path:
         return Path(self.out_dir) / self.name
 
+    @property
+    def token_cache_dir(self) -> Path:
+        """Where a generator's training codes are cached: beside its tokenizer run, or for a shipped tokenizer under
+        out_dir (the installed package may be read-only). The cache is keyed by the tokenizer's weights."""
+        if self.tokenizer.startswith(PRETRAINED):
+            return Path(self.out_dir) / "tokens" / self.tokenizer.removeprefix(PRETRAINED)
+        return checkpoint_path(self.tokenizer).parent / "tokens"
+
     def to_dict(self) -> dict:
         return asdict(self)
 
@@ -114,7 +122,7 @@ def load_run(run_dir, map_location="cpu"):
 
 def load_tokenizer(cfg: TrainConfig, device):
     """A generator's frozen tokenizer, loaded once; a missing run names the recipe that trains it."""
-    path = checkpoint_path(cfg.tokenizer)
+    path = checkpoint_path(cfg.tokenizer)  # a shipped one ("pretrained:NAME") is checked here
     if not path.exists():
         name = path.parent.name
         how = f"`python -m minivar train {name}`" if name in RECIPES else \

@@ -47,7 +47,7 @@ from .checkpoint import (
 )
 from .data import StepBatches, dataset_labels, flip_batch, load_dataset, preview_batch
 from .losses import TokenizerLoss
-from .models import build, checkpoint_path, model_class, weights_checksum
+from .models import build, model_class, weights_checksum
 from .recipes import TrainConfig, load_run, load_tokenizer  # noqa: F401 (load_run: where notebooks find it)
 from .token_cache import token_dataset
 from .viz import plot_curves, save_grid
@@ -81,7 +81,7 @@ def training_data(cfg: TrainConfig, tokenizer, progress=True):
         size = cfg.model_config.image_size
         return (load_dataset(cfg.dataset, "train", image_size=size, root=root),
                 load_dataset(cfg.dataset, "test", image_size=size, root=root), cfg.flip)
-    kw = dict(cache_dir=checkpoint_path(cfg.tokenizer).parent / "tokens", root=root, progress=progress)
+    kw = dict(cache_dir=cfg.token_cache_dir, root=root, progress=progress)
     train_set = token_dataset(tokenizer, cfg.dataset, "train", flip=cfg.flip, **kw)
     n_classes = int(dataset_labels(train_set).max()) + 1
     if n_classes > cfg.model_config.num_classes:

@@ -1,0 +1,146 @@
+"""The shipped emoji checkpoints: good pictures at once, and a recorded command to train them again when curious.
+
+    from minivar import pretrained
+    pretrained.available()                  # the names, e.g. ['emoji-msvq', 'emoji-var', ...]
+    var = pretrained.load("emoji-var")      # a generator in eval mode, bound to its shipped tokenizer
+    pretrained.manifest("emoji-var")        # how it was trained, on what machine, and what it measures
+
+    python -m minivar sample pretrained:emoji-var --n 64       # anything that takes a run folder takes this
+    python -m minivar train emoji-var --set tokenizer=pretrained:emoji-msvq   # train over a shipped tokenizer
+
+Each checkpoint is two files in minivar/weights/ (inside the package, so they install with it):
+- NAME.pt: the model's parameters in half precision (half the bytes; the pictures do not change visibly) and the
+  run's config, a plain dict that `torch.load(weights_only=True)` reads. Loading casts them back to float32.
+- NAME.json, its manifest: the exact command that trained it, steps, minutes, machine and torch version, the quality
+  measured on the shipped half-precision weights (and the command that measures it again), and the sha256 of NAME.pt,
+  checked at every load: a damaged or swapped file is refused before it is read.
+A shipped generator names its tokenizer "pretrained:NAME", so it loads wherever minivar is installed.
+
+`export(run, name, command=...)` turns a finished run into a shipped checkpoint (a maintainer's step: tokenizers
+first, then the generators trained on them). Replace shipped files rarely: every version stays in git history.
+"""
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import torch
+
+from . import checkpoint, models
+from .checkpoint import PRETRAINED, save_checkpoint, shipped_manifest, shipped_names
+from .models import Generator, Tokenizer, weights_checksum
+from .recipes import load_run
+
+
+def available() -> list:
+    """Names of the shipped checkpoints."""
+    return shipped_names()
+
+
+def manifest(name: str) -> dict:
+    """How a shipped checkpoint was made and what it measures (its NAME.json)."""
+    return shipped_manifest(name)
+
+
+def load(name: str, map_location="cpu"):
+    """The shipped model NAME (or "pretrained:NAME") in eval mode; a generator comes bound to its tokenizer."""
+    return models.load(PRETRAINED + name.removeprefix(PRETRAINED), map_location)
+
+
+# ---------------------------------------------------------------- measuring and exporting (maintainers)
+
+def half_state(model: torch.nn.Module) -> dict:
+    """The state dict with parameters in float16 (buffers such as RoPE tables and running statistics stay exact)."""
+    params = {name for name, _ in model.named_parameters()}
+    return {k: v.detach().cpu().half() if k in params and v.dtype == torch.float32 else v.detach().cpu()
+            for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def measure(model, n: int = 1000, guidance=None, seed: int = 0, batch_size: int = 100, progress=True) -> dict:
+    """The quality figures a manifest records, on the emoji test split.
+    Tokenizer: PSNR, SSIM, codebook usage and perplexity of its reconstructions (the whole split), and the
+    fd_emoji between the test images and their reconstructions (the floor its generators' fd_emoji cannot pass).
+    Generator: fd_emoji with its 95% bootstrap interval, and k-NN precision / recall, of n samples whose labels
+    follow the test split's class frequencies (as `python -m minivar sample RUN --n 1000 --fd` draws them)."""
+    from .data import dataset_labels, load_dataset
+    from .metrics import emoji_precision_recall, evaluate_tokenizer, fd_emoji_ci
+    if isinstance(model, Tokenizer):
+        from torch.utils.data import DataLoader
+        test = load_dataset("emoji", "test", image_size=model.code_format()["image_size"])
+        stats = evaluate_tokenizer(model, DataLoader(test, batch_size=256), model.device, fd=True)
+        return {("fd_emoji_recon" if k == "fd_emoji" else k): round(float(v), 4) for k, v in stats.items()}
+    test = load_dataset("emoji", "test", image_size=model.tokenizer.code_format()["image_size"])
+    real = torch.stack([test[i][0] for i in range(len(test))])
+    test_labels = dataset_labels(test)
+    labels = test_labels[torch.arange(n) % len(test_labels)]
+    guidance = model.guidance_or_default(guidance)
+    g = torch.Generator(model.device).manual_seed(seed)
+    images = model.sample_images(labels, batch_size, guidance=guidance, generator=g, progress=progress)
+    fd, low, high = fd_emoji_ci(images, real)
+    precision, recall = emoji_precision_recall(images, real)
+    return {"guidance": guidance, "samples": n, "seed": seed, "fd_emoji": round(fd, 3),
+            "fd_emoji_ci95": [round(low, 3), round(high, 3)], "precision": round(precision, 3),
+            "recall": round(recall, 3)}
+
+
+def machine() -> str:
+    cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    return f"{platform.system()} {platform.machine()}, {os.cpu_count()} CPU cores, {cuda}"
+
+
+def export(run, name=None, *, command: str, tokenizer=None, guidance=None, n: int = 1000, notes: str = "") -> dict:
+    """Ship the finished run `run` as NAME (default: the run's name): write minivar/weights/NAME.pt, then measure the
+    shipped weights themselves and write NAME.json. `command` is the exact command that trained the run. A
+    generator's tokenizer must be shipped first, under the name `tokenizer`, and must hold the run's tokenizer
+    weights (rounded to half precision): a generator is only as good as the codes it learned."""
+    model, cfg, run_tokenizer = load_run(run)
+    name = name or cfg.name
+    result_path = models.checkpoint_path(run).parent / "result.json"
+    result = json.loads(result_path.read_text()) if result_path.is_file() else {}
+    config = json.loads(json.dumps(cfg.to_dict()))  # plain lists and numbers, as a checkpoint holds them
+    extra = {}
+    if isinstance(model, Generator):
+        if not tokenizer:
+            raise ValueError(f"{run} is a generator: ship its tokenizer first and name it, e.g. tokenizer='emoji-msvq'")
+        shipped = load(tokenizer)
+        rounded = type(run_tokenizer)(run_tokenizer.cfg)
+        rounded.load_state_dict(half_state(run_tokenizer))
+        if weights_checksum(rounded) != weights_checksum(shipped):
+            raise ValueError(f"the shipped tokenizer {tokenizer!r} is not the one {run} was trained on "
+                             f"({cfg.tokenizer}); export that run as {tokenizer!r} first")
+        config["tokenizer"] = PRETRAINED + tokenizer
+        extra["tokenizer_checksum"] = weights_checksum(shipped)
+    path = save_checkpoint({"model": half_state(model), "config": config, "step": result.get("step"), **extra},
+                           checkpoint.SHIPPED_DIR / f"{name}.pt")
+    info = {"name": name, "kind": cfg.model, "file": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size,
+            "parameters": sum(p.numel() for p in model.parameters()), "command": command,
+            "tokenizer": config["tokenizer"] or None, "steps": result.get("step"),
+            "minutes": round(result["elapsed"] / 60, 1) if "elapsed" in result else None,
+            "images_per_s": round(result["images_per_s"], 1) if "images_per_s" in result else None,
+            "machine": machine(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
+            "run_result": {k: round(v, 4) for k, v in result.items() if k.startswith(("test_", "loss"))
+                           and isinstance(v, float)}, "notes": notes}
+    _write_json(path.with_suffix(".json"), info)  # the sha256 is in: the file can be loaded and measured now
+    info["metrics"] = measure(load(name), n=n, guidance=guidance)
+    info["measure_command"] = (f"python -m minivar sample pretrained:{name} --n {n} --fd --guidance "
+                               f"{info['metrics']['guidance']:g}" if isinstance(model, Generator) else
+                               f"minivar.pretrained.measure(minivar.pretrained.load({name!r}))")
+    _write_json(path.with_suffix(".json"), info)
+    return info
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _write_json(path: Path, obj: dict):
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+__all__ = ["available", "manifest", "load", "measure", "export", "half_state", "machine"]
