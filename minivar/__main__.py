@@ -38,50 +38,86 @@ def cmd_train(args):
 
 
 def cmd_demo(args):
-    """The main job, on a laptop CPU: train VAR's multi-scale tokenizer, then a small VAR on its tokens, and
-    draw a picture of every scale of new samples (runs/demo/scales.png) and a sample grid per class."""
+    """The main job, on a laptop CPU: train a small VAR from scratch on the bundled emoji over the shipped multi-scale
+    tokenizer (--from-scratch: train that tokenizer here too), then draw every scale of its samples beside the shipped
+    VAR's (runs/demo/scales.png), write a sample grid per class and measure its fd_emoji."""
     import torch
 
+    from . import pretrained
     from .data import load_dataset
     from .train import train
     from .viz import plot_scales, save_grid
     t0 = time.time()
     out = Path(args.out)
-    tok_minutes, var_minutes = 0.42 * args.minutes, 0.48 * args.minutes  # the rest: tokenizing and sampling
-    print(f"minivar demo: about {args.minutes:g} minutes on this machine (re-running reuses what {out} holds)\n"
-          f"1/3 training VAR's multi-scale tokenizer on the bundled emoji for {tok_minutes:.1f} min")
+    shipped = pretrained.available()
+    own_tokenizer = args.from_scratch or "emoji-msvq" not in shipped
+    if args.set_tokenizer and not own_tokenizer:
+        raise ValueError("--set-tokenizer changes the tokenizer the demo trains; add --from-scratch to train one")
     # Minutes, not the recipes' quarter hours: a shorter warmup, a higher learning rate and, for VAR, a smaller
     # network (3 blocks of width 128: ~2x the steps of emoji-var's in the same time) do the most with them.
-    tok_cfg = recipes.get("emoji-msvq", ["name=tokenizer", f"out_dir={out}", f"minutes={tok_minutes}",
-                                         "max_steps=100000", "eval_every=100000", "lr=3e-3", "warmup_steps=20",
-                                         *args.set_tokenizer])
-    tok = train(tok_cfg, resume=True)
-    var_cfg = recipes.get("emoji-var", ["name=var", f"out_dir={out}", f"tokenizer={tok_cfg.run_dir}",
-                                        f"minutes={var_minutes}", "max_steps=100000", "eval_every=100000",
-                                        "dim=128", "depth=3", "lr=2e-3", "warmup_steps=20", *args.set])
-    print(f"   test PSNR {tok['test_psnr']:.2f} dB, codebook usage {tok['test_usage']:.0%} after {tok['step']} steps\n"
-          f"2/3 training a {var_cfg.model_config.depth}-block VAR on its tokens for "
-          f"{var_minutes:.1f} min (the tokens are computed once, first)")
+    var_share = 0.48 if own_tokenizer else 0.85  # the rest: tokenizing once, sampling, measuring
+    print(f"minivar demo: about {args.minutes:g} minutes on this machine (re-running reuses what {out} holds)")
+    if own_tokenizer:
+        tok_minutes = 0.42 * args.minutes
+        print(f"1/3 training VAR's multi-scale tokenizer on the bundled emoji for {tok_minutes:.1f} min")
+        tok_cfg = recipes.get("emoji-msvq", ["name=tokenizer", f"out_dir={out}", f"minutes={tok_minutes}",
+                                             "max_steps=100000", "eval_every=100000", "lr=3e-3", "warmup_steps=20",
+                                             *args.set_tokenizer])
+        tok = train(tok_cfg, resume=True)
+        tok_ref, var_name = str(tok_cfg.run_dir), "var-scratch"
+        print(f"   test PSNR {tok['test_psnr']:.2f} dB, codebook usage {tok['test_usage']:.0%} "
+              f"after {tok['step']} steps")
+    else:
+        info = pretrained.manifest("emoji-msvq")
+        tok_ref, var_name = "pretrained:emoji-msvq", "var"
+        print(f"1/3 the shipped multi-scale tokenizer (notebook 04): test PSNR {info['metrics']['psnr']:.1f} dB after "
+              f"{info['minutes']:g} minutes of training (--from-scratch trains one here instead)")
+    var_cfg = recipes.get("emoji-var", [f"name={var_name}", f"out_dir={out}", f"tokenizer={tok_ref}",
+                                        f"minutes={var_share * args.minutes}", "max_steps=100000",
+                                        "eval_every=100000", "dim=128", "depth=3", "lr=2e-3", "warmup_steps=20",
+                                        *args.set])
+    print(f"2/3 training a {var_cfg.model_config.depth}-block VAR from scratch on its tokens for "
+          f"{var_share * args.minutes:.1f} min (the tokens are computed once, first)")
     var = train(var_cfg, resume=True)
-    model, tokenizer = var["model"].eval(), tok["model"].eval()
+    model = var["model"].eval()
+    tokenizer = model.tokenizer
     print(f"   test loss {var['test_loss']:.3f} nats/token after {var['step']} steps\n3/3 sampling")
     classes = load_dataset("emoji", "test").classes
     g = torch.Generator(model.device).manual_seed(args.seed)  # cuda/mps when trained there
     labels = torch.arange(len(classes))
-    maps = model.generate(labels, guidance=args.guidance, top_k=args.top_k, generator=g)
-    per_scale = tokenizer.decode_scales(maps, every_scale=True)  # the image after each scale, coarse to fine
-    plot_scales(per_scale, tokenizer.cfg.scales, row_labels=[c.split(" & ")[0] for c in classes],
-                path=out / "scales.png",
-                title=f"VAR on emoji: every scale of one sample per class (guidance {args.guidance:g})")
+
+    def every_scale(generator):
+        maps = generator.generate(labels.to(generator.device), guidance=args.guidance, top_k=args.top_k,
+                                  generator=torch.Generator(generator.device).manual_seed(args.seed))
+        return [x.cpu() for x in generator.tokenizer.decode_scales(maps, every_scale=True)]  # coarse to fine
+
+    compare, reference = [], None
+    if "emoji-var" in shipped:
+        reference = pretrained.load("emoji-var", model.device)
+        if tuple(reference.tokenizer.cfg.scales) == tuple(tokenizer.cfg.scales):
+            ref_info = pretrained.manifest("emoji-var")
+            compare = [(f"shipped emoji-var: {ref_info['minutes']:g} minutes of training", every_scale(reference))]
+    minutes = var["elapsed"] / 60
+    plot_scales(every_scale(model), tokenizer.cfg.scales, row_labels=[c.split(" & ")[0] for c in classes],
+                path=out / "scales.png", compare=compare,
+                title=f"your VAR: after {minutes:.1f} minutes on this machine (guidance {args.guidance:g})")
     for c, name in enumerate(classes):
         grid = model.generate(torch.full((16,), c), guidance=args.guidance, top_k=args.top_k, generator=g)
         save_grid(out / "classes" / f"{c}_{name.lower().replace(' & ', '_').replace(' ', '_')}.png",
                   tokenizer.decode(grid), nrow=8)
-    peak_mb = peak_memory_mb()
     print(f"\nwrote {out / 'scales.png'} (rows: one sample per class; columns: the image after each scale, "
-          f"{' -> '.join(f'{s}x{s}' for s in tokenizer.cfg.scales)})\n"
-          f"wrote {out / 'classes'}/ (16 samples per class)\n"
-          f"wall time {time.time() - t0:.0f} s, peak memory {peak_mb:.0f} MB")
+          f"{' -> '.join(f'{s}x{s}' for s in tokenizer.cfg.scales)}"
+          f"{'; right: the shipped VAR, same seed' if compare else ''})\n"
+          f"wrote {out / 'classes'}/ (16 samples per class)")
+    if args.fd:
+        scores = pretrained.measure(model, n=args.fd, guidance=args.guidance, seed=args.seed, progress=False)
+        low, high = scores["fd_emoji_ci95"]
+        shipped_fd = (f"; the shipped VAR: {ref_info['metrics']['fd_emoji']:.2f} at guidance "
+                      f"{ref_info['metrics']['guidance']:g}" if compare else "")
+        print(f"fd_emoji of {args.fd} samples: {scores['fd_emoji']:.2f} [{low:.2f}, {high:.2f}], precision "
+              f"{scores['precision']:.2f}, recall {scores['recall']:.2f} (lower fd is better{shipped_fd})")
+    print(f"wall time {time.time() - t0:.0f} s, peak memory {peak_memory_mb():.0f} MB\n"
+          f"your VAR stays in {var_cfg.run_dir}: python -m minivar sample {var_cfg.run_dir} --n 64")
 
 
 def cmd_sample(args):
@@ -197,8 +233,8 @@ def main(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("demo", help="train a multi-scale tokenizer and VAR on the bundled emoji (CPU), draw each scale")
-    p.add_argument("--minutes", type=float, default=4.0, help="training time budget, both models (default 4)")
+    p = sub.add_parser("demo", help="train a VAR on the bundled emoji (CPU), draw each scale")
+    p.add_argument("--minutes", type=float, default=4.0, help="training time budget (default 4)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
     p.add_argument("--guidance", type=float, default=2.5,
                    help="guidance at VAR's last scale, ramped up from 1 (no guidance) at the first (default 2.5)")
@@ -206,7 +242,11 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a VAR recipe field")
     p.add_argument("--set-tokenizer", action="append", default=[], metavar="KEY=VALUE",
-                   help="override a tokenizer recipe field")
+                   help="override a tokenizer recipe field (with --from-scratch)")
+    p.add_argument("--from-scratch", action="store_true",
+                   help="train the multi-scale tokenizer here too, instead of loading the shipped one")
+    p.add_argument("--fd", type=int, default=1000, metavar="N",
+                   help="measure fd_emoji, precision and recall on N samples (default 1000; 0 = skip)")
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("train", help="train a named recipe")

@@ -109,29 +109,35 @@ def plot_curves(records: list, keys=("loss",), path=None, title=None, ax=None):
     return ax
 
 
-def plot_scales(per_scale: list, scales, row_labels=None, path=None, title=None, column_titles=None):
+def plot_scales(per_scale: list, scales, row_labels=None, path=None, title=None, column_titles=None, compare=None):
     """A picture of every scale: per_scale[k] (B, 3, H, W) is the image decoded after scale k (VAR's cumulative
-    reconstruction); rows = the B samples, columns = the scales, coarse to fine. Saved to `path` if given."""
+    reconstruction); rows = the B samples, columns = the scales, coarse to fine. Saved to `path` if given.
+    compare=[(heading, per_scale), ...]: further models' panels drawn to the right, same rows and scales; the first
+    panel's heading is then `title` and the figure has no overall title."""
     column_titles = column_titles or [f"{s}×{s}" for s in scales]
     import matplotlib
     import matplotlib.pyplot as plt
     if path is not None and not matplotlib.get_backend().lower().startswith(("module://", "nbagg", "ipympl")):
         plt.switch_backend("Agg")  # command-line runs: no display needed
+    panels = [(title, per_scale)] + list(compare or [])
     B, K = per_scale[0].shape[0], len(per_scale)
-    fig, axes = plt.subplots(B, K, figsize=(1.3 * K + (1.2 if row_labels else 0.2), 1.3 * B + 0.5), squeeze=False)
-    for k in range(K):
-        for b in range(B):
-            ax = axes[b, k]
-            ax.imshow(to_uint8_images(per_scale[k][b:b + 1])[0], interpolation="nearest")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if b == 0:
-                ax.set_title(column_titles[k], fontsize=9)
-            if k == 0 and row_labels:
-                ax.set_ylabel(row_labels[b], fontsize=8, rotation=0, ha="right", va="center")
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    width = 1.3 * K + (1.2 if row_labels else 0.2)
+    fig = plt.figure(figsize=(width * len(panels), 1.3 * B + 0.5), layout="constrained")
+    subfigures = fig.subfigures(1, len(panels), squeeze=False)[0] if len(panels) > 1 else [fig]
+    for panel, (heading, images) in zip(subfigures, panels):
+        axes = panel.subplots(B, K, squeeze=False)
+        for k in range(K):
+            for b in range(B):
+                ax = axes[b, k]
+                ax.imshow(to_uint8_images(images[k][b:b + 1])[0], interpolation="nearest")
+                ax.set_xticks([])
+                ax.set_yticks([])
+                if b == 0:
+                    ax.set_title(column_titles[k], fontsize=9)
+                if k == 0 and row_labels:
+                    ax.set_ylabel(row_labels[b], fontsize=8, rotation=0, ha="right", va="center")
+        if heading:
+            panel.suptitle(heading, fontsize=10)
     if path is not None:
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, dpi=100)

@@ -163,17 +163,36 @@ def test_var_trains_on_a_multiscale_tokenizer_through_the_same_loop(tmp_path):
         train(wrong, progress=False)
 
 
-def test_the_demo_writes_every_scale_and_a_grid_per_class_and_reuses_its_runs(tmp_path, capsys):
+def test_the_demo_trains_from_scratch_or_over_the_shipped_tokenizer_and_draws_beside_the_shipped_var(
+        tmp_path, capsys, monkeypatch):
+    from minivar import checkpoint, pretrained
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", tmp_path / "weights")  # nothing shipped yet
     out = tmp_path / "demo"
-    args = ["demo", "--minutes", "0.06", "--out", str(out), "--set-tokenizer", "ch=8", "--set-tokenizer",
-            "z_channels=8", "--set", "dim=32", "--set", "depth=1"]
+    tiny = ["--minutes", "0.06", "--out", str(out), "--fd", "30", "--set", "dim=32", "--set", "depth=1"]
+    args = ["demo", "--from-scratch", *tiny, "--set-tokenizer", "ch=8", "--set-tokenizer", "z_channels=8"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert (out / "scales.png").exists() and len(list((out / "classes").glob("*.png"))) == 9
-    assert "wall time" in text and "peak memory" in text
-    steps = json.loads((out / "var" / "result.json").read_text())["step"]
+    assert "wall time" in text and "peak memory" in text and "fd_emoji of 30 samples" in text
+    assert "right: the shipped VAR" not in text
+    steps = json.loads((out / "var-scratch" / "result.json").read_text())["step"]
     assert main(args) == 0  # a second run continues the finished runs: nothing more to train
-    assert json.loads((out / "var" / "result.json").read_text())["step"] == steps
+    assert json.loads((out / "var-scratch" / "result.json").read_text())["step"] == steps
+    capsys.readouterr()
+
+    # Ship those two as the course's emoji-msvq and emoji-var: the default demo now trains only a VAR, over the
+    # shipped tokenizer, and draws the shipped VAR's scales beside its own.
+    pretrained.export(out / "tokenizer", "emoji-msvq", command="python -m minivar train emoji-msvq")
+    pretrained.export(out / "var-scratch", "emoji-var", command="python -m minivar train emoji-var",
+                      tokenizer="emoji-msvq", n=20)
+    assert main(["demo", *tiny]) == 0
+    text = capsys.readouterr().out
+    assert "the shipped multi-scale tokenizer" in text and "right: the shipped VAR, same seed" in text
+    assert "the shipped VAR: " in text and not (out / "var" / "tokens").exists()
+    assert json.loads((out / "var" / "config.json").read_text())["tokenizer"] == "pretrained:emoji-msvq"
+    assert (out / "tokens" / "emoji-msvq").is_dir()
+    assert main(["demo", *tiny, "--set-tokenizer", "ch=8"]) != 0
+    assert "--set-tokenizer changes the tokenizer the demo trains; add --from-scratch" in capsys.readouterr().err
 
 
 def model_config_of(run_dir):
