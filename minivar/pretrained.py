@@ -4,16 +4,19 @@
     pretrained.available()                  # the names, e.g. ['emoji-msvq', 'emoji-var', ...]
     var = pretrained.load("emoji-var")      # a generator in eval mode, bound to its shipped tokenizer
     pretrained.manifest("emoji-var")        # how it was trained, on what machine, and what it measures
+    pretrained.training_log("emoji-var")    # its training and test curves (the run's metrics.jsonl)
+    model, log = pretrained.load_or_train("emoji-var", train=TRAIN, minutes=8, sets=["tokenizer=..."])  # notebooks
 
     python -m minivar sample pretrained:emoji-var --n 64       # anything that takes a run folder takes this
     python -m minivar train emoji-var --set tokenizer=pretrained:emoji-msvq   # train over a shipped tokenizer
 
-Each checkpoint is two files in minivar/weights/ (inside the package, so they install with it):
+Each checkpoint is three files in minivar/weights/ (inside the package, so they install with it):
 - NAME.pt: the model's parameters in half precision (half the bytes; the pictures do not change visibly) and the
   run's config, a plain dict that `torch.load(weights_only=True)` reads. Loading casts them back to float32.
 - NAME.json, its manifest: the exact command that trained it, steps, minutes, machine and torch version, the quality
   measured on the shipped half-precision weights (and the command that measures it again), and the sha256 of NAME.pt,
   checked at every load: a damaged or swapped file is refused before it is read.
+- NAME.metrics.jsonl: the run's log (loss, learning rate, test metrics by step), for the notebooks' curves.
 A shipped generator names its tokenizer "pretrained:NAME", so it loads wherever minivar is installed.
 
 `export(run, name, command=...)` turns a finished run into a shipped checkpoint (a maintainer's step: tokenizers
@@ -28,10 +31,12 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, models
-from .checkpoint import PRETRAINED, save_checkpoint, shipped_manifest, shipped_names
+from . import checkpoint, models, smoke
+from .checkpoint import PRETRAINED, read_log, save_checkpoint, shipped_manifest, shipped_names
 from .models import Generator, Tokenizer, weights_checksum
+from .recipes import get as get_recipe
 from .recipes import load_run
+from .train import train as train_run
 
 
 def available() -> list:
@@ -47,6 +52,27 @@ def manifest(name: str) -> dict:
 def load(name: str, map_location="cpu"):
     """The shipped model NAME (or "pretrained:NAME") in eval mode; a generator comes bound to its tokenizer."""
     return models.load(PRETRAINED + name.removeprefix(PRETRAINED), map_location)
+
+
+def training_log(name: str) -> list:
+    """The metrics.jsonl records of the run a shipped checkpoint came from (training and test curves)."""
+    info = shipped_manifest(name)
+    return read_log(checkpoint.SHIPPED_DIR / info["log"]) if info.get("log") else []
+
+
+def load_or_train(recipe: str, train: bool = False, minutes: float = 8.0, sets=(), name=None):
+    """The notebooks' "load the shipped checkpoint, else train" -> (model in eval mode, its training log records).
+    train=False: the shipped model of that name. train=True (or no shipped one, or MINIVAR_SMOKE=1, where this
+    trains tiny): train the recipe here for `minutes` (or continue the run of that name), with `--set` overrides
+    `sets` (a generator needs tokenizer=...)."""
+    if not train and not smoke() and recipe in available():
+        return load(recipe), training_log(recipe)
+    if not train and not smoke():
+        print(f"no shipped checkpoint named {recipe!r}: training it here for {minutes:g} minutes")
+    name = name or f"{recipe}{'-smoke' if smoke() else '-here'}"
+    cfg = get_recipe(recipe, [f"name={name}", f"minutes={minutes}", "max_steps=100000", *sets])
+    result = train_run(cfg, resume=True)
+    return result["model"].eval(), read_log(cfg.run_dir / "metrics.jsonl")
 
 
 # ---------------------------------------------------------------- measuring and exporting (maintainers)
@@ -115,6 +141,9 @@ def export(run, name=None, *, command: str, tokenizer=None, guidance=None, n: in
         extra["tokenizer_checksum"] = weights_checksum(shipped)
     path = save_checkpoint({"model": half_state(model), "config": config, "step": result.get("step"), **extra},
                            checkpoint.SHIPPED_DIR / f"{name}.pt")
+    log = read_log(models.checkpoint_path(run).parent / "metrics.jsonl", upto_step=result.get("step"))
+    if log:  # the curves the notebooks plot, one compact record per line
+        path.with_suffix(".metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
     info = {"name": name, "kind": cfg.model, "file": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size,
             "parameters": sum(p.numel() for p in model.parameters()), "command": command,
             "tokenizer": config["tokenizer"] or None, "steps": result.get("step"),
@@ -122,7 +151,7 @@ def export(run, name=None, *, command: str, tokenizer=None, guidance=None, n: in
             "images_per_s": round(result["images_per_s"], 1) if "images_per_s" in result else None,
             "machine": machine(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "run_result": {k: round(v, 4) for k, v in result.items() if k.startswith(("test_", "loss"))
-                           and isinstance(v, float)}, "notes": notes}
+                           and isinstance(v, float)}, "log": f"{name}.metrics.jsonl" if log else None, "notes": notes}
     _write_json(path.with_suffix(".json"), info)  # the sha256 is in: the file can be loaded and measured now
     info["metrics"] = measure(load(name), n=n, guidance=guidance)
     info["measure_command"] = (f"python -m minivar sample pretrained:{name} --n {n} --fd --guidance "
@@ -143,4 +172,5 @@ def _write_json(path: Path, obj: dict):
     os.replace(tmp, path)
 
 
-__all__ = ["available", "manifest", "load", "measure", "export", "half_state", "machine"]
+__all__ = ["available", "manifest", "load", "training_log", "load_or_train", "measure", "export", "half_state",
+           "machine"]

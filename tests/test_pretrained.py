@@ -61,6 +61,29 @@ def test_export_writes_half_precision_weights_and_a_manifest_that_measures_them(
     assert weights["gen_info"]["measure_command"] == "python -m minivar sample pretrained:gen --n 40 --fd --guidance 1.5"
 
 
+def test_the_training_log_ships_and_load_or_train_loads_or_trains(weights, tmp_path, monkeypatch):
+    from minivar.checkpoint import read_log
+    log = pretrained.training_log("gen")
+    assert log and log == read_log(weights["gen_run"] / "metrics.jsonl")
+    assert weights["gen_info"]["log"] == "gen.metrics.jsonl"
+    monkeypatch.setenv("MINIVAR_SMOKE", "0")
+    model, records = pretrained.load_or_train("gen")
+    assert isinstance(model, Generator) and records == log
+    monkeypatch.chdir(tmp_path)  # train=True: a run of the recipe here (tiny sizes, as a smoke run would set)
+    sets = ["out_dir=runs", "ch=8", "z_channels=8", "ch_mult=1,2", "codebook_size=32", "embed_dim=8", "batch_size=8"]
+    model, records = pretrained.load_or_train("emoji-vqvae", train=True, minutes=0.02, sets=sets)
+    assert isinstance(model, Tokenizer) and not model.training and records[-1]["step"] >= 1
+    assert (tmp_path / "runs" / "emoji-vqvae-here" / "ckpt.pt").is_file()
+    import shutil
+    shutil.copytree(weights["folder"], tmp_path / "weights")
+    shutil.copy(tmp_path / "weights" / "tok.json", tmp_path / "weights" / "emoji-vqvae.json")  # "ships" emoji-vqvae
+    monkeypatch.setattr(checkpoint, "SHIPPED_DIR", tmp_path / "weights")
+    assert isinstance(pretrained.load_or_train("emoji-vqvae")[0], Tokenizer)
+    monkeypatch.setenv("MINIVAR_SMOKE", "1")  # smoke runs (CI) train, even where a shipped model exists
+    pretrained.load_or_train("emoji-vqvae", minutes=0.02, sets=sets)
+    assert (tmp_path / "runs" / "emoji-vqvae-smoke" / "ckpt.pt").is_file()
+
+
 def test_shipped_models_equal_their_runs_rounded_to_half_precision(weights):
     run_gen, _, run_tok = load_run(weights["gen_run"])
     gen = pretrained.load("gen")
