@@ -1,4 +1,4 @@
-"""Command line: python -m minivar {demo,train,sample,sweep} ...
+"""Command line: python -m minivar {demo,train,sample,sweep,course} ...
 
     python -m minivar demo                         # the main job: tokenizer + VAR on the bundled emoji, on CPU
     python -m minivar train emoji-vqvae --set lr=1e-3 --set codebook_size=1024
@@ -8,6 +8,8 @@
     python -m minivar sample pretrained:emoji-var                    # a shipped model (minivar.pretrained)
     python -m minivar sweep codebook --dataset emoji  # codebook size x dim x l2 grid, recorded in benchmarks/
     torchrun --nproc_per_node 2 -m minivar train cifar10-vqvae   # several GPUs (or CPU processes)
+    python -m minivar course release --out student-copy   # instructors: the course without its solutions
+    python -m minivar course grade submissions/           # ... and grading one folder per student
 """
 
 import argparse
@@ -228,6 +230,23 @@ def cmd_sweep(args):
     print(f"{len(rows)} cells recorded in {Path(args.out) / f'codebook_sweep_{args.dataset}.csv'}")
 
 
+def cmd_course_release(args):
+    from .course import release
+    summary = release(args.out, force=args.force)
+    print(f"wrote the student copy to {args.out}: {summary['files']} files, {summary['blanked_cells']} notebook "
+          f"cells blanked, answer keys taken out of {summary['keys']} files, no solutions\n"
+          f"students check their work with `pytest -m exNN` in it")
+
+
+def cmd_course_grade(args):
+    from .course import grade
+    exercises = [e.strip() for e in args.exercises.split(",") if e.strip()]
+    rows = grade(args.submissions, exercises=exercises or None, timeout=args.timeout)
+    students = len({r["student"] for r in rows})
+    print(f"graded {students} submissions: {sum(r['points'] for r in rows)} of {len(rows)} parts passed\n"
+          f"wrote {Path(args.submissions) / 'grades.md'} and grades.csv")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m minivar", description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -295,10 +314,23 @@ def main(argv=None):
     p.add_argument("--out", default="benchmarks/results", help="folder of the results (default benchmarks/results)")
     p.set_defaults(func=cmd_sweep)
 
+    p = sub.add_parser("course", help="the instructor's commands: a student release, grading submissions")
+    course = p.add_subparsers(dest="action", required=True)
+    q = course.add_parser("release", help="write the student copy: no solutions, no answer keys, graders included")
+    q.add_argument("--out", required=True, help="an empty (or new) folder for the student copy")
+    q.add_argument("--force", action="store_true", help="replace what --out holds")
+    q.set_defaults(func=cmd_course_release)
+    q = course.add_parser("grade", help="grade a folder of submissions (one folder per student) -> grades.csv/md")
+    q.add_argument("submissions", help="a folder holding one folder per student, each with its exercises/")
+    q.add_argument("--exercises", default="", help="comma-separated, e.g. ex01,ex03 (default: every grader)")
+    q.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds one exercise's grader may run per student (default 120)")
+    q.set_defaults(func=cmd_course_grade)
+
     args = parser.parse_args(argv)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:
+    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:  # course.ReleaseError too
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: training has saved its last finished step

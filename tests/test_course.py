@@ -1,0 +1,130 @@
+"""The instructor's commands: the student release holds no solution or key and its graders work; grading runs each
+submission in its own process with a time limit and writes the points table."""
+
+import csv
+import json
+import re
+import shutil
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from minivar.__main__ import main
+from minivar.course import ReleaseError, code_of, grader_parts, release, solution_lines, strip_blocks
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_strip_blocks_replaces_each_block_keeps_the_rest_and_refuses_an_open_one():
+    text = "a\n    ### BEGIN SOLUTION\n    x = 1\n    ### END SOLUTION\nb\n"
+    out, removed = strip_blocks(text, "### BEGIN SOLUTION", "### END SOLUTION", lambda indent: f"{indent}STUB\n")
+    assert out == "a\n    STUB\nb\n" and removed == ["    x = 1\n"]
+    with pytest.raises(ReleaseError, match="never closed"):
+        strip_blocks("a\n### BEGIN SOLUTION\nx\n", "### BEGIN SOLUTION", "### END SOLUTION", where="nb")
+
+
+@pytest.fixture(scope="module")
+def student_copy(tmp_path_factory):
+    out = tmp_path_factory.mktemp("release") / "student"
+    summary = release(out)
+    return out, summary
+
+
+def test_the_release_has_no_solutions_no_keys_and_blanks_the_marked_cells(student_copy):
+    out, summary = student_copy
+    assert not (out / "exercises" / "solutions").exists() and not (out / "tests").exists()
+    assert (out / "minivar" / "course.py").is_file() and (out / "data" / "emoji.npz").is_file()
+    assert (out / "exercises" / "test_ex07.py").is_file() and (out / "exercises" / "_grading.py").is_file()
+    answers = [code_of(line) for p in (ROOT / "exercises" / "solutions").glob("*.py")
+               for line in solution_lines(p.read_text()) if len(code_of(line)) >= 20]
+    assert answers
+    released = re.sub(r"\s+", "", "\n".join(p.read_text().replace("\\n", "\n") for p in out.rglob("*")
+                                              if p.suffix in (".py", ".md", ".ipynb")
+                                              and p.relative_to(out).parts[0] != "minivar"))
+    assert not [a for a in answers if a in released]  # not even inside a longer line
+    sheet = (out / "exercises" / "ablations" / "07_rar.md").read_text()
+    assert "## Questions to predict before running" in sheet and "Answers the recorded results give" not in sheet
+    nb = json.loads((out / "notebooks" / "01_vector_quantization.ipynb").read_text())
+    blanked = [c for c in nb["cells"] if "raise NotImplementedError" in "".join(c["source"])]
+    assert blanked and all(c["outputs"] == [] for c in blanked)
+    assert "return z + (z_q - z).detach()" not in json.dumps(nb)
+    assert summary["blanked_cells"] >= 4 and summary["keys"] >= 1
+
+
+def test_the_released_graders_fail_on_the_blanks_and_pass_on_the_solutions(student_copy, tmp_path):
+    import subprocess
+    import sys
+    copy = tmp_path / "copy"
+    shutil.copytree(student_copy[0], copy)
+
+    def grade_ex07():
+        return subprocess.run([sys.executable, "-m", "pytest", "-m", "ex07", "-p", "no:cacheprovider", "-q",
+                               "exercises"], cwd=copy, capture_output=True, text=True, timeout=300)
+    proc = grade_ex07()
+    assert proc.returncode == 1 and "3 failed" in proc.stdout, proc.stdout[-2000:]
+    shutil.copy(ROOT / "exercises" / "solutions" / "ex07_randomized_ar.py", copy / "exercises")
+    proc = grade_ex07()
+    assert proc.returncode == 0 and "3 passed" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_a_release_that_would_leak_is_deleted_and_other_mistakes_are_refused(tmp_path):
+    root = tmp_path / "course"
+    (root / "exercises" / "solutions").mkdir(parents=True)
+    (root / "notebooks").mkdir()
+    (root / "exercises" / "solutions" / "ex01_x.py").write_text(
+        'def f(x):\n    """Doc."""\n    return (x * 2).clamp(min=0).sum(dim=1)\n')
+    (root / "exercises" / "ex01_x.py").write_text('def f(x):\n    """Doc."""\n    raise NotImplementedError\n')
+    nb = {"cells": [{"cell_type": "code", "source": ["y = (x * 2).clamp(min=0).sum(dim=1)\n"], "outputs": [],
+                     "execution_count": None, "metadata": {}}], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (root / "notebooks" / "n.ipynb").write_text(json.dumps(nb))
+    with pytest.raises(ReleaseError, match=r"solution or key text \(1 lines\).*n.ipynb"):
+        release(tmp_path / "out", root=root)
+    assert not (tmp_path / "out").exists()
+    nb["cells"][0]["source"] = ["### BEGIN SOLUTION\n", "y = (x * 2).clamp(min=0).sum(dim=1)\n",
+                                "### END SOLUTION\n"]
+    (root / "notebooks" / "n.ipynb").write_text(json.dumps(nb))
+    assert release(tmp_path / "out", root=root)["blanked_cells"] == 1
+    with pytest.raises(ReleaseError, match="is not empty.*--force"):
+        release(tmp_path / "out", root=root)
+    release(tmp_path / "out", root=root, force=True)
+    with pytest.raises(ReleaseError, match="not an instructor's checkout"):
+        release(tmp_path / "out2", root=tmp_path / "out")
+
+
+def test_grading_runs_each_submission_apart_with_a_time_limit_and_writes_the_table(tmp_path, capsys):
+    subs = tmp_path / "submissions"
+    solution = (ROOT / "exercises" / "solutions" / "ex07_randomized_ar.py").read_text()
+    stub = (ROOT / "exercises" / "ex07_randomized_ar.py").read_text()
+    looping = solution.replace("def random_order_ratio(progress: float, anneal_start: float, anneal_end: float) "
+                               "-> float:\n", "def random_order_ratio(progress: float, anneal_start: float, "
+                               "anneal_end: float) -> float:\n    while True:\n        pass\n", 1)
+    assert looping != solution
+    cheat = stub + textwrap.dedent("""
+        from minivar.rar import random_order_ratio, sample_orders, slot_positions  # noqa
+    """)
+    for student, text in [("alice", solution), ("bob", stub), ("carol", looping), ("dave", cheat)]:
+        (subs / student / "exercises").mkdir(parents=True)
+        (subs / student / "exercises" / "ex07_randomized_ar.py").write_text(text)
+    (subs / "erin").mkdir()  # handed in nothing
+    assert main(["course", "grade", str(subs), "--exercises", "ex07", "--timeout", "30"]) == 0
+    assert "graded 5 submissions: 5 of 15 parts passed" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(subs / "grades.csv")))
+    points = {(r["student"], int(r["part"])): (int(r["points"]), r["message"]) for r in rows}
+    assert [points["alice", p][0] for p in (1, 2, 3)] == [1, 1, 1]
+    assert all(points["bob", p][0] == 0 and "Part" in points["bob", p][1] for p in (1, 2, 3))
+    assert points["carol", 1][0] == 0 and "still running after 30 s" in points["carol", 1][1]
+    assert [points["carol", p][0] for p in (2, 3)] == [1, 1]  # one endless part costs only that part
+    assert all("uses minivar" in points["dave", p][1] for p in (1, 2, 3))
+    assert all("no ex07_*.py" in points["erin", p][1] for p in (1, 2, 3))
+    table = (subs / "grades.md").read_text()
+    assert "| alice | 3 | 3 / 3 |" in table and "| bob | 0 | 0 / 3 |" in table and "| carol | 2 | 2 / 3 |" in table
+    assert "**carol**, ex07 part 1 (`test_part1_random_order_ratio`): still running" in table
+    assert main(["course", "grade", str(subs), "--exercises", "ex99"]) == 2
+    assert "no grader for ex99; the graders: ex01" in capsys.readouterr().err
+
+
+def test_every_grader_names_its_parts():
+    for grader in sorted((ROOT / "exercises").glob("test_ex*.py")):
+        parts = [n for n, _ in grader_parts(grader)]
+        assert parts == list(range(1, len(parts) + 1)) and parts, grader.name
