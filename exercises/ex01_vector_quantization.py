@@ -1,38 +1,35 @@
-"""Exercise 01: vector quantization by hand.
+"""Exercise 01: a vector-quantization layer, from the math.
 
-Fill in the four functions below (replace each `raise NotImplementedError(...)`), then check your work:
+Fill in the two functions below (replace each `raise NotImplementedError(...)`), then check your work:
 
     pytest -m ex01
 
-Each check says which part is wrong and what it expected. Notebook 01 builds every piece step by step;
-minivar/vq.py holds the reference, but try it yourself first.
-Shapes: z_flat (N, C) encoder outputs, codebook (K, C) code vectors, indices (N,) LongTensor.
+Each check says which part is wrong and what it expected. Notebook 01 shows the ideas one at a time on 2-D points;
+here you put them together into the layer a VQ-VAE uses, on feature maps. Work from the equations, not from the
+notebook's cells (minivar/vq.py holds the reference; the graders refuse a file that imports it).
+
+Shapes: z (B, C, H, W) encoder outputs, codebook (K, C) code vectors.
 """
 
 import torch
 
 
 def nearest_code(z_flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    """Part 1. For each row of z_flat, the index of the nearest code by squared Euclidean distance. -> (N,)
+    """Part 1. k_i = argmin_k ||z_i - e_k||^2 for every row z_i of z_flat (N, C). -> (N,) long.
 
-    Hint: ||z - e||^2 = ||z||^2 - 2 z.e + ||e||^2 gives all N x K distances with one matrix product.
-    """
-    raise NotImplementedError("Part 1 (nearest_code) is not done yet: return the argmin over codes of ||z - e||^2")
-
-
-def straight_through(z: torch.Tensor, z_q: torch.Tensor) -> torch.Tensor:
-    """Part 2. A tensor whose *value* is z_q but whose *gradient* flows to z unchanged (identity).
-
-    Hint: one line with .detach().
-    """
-    raise NotImplementedError("Part 2 (straight_through) is not done yet: value of z_q, gradient of z")
+    Computing all N x K differences as an (N, K, C) tensor works but needs N*K*C memory; expand the square."""
+    raise NotImplementedError("Part 1 (nearest_code) is not done yet")
 
 
-def codebook_loss(z: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-    """Part 3. Mean of ||sg[z] - e||^2: pulls the chosen codes e toward the encoder outputs z, never z toward e."""
-    raise NotImplementedError("Part 3 (codebook_loss) is not done yet: mean squared error, z held fixed")
+def vq_forward(z: torch.Tensor, codebook: torch.Tensor, beta: float = 0.25) -> tuple:
+    """Parts 2 and 3. The forward pass of a VQ layer (van den Oord et al. 2017, eq. 3) on a feature map.
 
-
-def commitment_loss(z: torch.Tensor, e: torch.Tensor, beta: float = 0.25) -> torch.Tensor:
-    """Part 4. beta * mean of ||z - sg[e]||^2: keeps the encoder close to the codes it picks."""
-    raise NotImplementedError("Part 4 (commitment_loss) is not done yet: beta * mean squared error, codes held fixed")
+    Every position (b, :, h, w) of z is one C-dimensional vector z_i; e_i is its nearest code. Return
+    (z_q, indices, loss):
+      z_q      (B, C, H, W): the codes e_i laid out like z, whose forward value is e_i but whose gradient reaches z
+               unchanged (the straight-through estimator: the decoder's gradient skips the argmin);
+      indices  (B, H, W) long: k_i at each position;
+      loss     scalar: ||sg[z] - e||^2 + beta ||z - sg[e]||^2, each term a mean over all B*H*W*C numbers
+               (sg = stop-gradient): the first moves only the codes, the second only the encoder.
+    Part 2 grades the values, part 3 the gradients."""
+    raise NotImplementedError("Part 2 (vq_forward) is not done yet")

@@ -27,6 +27,8 @@ def usage_and_perplexity(indices: torch.Tensor, codebook_size: int) -> tuple:
 def restart_dead_codes(codebook: torch.Tensor, last_used: torch.Tensor, step: int, z_flat: torch.Tensor,
                        restart_after: int, generator: torch.Generator = None) -> tuple:
     """Part 3. Codes not used for `restart_after` steps (step - last_used >= restart_after) are dead: give each
-    a random row of z_flat (use torch.randint with `generator`). Return (new_codebook, dead_mask (K,) bool).
+    dead code a random row of z_flat, a different row for each (two restarted codes that start equal compete for
+    the same vectors and one dies again), drawn with `generator` so a run can be repeated; when there are more
+    dead codes than rows, rows may repeat. Return (new_codebook, dead_mask (K,) bool).
     Do not modify the `codebook` argument in place; live codes must stay exactly as they were."""
-    raise NotImplementedError("Part 3 (restart_dead_codes) is not done yet: find dead codes, copy random z rows")
+    raise NotImplementedError("Part 3 (restart_dead_codes) is not done yet")

@@ -39,17 +39,47 @@ def test_part2_usage_and_perplexity(ex):
 
 
 def test_part3_restart_dead_codes(ex):
-    torch.manual_seed(2)
-    codebook = torch.randn(8, 3)
-    before = codebook.clone()
-    last_used = torch.tensor([10, 10, 2, 10, 0, 9, 10, 5])
-    z_flat = torch.randn(20, 3)
-    new, dead = ex.restart_dead_codes(codebook, last_used, step=10, z_flat=z_flat, restart_after=5,
-                                      generator=torch.Generator().manual_seed(0))
-    assert torch.equal(codebook, before), "Part 3 (restart_dead_codes): do not change the codebook argument in place"
-    assert dead.tolist() == [False, False, True, False, True, False, False, True], \
-        "Part 3 (restart_dead_codes): dead means step - last_used >= restart_after"
-    assert torch.equal(new[~dead], before[~dead]), "Part 3 (restart_dead_codes): live codes must not change"
-    for k in dead.nonzero().flatten():
-        assert (z_flat == new[k]).all(1).any(), \
-            f"Part 3 (restart_dead_codes): dead code {int(k)} must become a row of z_flat"
+    g = torch.Generator().manual_seed(2)
+    # (K, C, N rows of z, restart_after): few dead codes, most dead, more dead codes than rows, none dead
+    for K, C, N, after in [(8, 3, 20, 5), (32, 2, 40, 3), (16, 4, 5, 1), (6, 3, 10, 100)]:
+        codebook = torch.randn(K, C, generator=g)
+        before = codebook.clone()
+        last_used = torch.randint(0, 11, (K,), generator=g)
+        z_flat = torch.randn(N, C, generator=g)
+        case = f"with {K} codes, {N} rows of z, restart_after = {after}"
+        new, dead = ex.restart_dead_codes(codebook, last_used, step=10, z_flat=z_flat, restart_after=after,
+                                          generator=torch.Generator().manual_seed(0))
+        assert torch.equal(codebook, before), \
+            f"Part 3 (restart_dead_codes): {case}, the codebook argument changed in place; work on a copy"
+        assert isinstance(dead, torch.Tensor) and dead.dtype == torch.bool and dead.shape == (K,), \
+            f"Part 3 (restart_dead_codes): {case}, the mask must be a bool tensor ({K},), got " \
+            f"{getattr(dead, 'dtype', type(dead).__name__)}"
+        expected = (10 - last_used) >= after
+        wrong = (dead != expected).nonzero().flatten()
+        assert len(wrong) == 0, (f"Part 3 (restart_dead_codes): {case}, code {int(wrong[0])} (last used at step "
+                                 f"{int(last_used[wrong[0]])}, now step 10) should be "
+                                 f"{'dead' if expected[wrong[0]] else 'alive'}")
+        changed = (new[~dead] != before[~dead]).any(1).nonzero().flatten()
+        assert len(changed) == 0, f"Part 3 (restart_dead_codes): {case}, a live code changed"
+        rows = [int(((z_flat - new[k]).abs().sum(1) < 1e-6).nonzero().flatten()[0])
+                if ((z_flat - new[k]).abs().sum(1) < 1e-6).any() else -1 for k in dead.nonzero().flatten()]
+        assert -1 not in rows, (f"Part 3 (restart_dead_codes): {case}, dead code "
+                                f"{int(dead.nonzero().flatten()[rows.index(-1)])} did not become a row of z_flat")
+        if len(rows) <= N:
+            assert len(set(rows)) == len(rows), \
+                f"Part 3 (restart_dead_codes): {case}, two dead codes got the same row of z_flat ({rows}); give " \
+                f"each a different one while there are enough rows"
+        again, _ = ex.restart_dead_codes(codebook, last_used, step=10, z_flat=z_flat, restart_after=after,
+                                         generator=torch.Generator().manual_seed(0))
+        assert torch.equal(again, new), \
+            f"Part 3 (restart_dead_codes): {case}, the same generator seed gave other restarts: draw every random " \
+            f"number from `generator`"
+    codebook, z_flat = torch.randn(4, 2, generator=g), torch.randn(50, 2, generator=g)
+    firsts = set()
+    for seed in range(30):  # which row the one dead code takes must vary with the seed, over many rows
+        new, _ = ex.restart_dead_codes(codebook, torch.tensor([10, 10, 0, 10]), step=10, z_flat=z_flat,
+                                       restart_after=5, generator=torch.Generator().manual_seed(seed))
+        firsts.add(int((z_flat - new[2]).abs().sum(1).argmin()))
+    assert len(firsts) >= 10, \
+        f"Part 3 (restart_dead_codes): over 30 seeds a dead code took only {len(firsts)} different rows of 50: the " \
+        f"rows must be drawn at random (with `generator`)"

@@ -132,7 +132,10 @@ class VectorQuantizer(nn.Module):
         self.last_used[idx.unique()] = self.steps
         dead = (self.steps - self.last_used >= self.restart_after).nonzero().flatten()
         if len(dead):
-            pick = torch.randint(0, len(z_flat), (len(dead),), device=z_flat.device)
+            if len(dead) <= len(z_flat):  # distinct vectors: two codes restarted equal would compete for one
+                pick = torch.randperm(len(z_flat), device=z_flat.device)[:len(dead)]
+            else:
+                pick = torch.randint(0, len(z_flat), (len(dead),), device=z_flat.device)
             self.codebook.weight.data[dead] = z_flat[pick].to(self.codebook.weight.dtype)
             self.last_used[dead] = self.steps  # give the new code time to win something
             if self.ema:

@@ -17,7 +17,10 @@ def usage_and_perplexity(indices, codebook_size):
 
 def restart_dead_codes(codebook, last_used, step, z_flat, restart_after, generator=None):
     dead = (step - last_used) >= restart_after
-    new = codebook.clone()
-    pick = torch.randint(0, len(z_flat), (int(dead.sum()),), generator=generator)
+    n_dead, new = int(dead.sum()), codebook.clone()
+    if n_dead <= len(z_flat):  # distinct rows
+        pick = torch.randperm(len(z_flat), generator=generator)[:n_dead]
+    else:
+        pick = torch.randint(0, len(z_flat), (n_dead,), generator=generator)
     new[dead] = z_flat[pick].to(new.dtype)
     return new, dead
