@@ -1,24 +1,40 @@
-"""Exercise 05: the two rules that make VAR's transformer next-scale.
+"""Exercise 05: what makes VAR's transformer next-scale: its mask, its loss, and its generation loop.
 
-Fill in the two functions below, then check your work with
+Fill in the three functions below, then check your work with
 
     pytest -m ex05
 
-Notebook 05 builds each piece; minivar/var.py holds the reference (try it yourself first).
+Notebook 05 builds the model; minivar/var.py holds the reference (the graders refuse a file that imports it).
+Layout: the tokens of an image are laid out scale after scale, coarse to fine (s_1^2 tokens of scale 1, then s_2^2 of
+scale 2, ...), each scale's token map (B, s, s) read in raster order.
 """
 
 import torch
 
 
 def block_causal_mask(scales: tuple) -> torch.Tensor:
-    """Part 1. -> (L, L) bool with L = sum(s * s for s in scales), True = may attend. The tokens are laid out
-    scale after scale (s_1^2 tokens of scale 1, then s_2^2 of scale 2, ...). A query may attend to a key when the
-    key's scale is the query's scale or a coarser one."""
-    raise NotImplementedError("Part 1 (block_causal_mask) is not done yet: a scale index per token, then compare")
+    """Part 1. -> (L, L) bool with L = sum(s * s for s in scales), True = may attend. A query may attend to a key
+    when the key's scale is the query's own scale or a coarser one."""
+    raise NotImplementedError("Part 1 (block_causal_mask) is not done yet")
 
 
-def guidance_ramp(cond_logits: torch.Tensor, uncond_logits: torch.Tensor, guidance: float, k: int, n_scales: int):
-    """Part 2. VAR's guided logits at scale k (0 = coarsest) of n_scales. The guidance scale s_k grows linearly
-    with k, from 1 (no guidance) at the first scale to `guidance` at the last, and the logits are minivar's one
-    convention uncond + s_k * (cond - uncond)."""
-    raise NotImplementedError("Part 2 (guidance_ramp) is not done yet: s_k grows linearly with k")
+def next_scale_loss(logits: torch.Tensor, token_maps: list) -> tuple:
+    """Part 2. VAR's training loss, from the logits (B, L, V) of one teacher-forced pass over all scales and the
+    image's token maps [(B, s_1, s_1), (B, s_2, s_2), ...]. -> (loss, per_scale):
+      loss       scalar: the cross-entropy of every token, averaged over all B * L of them (each token counts the
+                 same, wherever it sits: a fine scale holds most of them);
+      per_scale  (K,): the mean cross-entropy of each scale's tokens, detached (what notebook 05 plots)."""
+    raise NotImplementedError("Part 2 (next_scale_loss) is not done yet")
+
+
+def generate_scales(step, labels: torch.Tensor, scales: tuple, next_input, temperature: float = 1.0,
+                    generator: torch.Generator = None) -> list:
+    """Parts 3 and 4. VAR's generation loop -> the token maps [(B, s_1, s_1), ..., (B, s_K, s_K)] long.
+
+    step(k, x) runs the transformer on scale k's inputs and returns that scale's logits (B, s_k^2, V); it keeps a
+    KV cache, so scales are given once each, in order: k = 0 takes x = None (the class alone starts the image);
+    scale k > 0 takes x = next_input(maps), the features (B, s_k^2, C) the tokenizer builds from all the token maps
+    drawn so far (what scale k must refine). Every token of a scale is drawn at once, each on its own: greedily
+    (argmax) when temperature == 0, else from softmax(logits / temperature) with
+    torch.multinomial(..., generator=generator). Part 3 grades the loop (greedy), part 4 the drawing."""
+    raise NotImplementedError("Part 3 (generate_scales) is not done yet")

@@ -2,9 +2,10 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from _grading import implementations, load
 
-from minivar import sampling, transformer
+from minivar import sampling
 
 
 @pytest.fixture(params=implementations("ex03"))
@@ -12,44 +13,131 @@ def ex(request):
     return load("ex03_raster_ar", request.param)
 
 
-def test_part1_causal_mask(ex):
-    got = ex.causal_mask(5)
-    assert isinstance(got, torch.Tensor) and got.shape == (5, 5) and got.dtype == torch.bool, \
-        "Part 1 (causal_mask): return a (n, n) bool tensor"
-    assert torch.equal(got, transformer.causal_mask(5)), \
-        f"Part 1 (causal_mask): row i must be True for columns 0..i and False after; got\n{got.int()}"
+def test_part1_teacher_forcing_loss(ex):
+    g = torch.Generator().manual_seed(0)
+    for B, N, V in [(2, 4, 5), (1, 1, 3), (3, 16, 32), (4, 9, 2)]:
+        logits = torch.randn(B, N + 1, V, generator=g, requires_grad=True)
+        tokens = torch.randint(0, V, (B, N), generator=g)
+        case = f"with B={B}, N={N} tokens, V={V}"
+        loss = ex.teacher_forcing_loss(logits, tokens)
+        assert isinstance(loss, torch.Tensor) and loss.ndim == 0, \
+            f"Part 1 (teacher_forcing_loss): {case}, return a scalar tensor (the mean over the B * N predictions)"
+        expected = F.cross_entropy(logits[:, :-1].reshape(-1, V), tokens.reshape(-1))
+        if not torch.allclose(loss, expected, rtol=1e-5, atol=1e-6):
+            shifted = F.cross_entropy(logits[:, 1:].reshape(-1, V), tokens.reshape(-1))
+            hint = " logits[:, i + 1] has already read t_i: it cannot be what predicts it" \
+                if N > 0 and torch.allclose(loss, shifted, rtol=1e-5) else \
+                " (the mean cross-entropy of each token under the logits that had not yet seen it)"
+            pytest.fail(f"Part 1 (teacher_forcing_loss): {case}, the loss is {float(loss):.4f}, expected "
+                        f"{float(expected):.4f}.{hint}", pytrace=False)
+        loss.backward()
+        assert logits.grad[:, -1].abs().max() == 0, \
+            f"Part 1 (teacher_forcing_loss): {case}, the last position's logits got a gradient; it predicts nothing"
 
 
-def test_part2_rope_2d(ex):
-    got = ex.rope_2d(3, 4, 16)
-    expected = transformer.rope_2d(3, 4, 16)
-    assert isinstance(got, torch.Tensor) and got.shape == expected.shape, \
-        f"Part 2 (rope_2d): expected shape {tuple(expected.shape)} = (rows*cols, head_dim/2, 2), got " \
-        f"{tuple(got.shape) if isinstance(got, torch.Tensor) else type(got)}"
-    rows_ok = torch.allclose(got[:, :4], expected[:, :4], atol=1e-6)
-    cols_ok = torch.allclose(got[:, 4:], expected[:, 4:], atol=1e-6)
-    assert rows_ok, "Part 2 (rope_2d): the first head_dim/4 pairs should turn with the row r (position r*cols+c)"
-    assert cols_ok, "Part 2 (rope_2d): the last head_dim/4 pairs should turn with the column c"
-
-
-def test_part3_top_k_top_p_filter(ex):
-    torch.manual_seed(0)
-    logits = torch.randn(6, 40) * 2
+def test_part2_top_k_top_p_filter(ex):
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(6, 40, generator=g) * 2
+    logits[3] = 0.0  # a row of ties
     before = logits.clone()
-    for k, p in [(5, 1.0), (0, 0.6), (10, 0.8), (0, 1.0), (1, 0.5)]:
+    for k, p in [(5, 1.0), (0, 0.6), (10, 0.8), (0, 1.0), (1, 0.5), (40, 0.3), (3, 0.0001)]:
         got = ex.top_k_top_p_filter(logits, k, p)
-        assert torch.equal(logits, before), "Part 3 (top_k_top_p_filter): do not modify the input logits in place"
+        assert torch.equal(logits, before), "Part 2 (top_k_top_p_filter): do not modify the input logits in place"
         kept, expected = torch.isfinite(got), torch.isfinite(sampling.filter_logits(logits, k, p))
-        assert torch.equal(kept, expected), (f"Part 3 (top_k_top_p_filter): with top_k={k}, top_p={p} row 0 keeps "
-                                             f"{kept[0].sum().item()} tokens, expected {expected[0].sum().item()}")
-        assert torch.equal(got[kept], logits[kept]), "Part 3 (top_k_top_p_filter): kept logits must be unchanged"
+        bad = (kept != expected).any(1).nonzero().flatten()
+        row = int(bad[0]) if len(bad) else 0
+        assert not len(bad), (f"Part 2 (top_k_top_p_filter): with top_k={k}, top_p={p}, row {row} keeps "
+                              f"{int(kept[row].sum())} tokens, expected {int(expected[row].sum())}"
+                              + (" (row 3 is all ties: keep them all for top-k)" if row == 3 else ""))
+        assert torch.equal(got[kept], logits[kept]), \
+            f"Part 2 (top_k_top_p_filter): with top_k={k}, top_p={p}, the kept logits changed; keep them as they are"
 
 
-def test_part4_guidance_mix(ex):
-    cond, uncond = torch.randn(4, 10), torch.randn(4, 10)
-    for scale in (0.0, 1.0, 2.5):
-        got = ex.guidance_mix(cond, uncond, scale)
-        assert isinstance(got, torch.Tensor), "Part 4 (guidance_mix): return a tensor"
-        torch.testing.assert_close(got, sampling.guidance_mix(cond, uncond, scale),
-                                   msg=f"Part 4 (guidance_mix): at scale {scale} expected "
-                                       f"uncond + scale * (cond - uncond)")
+class CachedToy:
+    """A tiny autoregressive model over V codes that keeps a cache of what it was given: the logits at a position
+    depend on every input so far, so a loop that skips, repeats or re-feeds positions draws other tokens."""
+
+    def __init__(self, V, n_classes, seed, dim=16):
+        g = torch.Generator().manual_seed(seed)
+        self.cls, self.tok = torch.randn(n_classes, dim, generator=g), torch.randn(V, dim, generator=g)
+        self.mix, self.out = torch.randn(dim, dim, generator=g) / dim ** 0.5, torch.randn(dim, V, generator=g) * 1.5
+        self.state, self.fed, self.calls = None, 0, []
+
+    def __call__(self, inputs, start):
+        if not isinstance(inputs, torch.Tensor) or inputs.ndim != 2 or inputs.dtype != torch.long:
+            pytest.fail(f"Part 3 (sample_with_cache): step() takes inputs (B, L) long, got "
+                        f"{getattr(inputs, 'dtype', type(inputs).__name__)} {tuple(getattr(inputs, 'shape', ()))}",
+                        pytrace=False)
+        if start != self.fed:
+            pytest.fail(f"Part 3 (sample_with_cache): step(inputs, start={start}) after the model has read "
+                        f"{self.fed} positions; with a cache, each position is given once, in order (the next "
+                        f"one is {self.fed})", pytrace=False)
+        self.calls.append((start, inputs.shape[1]))
+        logits = []
+        for j in range(inputs.shape[1]):
+            pos = start + j
+            e = self.cls[inputs[:, j]] if pos == 0 else self.tok[inputs[:, j]]
+            self.state = e if self.state is None else torch.tanh(self.state @ self.mix + e)
+            logits.append(self.state @ self.out)
+        self.fed += inputs.shape[1]
+        return torch.stack(logits, 1)
+
+
+def greedy_reference(V, n_classes, seed, labels, n):
+    model, x, out = CachedToy(V, n_classes, seed), labels[:, None], []
+    for i in range(n):
+        token = model(x, i)[:, -1].argmax(-1)
+        out.append(token)
+        x = token[:, None]
+    return torch.stack(out, 1)
+
+
+def test_part3_sample_with_cache_loop(ex):
+    for B, V, C, n, seed in [(3, 7, 4, 5, 0), (1, 3, 1, 1, 1), (4, 16, 9, 12, 2)]:
+        labels = torch.arange(B) % C
+        model = CachedToy(V, C, seed)
+        try:
+            got = ex.sample_with_cache(model, labels, n, temperature=0)
+        except NotImplementedError:
+            pytest.fail("Part 3 (sample_with_cache): not done yet", pytrace=False)
+        case = f"with {B} labels, {n} tokens, V={V}, greedy"
+        assert isinstance(got, torch.Tensor) and tuple(got.shape) == (B, n) and got.dtype == torch.long, \
+            f"Part 3 (sample_with_cache): {case}, expected a long tensor {(B, n)}, got " \
+            f"{getattr(got, 'dtype', type(got).__name__)} {tuple(getattr(got, 'shape', ()))}"
+        expected = greedy_reference(V, C, seed, labels, n)
+        wrong = (got != expected).nonzero()
+        assert len(wrong) == 0, (f"Part 3 (sample_with_cache): {case}, token {int(wrong[0][1])} of row "
+                                 f"{int(wrong[0][0])} is {int(got[tuple(wrong[0])])}, expected "
+                                 f"{int(expected[tuple(wrong[0])])} (the argmax of the last position's logits)")
+        fed = sum(length for _, length in model.calls)
+        assert fed in (n, n + 1), f"Part 3 (sample_with_cache): {case}, the model read {fed} positions; n + 1 " \
+                                  f"inputs at most (the class, then each token once)"
+
+
+def test_part4_sample_with_cache_draws(ex):
+    V, C, B = 8, 2, 6000
+    labels = torch.zeros(B, dtype=torch.long)
+    first = CachedToy(V, C, 3)(labels[:1, None], 0)[0, -1]  # the logits of the first token
+    for temperature, top_k in [(1.0, 0), (0.5, 0), (1.0, 3), (2.0, 0)]:
+        try:
+            got = ex.sample_with_cache(CachedToy(V, C, 3), labels, 1, temperature, top_k,
+                                       generator=torch.Generator().manual_seed(0))
+        except NotImplementedError:
+            pytest.fail("Part 4 (sample_with_cache): not done yet", pytrace=False)
+        probs = sampling.filter_logits(first[None] / temperature, top_k).softmax(-1)[0]
+        freq = torch.bincount(got[:, 0], minlength=V).float() / B
+        tol = 4 * (probs * (1 - probs) / B).sqrt() + 2e-3
+        off = ((freq - probs).abs() > tol).nonzero().flatten()
+        assert not len(off), (f"Part 4 (sample_with_cache): at temperature {temperature}, top_k {top_k}, token "
+                              f"{int(off[0])} was drawn {freq[off[0]]:.2%} of the time, expected "
+                              f"{probs[off[0]]:.2%} (softmax(logits / temperature) over the top_k most likely)")
+    labels = torch.tensor([0, 1, 1])
+    a = ex.sample_with_cache(CachedToy(V, C, 4), labels, 6, 1.0, 0, generator=torch.Generator().manual_seed(5))
+    b = ex.sample_with_cache(CachedToy(V, C, 4), labels, 6, 1.0, 0, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(a, b), "Part 4 (sample_with_cache): the same generator seed drew other tokens: draw with " \
+                              "torch.multinomial(..., generator=generator)"
+    draws = {tuple(ex.sample_with_cache(CachedToy(V, C, 4), labels, 6, 1.0, 0,
+                                        generator=torch.Generator().manual_seed(s)).flatten().tolist())
+             for s in range(6)}
+    assert len(draws) > 1, "Part 4 (sample_with_cache): six seeds drew the same tokens: at temperature 1 the tokens " \
+                           "are drawn at random, not taken greedily"

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from _grading import implementations, load
 
 from minivar import var
@@ -13,24 +14,144 @@ def ex(request):
 
 
 def test_part1_block_causal_mask(ex):
-    for scales in [(1, 2), (1, 2, 3, 4, 6, 8)]:
+    for scales in [(1, 2), (1, 2, 3, 4, 6, 8), (1,), (2, 3), (1, 1, 2)]:
         got, expected = ex.block_causal_mask(scales), var.block_causal_mask(scales)
         assert isinstance(got, torch.Tensor) and got.shape == expected.shape and got.dtype == torch.bool, \
             f"Part 1 (block_causal_mask): return a ({len(expected)}, {len(expected)}) bool tensor for scales {scales}"
         wrong = (got != expected).nonzero()
         if len(wrong):
             q, k = int(wrong[0, 0]), int(wrong[0, 1])
-            raise AssertionError(f"Part 1 (block_causal_mask): entry (query {q}, key {k}) should be "
-                                 f"{bool(expected[q, k])} for scales {scales}: a token sees its own whole scale and "
-                                 f"every coarser one")
+            pytest.fail(f"Part 1 (block_causal_mask): for scales {scales}, entry (query {q}, key {k}) should be "
+                        f"{bool(expected[q, k])}: a token sees its own whole scale and every coarser one",
+                        pytrace=False)
 
 
-def test_part2_guidance_ramp(ex):
-    cond, uncond = torch.randn(2, 4, 10), torch.randn(2, 4, 10)
-    for k in range(6):
-        got = ex.guidance_ramp(cond, uncond, 3.0, k, 6)
-        s = 1 + 2.0 * k / 5
-        assert isinstance(got, torch.Tensor), "Part 2 (guidance_ramp): return a tensor"
-        torch.testing.assert_close(got, uncond + s * (cond - uncond),
-                                   msg=f"Part 2 (guidance_ramp): at scale {k} of 6 with guidance 3, the scale s "
-                                       f"should be {s:.2f} (1 at the first scale, 3 at the last)")
+def test_part2_next_scale_loss(ex):
+    g = torch.Generator().manual_seed(0)
+    for B, scales, V in [(2, (1, 2, 3), 6), (1, (1,), 4), (3, (1, 2, 4), 16), (2, (2, 3), 5)]:
+        maps = [torch.randint(0, V, (B, s, s), generator=g) for s in scales]
+        L = sum(s * s for s in scales)
+        logits = torch.randn(B, L, V, generator=g, requires_grad=True)
+        case = f"with B={B}, scales {scales}, V={V}"
+        out = ex.next_scale_loss(logits, maps)
+        assert isinstance(out, tuple) and len(out) == 2, "Part 2 (next_scale_loss): return (loss, per_scale)"
+        loss, per_scale = out
+        targets = torch.cat([m.flatten(1) for m in maps], 1)
+        per_token = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        assert isinstance(loss, torch.Tensor) and loss.ndim == 0, f"Part 2 (next_scale_loss): {case}, loss is a scalar"
+        if not torch.allclose(loss, per_token.mean(), rtol=1e-5, atol=1e-6):
+            by_scale = torch.stack([c.mean() for c in per_token.split([s * s for s in scales], 1)]).mean()
+            hint = " That is the mean of the per-scale means: every token must count the same" if \
+                torch.allclose(loss, by_scale, rtol=1e-5) else \
+                " Which slice of the L logits belongs to which scale, and in what order is each map read?"
+            pytest.fail(f"Part 2 (next_scale_loss): {case}, the loss is {float(loss):.4f}, expected "
+                        f"{float(per_token.mean()):.4f}.{hint}", pytrace=False)
+        expected = torch.stack([c.mean() for c in per_token.split([s * s for s in scales], 1)])
+        assert isinstance(per_scale, torch.Tensor) and per_scale.shape == (len(scales),), \
+            f"Part 2 (next_scale_loss): {case}, per_scale must be a tensor ({len(scales)},)"
+        bad = ((per_scale - expected).abs() > 1e-4).nonzero().flatten()
+        assert not len(bad), (f"Part 2 (next_scale_loss): {case}, the loss of scale {int(bad[0])} "
+                              f"({scales[int(bad[0])]}x{scales[int(bad[0])]}) is {float(per_scale[bad[0]]):.4f}, "
+                              f"expected {float(expected[bad[0]]):.4f}")
+        assert not per_scale.requires_grad, f"Part 2 (next_scale_loss): {case}, detach per_scale (it is for plots)"
+
+
+class ToyVAR:
+    """A tiny next-scale model with a cache: a scale's logits depend on the class and on every input given so far,
+    so a loop that skips the next input, repeats a scale or feeds the wrong features draws other tokens."""
+
+    def __init__(self, scales, V, n_classes, labels, seed, C=5):
+        g = torch.Generator().manual_seed(seed)
+        self.scales, self.V, self.C, self.labels = scales, V, C, labels
+        self.cls = torch.randn(n_classes, C, generator=g)
+        self.pos = [torch.randn(s * s, C, generator=g) for s in scales]
+        self.out, self.code = torch.randn(C, V, generator=g) * 2, torch.randn(V, C, generator=g)
+        self.memory, self.calls = self.cls[labels], 0
+
+    def __call__(self, k, x):
+        if k != self.calls:
+            pytest.fail(f"Part 3 (generate_scales): step({k}, ...) after {self.calls} scales; with a cache each "
+                        f"scale is given once, in order (the next one is {self.calls})", pytrace=False)
+        s = self.scales[k]
+        if k == 0 and x is not None:
+            pytest.fail("Part 3 (generate_scales): scale 0 takes x = None (the class alone starts)", pytrace=False)
+        if k > 0 and (not isinstance(x, torch.Tensor) or tuple(x.shape) != (len(self.labels), s * s, self.C)):
+            pytest.fail(f"Part 3 (generate_scales): scale {k} takes next_input(maps), features "
+                        f"{(len(self.labels), s * s, self.C)}, got {tuple(getattr(x, 'shape', ())) or x!r}",
+                        pytrace=False)
+        if k > 0:
+            self.memory = torch.tanh(self.memory + x.mean(1))
+        self.calls += 1
+        return (self.memory[:, None] + self.pos[k][None]) @ self.out  # (B, s*s, V)
+
+    def next_input(self, maps):
+        k = len(maps)
+        shapes = [tuple(m.shape) for m in maps] if isinstance(maps, (list, tuple)) else None
+        want = [(len(self.labels), s, s) for s in self.scales[:k]]
+        if shapes != want or any(m.dtype != torch.long for m in maps):
+            pytest.fail(f"Part 3 (generate_scales): next_input takes the list of token maps drawn so far, "
+                        f"long tensors {want}, got {shapes}", pytrace=False)
+        f = sum(F.interpolate(self.code[m].permute(0, 3, 1, 2), size=(self.scales[k],) * 2, mode="nearest")
+                for m in maps)
+        return f.flatten(2).transpose(1, 2)  # (B, s_k^2, C)
+
+
+def greedy_reference(scales, V, C, labels, seed):
+    toy, maps = ToyVAR(scales, V, C, labels, seed), []
+    for k, s in enumerate(scales):
+        maps.append(toy(k, None if k == 0 else toy.next_input(maps)).argmax(-1).view(len(labels), s, s))
+    return maps
+
+
+def test_part3_generate_scales_loop(ex):
+    for B, scales, V, C, seed in [(3, (1, 2, 3), 7, 4, 0), (1, (1,), 3, 1, 1), (4, (1, 2, 4, 6), 12, 9, 2)]:
+        labels = torch.arange(B) % C
+        toy = ToyVAR(scales, V, C, labels, seed)
+        try:
+            got = ex.generate_scales(toy, labels, scales, toy.next_input, temperature=0)
+        except NotImplementedError:
+            pytest.fail("Part 3 (generate_scales): not done yet", pytrace=False)
+        case = f"with {B} labels, scales {scales}, greedy"
+        assert isinstance(got, (list, tuple)) and len(got) == len(scales), \
+            f"Part 3 (generate_scales): {case}, return a list of {len(scales)} token maps"
+        for k, (m, e) in enumerate(zip(got, greedy_reference(scales, V, C, labels, seed))):
+            assert isinstance(m, torch.Tensor) and tuple(m.shape) == tuple(e.shape) and m.dtype == torch.long, \
+                f"Part 3 (generate_scales): {case}, map {k} must be a long tensor {tuple(e.shape)}, got " \
+                f"{getattr(m, 'dtype', type(m).__name__)} {tuple(getattr(m, 'shape', ()))}"
+            wrong = (m != e).nonzero()
+            assert not len(wrong), (f"Part 3 (generate_scales): {case}, scale {k} ({scales[k]}x{scales[k]}): the "
+                                    f"token at (b, row, col) = {tuple(wrong[0].tolist())} is "
+                                    f"{int(m[tuple(wrong[0])])}, expected {int(e[tuple(wrong[0])])}; a scale's "
+                                    f"logits are its tokens in raster order")
+        assert toy.calls == len(scales), f"Part 3 (generate_scales): {case}, step ran {toy.calls} times"
+
+
+def test_part4_generate_scales_draws(ex):
+    B, scales, V = 4000, (1, 2), 6
+    labels = torch.zeros(B, dtype=torch.long)
+    for temperature in (1.0, 0.6):
+        toy = ToyVAR(scales, V, 1, labels, 3)
+        try:
+            maps = ex.generate_scales(toy, labels, scales, toy.next_input, temperature,
+                                      generator=torch.Generator().manual_seed(0))
+        except NotImplementedError:
+            pytest.fail("Part 4 (generate_scales): not done yet", pytrace=False)
+        first = ToyVAR(scales, V, 1, labels[:1], 3)(0, None)[0, 0]
+        probs = (first / temperature).softmax(-1)
+        freq = torch.bincount(maps[0].flatten(), minlength=V).float() / B
+        tol = 4 * (probs * (1 - probs) / B).sqrt() + 2e-3
+        off = ((freq - probs).abs() > tol).nonzero().flatten()
+        assert not len(off), (f"Part 4 (generate_scales): at temperature {temperature}, token {int(off[0])} was drawn "
+                              f"{freq[off[0]]:.2%} of the time at the first scale, expected {probs[off[0]]:.2%}")
+        second = maps[1].flatten(1)  # 4 tokens of scale 2: drawn each on its own, not one token copied 4 times
+        same = (second == second[:, :1]).all(1).float().mean().item()
+        assert same < 0.9, f"Part 4 (generate_scales): at temperature {temperature}, {same:.0%} of the 2x2 maps " \
+                           f"repeat one token: draw every token of a scale from its own distribution"
+    labels = torch.tensor([0, 0, 0])
+    a = ex.generate_scales(ToyVAR(scales, V, 1, labels, 4), labels, scales, ToyVAR(scales, V, 1, labels, 4).next_input,
+                           1.0, generator=torch.Generator().manual_seed(5))
+    b = ex.generate_scales(ToyVAR(scales, V, 1, labels, 4), labels, scales, ToyVAR(scales, V, 1, labels, 4).next_input,
+                           1.0, generator=torch.Generator().manual_seed(5))
+    assert all(torch.equal(x, y) for x, y in zip(a, b)), \
+        "Part 4 (generate_scales): the same generator seed drew other tokens: draw with torch.multinomial(..., " \
+        "generator=generator)"

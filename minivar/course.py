@@ -157,8 +157,10 @@ def solution_lines(source: str) -> list:
 
 def find_leaks(out: Path, secrets) -> list:
     """(file, code) for every distinctive secret line (20+ characters of code) found anywhere in a released file."""
-    distinctive = {code for code in map(code_of, secrets)  # long, and computing something (not `return a, b`)
-                   if len(code) >= 20 and not re.fullmatch(r"[\w.,]+", code)}
+    # long, and computing something: not `return a, b`, not a loop or branch header (`for k, s in enumerate(x):`)
+    headers = re.compile(r"\s*(for|if|elif|while|with|def|else|try|except)\b.*:\s*(#.*)?$")
+    distinctive = {code_of(line) for line in secrets if not headers.match(line)}
+    distinctive = {code for code in distinctive if len(code) >= 20 and not re.fullmatch(r"[\w.,]+", code)}
     leaks = []
     for p in sorted(out.rglob("*")):  # not minivar/: the package is the reference, released on purpose (the graders
         # refuse a student file that uses it)

@@ -1,18 +1,12 @@
-"""Exercise 03, a solution: the pieces of a raster-order generator."""
+"""Exercise 03, a solution: the training loss and the cached sampling loop of a raster-order generator."""
 
 import torch
+import torch.nn.functional as F
 
 
-def causal_mask(n: int) -> torch.Tensor:
-    return torch.ones(n, n, dtype=torch.bool).tril()
-
-
-def rope_2d(rows: int, cols: int, head_dim: int, base: float = 10000.0) -> torch.Tensor:
-    half = head_dim // 2
-    freqs = 1.0 / base ** (torch.arange(0, half, 2).float() / half)  # (head_dim/4,)
-    r, c = torch.meshgrid(torch.arange(rows).float(), torch.arange(cols).float(), indexing="ij")
-    angles = torch.cat([r[..., None] * freqs, c[..., None] * freqs], dim=-1).reshape(rows * cols, half)
-    return torch.stack([angles.cos(), angles.sin()], dim=-1)
+def teacher_forcing_loss(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    predictions = logits[:, :tokens.shape[1]]  # position i predicts t_i; the last one (after t_{N-1}) nothing
+    return F.cross_entropy(predictions.reshape(-1, predictions.shape[-1]).float(), tokens.reshape(-1))
 
 
 def top_k_top_p_filter(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -30,5 +24,15 @@ def top_k_top_p_filter(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0)
     return out
 
 
-def guidance_mix(cond_logits: torch.Tensor, uncond_logits: torch.Tensor, scale: float) -> torch.Tensor:
-    return uncond_logits + scale * (cond_logits - uncond_logits)
+def sample_with_cache(step, labels, n, temperature=1.0, top_k=0, generator=None):
+    x, out = labels[:, None], []
+    for i in range(n):
+        last = step(x, i)[:, -1].float()  # only the new position goes in; the cache holds the rest
+        if temperature == 0:
+            token = last.argmax(-1)
+        else:
+            probs = top_k_top_p_filter(last / temperature, top_k).softmax(-1)
+            token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+        out.append(token)
+        x = token[:, None]
+    return torch.stack(out, 1)
