@@ -5,7 +5,7 @@
     var = pretrained.load("emoji-var")      # a generator in eval mode, bound to its shipped tokenizer
     pretrained.manifest("emoji-var")        # how it was trained, on what machine, and what it measures
     pretrained.training_log("emoji-var")    # its training and test curves (the run's metrics.jsonl)
-    model, log = pretrained.load_or_train("emoji-var", train=TRAIN, minutes=8, sets=["tokenizer=..."])  # notebooks
+    model, log, where = pretrained.load_or_train("emoji-var", train=TRAIN, minutes=8)   # the notebooks' pattern
 
     python -m minivar sample pretrained:emoji-var --n 64       # anything that takes a run folder takes this
     python -m minivar train emoji-var --set tokenizer=pretrained:emoji-msvq   # train over a shipped tokenizer
@@ -61,18 +61,19 @@ def training_log(name: str) -> list:
 
 
 def load_or_train(recipe: str, train: bool = False, minutes: float = 8.0, sets=(), name=None):
-    """The notebooks' "load the shipped checkpoint, else train" -> (model in eval mode, its training log records).
+    """The notebooks' "load the shipped checkpoint, else train" -> (model in eval mode, its training log records,
+    where it lives: "pretrained:NAME" or the run folder, what a generator's `tokenizer=` takes).
     train=False: the shipped model of that name. train=True (or no shipped one, or MINIVAR_SMOKE=1, where this
     trains tiny): train the recipe here for `minutes` (or continue the run of that name), with `--set` overrides
     `sets` (a generator needs tokenizer=...)."""
     if not train and not smoke() and recipe in available():
-        return load(recipe), training_log(recipe)
+        return load(recipe), training_log(recipe), PRETRAINED + recipe
     if not train and not smoke():
         print(f"no shipped checkpoint named {recipe!r}: training it here for {minutes:g} minutes")
     name = name or f"{recipe}{'-smoke' if smoke() else '-here'}"
     cfg = get_recipe(recipe, [f"name={name}", f"minutes={minutes}", "max_steps=100000", *sets])
     result = train_run(cfg, resume=True)
-    return result["model"].eval(), read_log(cfg.run_dir / "metrics.jsonl")
+    return result["model"].eval(), read_log(cfg.run_dir / "metrics.jsonl"), str(cfg.run_dir)
 
 
 # ---------------------------------------------------------------- measuring and exporting (maintainers)

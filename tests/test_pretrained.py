@@ -68,12 +68,13 @@ def test_the_training_log_ships_and_load_or_train_loads_or_trains(weights, tmp_p
     assert log and log == read_log(weights["gen_run"] / "metrics.jsonl")
     assert weights["gen_info"]["log"] == "gen.metrics.jsonl"
     monkeypatch.setenv("MINIVAR_SMOKE", "0")
-    model, records = pretrained.load_or_train("gen")
-    assert isinstance(model, Generator) and records == log
+    model, records, where = pretrained.load_or_train("gen")
+    assert isinstance(model, Generator) and records == log and where == "pretrained:gen"
     monkeypatch.chdir(tmp_path)  # train=True: a run of the recipe here (tiny sizes, as a smoke run would set)
     sets = ["out_dir=runs", "ch=8", "z_channels=8", "ch_mult=1,2", "codebook_size=32", "embed_dim=8", "batch_size=8"]
-    model, records = pretrained.load_or_train("emoji-vqvae", train=True, minutes=0.02, sets=sets)
+    model, records, where = pretrained.load_or_train("emoji-vqvae", train=True, minutes=0.02, sets=sets)
     assert isinstance(model, Tokenizer) and not model.training and records[-1]["step"] >= 1
+    assert where == "runs/emoji-vqvae-here"
     assert (tmp_path / "runs" / "emoji-vqvae-here" / "ckpt.pt").is_file()
     import shutil
     shutil.copytree(weights["folder"], tmp_path / "weights")
