@@ -168,6 +168,15 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
+def stopped(signum, ckpt_path: Path, saved_step: int) -> TrainingInterrupted:
+    """The one line a stopped run ends with: what is saved and how to go on."""
+    what = "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
+    if not ckpt_path.exists():
+        return TrainingInterrupted(f"{what} before the first checkpoint: nothing saved, start the run again", signum)
+    return TrainingInterrupted(f"{what}: {ckpt_path} holds step {saved_step}; continue with --resume (resume=True)",
+                               signum)
+
+
 class StopSignals:
     """While training, SIGTERM (a cluster's pre-emption, `docker stop`) and SIGINT (Ctrl-C, a notebook's stop button)
     only ask the loop to stop once the step in progress is finished: weights, optimizer, data position and random

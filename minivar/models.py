@@ -316,7 +316,7 @@ def model_from_checkpoint(ckpt: dict, ckpt_path: Path, map_location="cpu") -> Mo
     cls = MODELS[kind]
     try:
         model = cls(cls.config_class(**saved["model_config"]))
-        model.load_state_dict(ckpt["model"])
+        model.load_state_dict({**ckpt["model"], **ckpt.get("ema", {})})  # the weights' moving average, if kept
     except (TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{ckpt_path} does not fit this version of minivar's {kind} ({e}); train it again "
                               f"with this version") from None

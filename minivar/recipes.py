@@ -39,6 +39,8 @@ class TrainConfig:
     betas: tuple = (0.9, 0.95)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
+    ema: float = 0.0  # > 0: a moving average of the weights with this decay (e.g. 0.999) is what the final metrics,
+    # sampling and minivar.load use; the raw weights stay in the checkpoint to resume from
     perceptual_weight: float = 0.0  # LPIPS term of the tokenizer loss (downloads VGG16 once; GPU recipes: 1.0)
     disc_weight: float = 0.0  # PatchGAN hinge term (GPU recipes: 0.5, as LlamaGen)
     disc_start: int = 0  # step at which the discriminator and its loss switch on
@@ -89,11 +91,14 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{key} must be a whole number >= {low}, got {value!r}; --set {key}=...")
         for key in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "minutes", "ckpt_minutes", "perceptual_weight",
-                    "disc_weight", "disc_lr"):
+                    "disc_weight", "disc_lr", "ema"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= (key == "lr") * 1e-12:
                 raise ValueError(f"{key} must be a number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}; "
                                  f"--set {key}=...")
+        if self.ema >= 1:
+            raise ValueError(f"ema is a decay in [0, 1) (0 = off; 0.999 averages about the last 1000 steps), got "
+                             f"{self.ema}; --set ema=0.999")
 
     @property
     def run_dir(self) -> Path:

@@ -9,7 +9,7 @@ What it does, top to bottom, so a learner can read it in one go:
 - the data order is a pure function of the step (a seeded permutation per epoch, random flips seeded by
   step), so a resumed run sees exactly the batches an uninterrupted run would have seen;
 - AdamW, linear warmup then cosine decay, gradient clipping, bf16 autocast on CUDA; numbers are read from the
-  GPU (.item()) only when they are logged, every `log_every` steps;
+  GPU (.item()) only when they are logged, every `log_every` steps; optionally a moving average of the weights;
 - every `eval_every` steps (rank 0): test metrics, a preview picture (reconstructions or samples), a loss curve;
 - every `ckpt_every` steps, every `ckpt_minutes` of wall time, at the end, on Ctrl-C and on SIGTERM (a cluster's
   pre-emption, `docker stop`): an atomic checkpoint (model, optimizer, step, config, RNG state); `resume=True`
@@ -25,7 +25,6 @@ import math
 import os
 import signal
 import time
-from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -44,6 +43,7 @@ from .checkpoint import (
     rng_state,
     save_checkpoint,
     set_rng_state,
+    stopped,
 )
 from .data import StepBatches, dataset_labels, flip_batch, load_dataset, preview_batch
 from .losses import TokenizerLoss
@@ -144,9 +144,10 @@ def adamw(module, cfg: TrainConfig, lr=None, skip=frozenset()):
 
 # ---------------------------------------------------------------------------------- files of a run
 
-def restore(ckpt_path, cfg, model, opt, gan_state, tokenizer_checksum, dev):
-    """Load a run's checkpoint into the freshly built model and optimizers -> (step, elapsed seconds, RNG state).
-    Refuses, with the way out, a checkpoint of another model, of an older minivar, or of another tokenizer."""
+def restore(ckpt_path, cfg, model, opt, gan_state, tokenizer_checksum, dev, ema=None):
+    """Load a run's checkpoint into the freshly built model and optimizers (and the weights' moving average, which
+    starts from the resumed weights if the run kept none) -> (step, elapsed seconds, RNG state). Refuses, with the
+    way out, a checkpoint of another model, of an older minivar, or of another tokenizer."""
     ckpt = load_checkpoint(ckpt_path, map_location=dev)
     saved, run_dir = ckpt["config"], ckpt_path.parent
     if ckpt.get("tokenizer_checksum", tokenizer_checksum) != tokenizer_checksum:
@@ -168,6 +169,8 @@ def restore(ckpt_path, cfg, model, opt, gan_state, tokenizer_checksum, dev):
         raise CheckpointError(f"{ckpt_path} does not fit this version of minivar's {cfg.model} ({e}); "
                               f"delete {run_dir} and train again") from None
     opt.load_state_dict(ckpt["optimizer"])
+    for k in ema or {}:
+        ema[k].copy_(ckpt.get("ema", {}).get(k, model.state_dict()[k]))
     for name, module in gan_state.items():  # the discriminator and its optimizer
         module.load_state_dict(ckpt[name])
     return ckpt["step"], ckpt["elapsed"], ckpt["rng"]
@@ -207,12 +210,14 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             opt_d = adamw(gan.discriminator, cfg, lr=cfg.disc_lr)
             gan_state = {"discriminator": gan.discriminator, "optimizer_d": opt_d}
     checksum = weights_checksum(tokenizer) if tokenizer is not None else None
+    # a moving average of the weights (cfg.ema > 0): what the final metrics, sampling and minivar.load use
+    ema = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()} if cfg.ema else None
     step, elapsed, rng = 0, 0.0, None
     if ckpt_path.exists():
         if not resume:
             raise FileExistsError(f"{run_dir} already holds a run: pass --resume (resume=True) to continue it, "
                                   f"or choose another name (--set name=...)")
-        step, elapsed, rng = restore(ckpt_path, cfg, model, opt, gan_state, checksum, dev)
+        step, elapsed, rng = restore(ckpt_path, cfg, model, opt, gan_state, checksum, dev, ema)
     elif resume and rank == 0 and progress:
         print(f"{run_dir} holds no checkpoint yet: starting a new run")
     if rank == 0:
@@ -239,6 +244,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         if rank == 0:
             save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                              "elapsed": elapsed, "config": cfg.to_dict(), "rng": rng_state(), **extra_state,
+                             **({"ema": ema} if ema else {}),
                              **{name: m.state_dict() for name, m in gan_state.items()}}, ckpt_path)
 
     model.train()
@@ -277,6 +283,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                 gan_state["optimizer_d"].step()
                 metrics.update(d_metrics)
             opt.step()
+            if ema:  # ema <- ema + (1 - decay) (weights - ema)
+                torch._foreach_lerp_(list(ema.values()), [model.state_dict()[k] for k in ema], 1.0 - cfg.ema)
             step += 1
             between_steps = True
             elapsed += time.time() - t0
@@ -309,6 +317,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     if stop.signum is not None:
         raise stopped(stop.signum, ckpt_path, last_ckpt)
 
+    if ema:  # from here on (final metrics, the returned model) the averaged weights; the raw ones are saved
+        model.load_state_dict(ema, strict=False)
     result = {"step": step, "elapsed": elapsed, "run_dir": str(run_dir)}
     if images_seen:
         result["images_per_s"] = images_seen / max(1e-9, time.time() - t_start)
@@ -322,15 +332,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         dist.barrier()
     result["model"] = model.eval()
     return result
-
-
-def stopped(signum, ckpt_path: Path, saved_step: int) -> TrainingInterrupted:
-    """The one line a stopped run ends with: what is saved and how to go on."""
-    what = "stopped by SIGTERM" if signum == signal.SIGTERM else "interrupted"
-    if not ckpt_path.exists():
-        return TrainingInterrupted(f"{what} before the first checkpoint: nothing saved, start the run again", signum)
-    return TrainingInterrupted(f"{what}: {ckpt_path} holds step {saved_step}; continue with --resume (resume=True)",
-                               signum)
 
 
 def done(cfg: TrainConfig, step: int, elapsed: float, world: int, dev) -> bool:

@@ -208,3 +208,36 @@ def test_gan_and_perceptual_terms_train_and_resume(tmp_path, monkeypatch):
     cfg.max_steps = 8
     assert train(cfg, resume=True, progress=False)["step"] == 8
     assert result["step"] == 6
+
+
+def test_a_moving_average_of_the_weights_is_kept_saved_loaded_and_resumed_exactly(tmp_path, monkeypatch):
+    """cfg.ema > 0: ema <- decay * ema + (1 - decay) * weights after every step; load() and the final metrics use
+    it, the raw weights resume training, and a killed run resumes to the same average."""
+    from minivar import load
+    cfg = tiny_train_config(tmp_path / "a", max_steps=12, ckpt_every=5, eval_every=100, ema=0.7)
+    result = train(cfg, progress=False)
+    ckpt = load_checkpoint(cfg.run_dir / "ckpt.pt")
+    assert set(ckpt["ema"]) == {k for k, v in ckpt["model"].items() if v.is_floating_point()}
+    changed = [k for k in ckpt["ema"] if not torch.equal(ckpt["ema"][k], ckpt["model"][k])]
+    assert changed, "the average equals the raw weights"
+    loaded = load(cfg.run_dir).state_dict()
+    for k, v in ckpt["ema"].items():
+        assert torch.equal(loaded[k], v) and torch.equal(result["model"].state_dict()[k], v), k
+    # the recursion itself, one step further by hand: ema_13 = 0.7 ema_12 + 0.3 w_13
+    more = tiny_train_config(tmp_path / "a", max_steps=13, ckpt_every=5, eval_every=100, ema=0.7)
+    train(more, resume=True, progress=False)
+    ckpt13 = load_checkpoint(cfg.run_dir / "ckpt.pt")
+    k = changed[0]
+    torch.testing.assert_close(ckpt13["ema"][k], 0.7 * ckpt["ema"][k] + 0.3 * ckpt13["model"][k])
+
+    killed = tiny_train_config(tmp_path / "b", max_steps=12, ckpt_every=5, eval_every=100, ema=0.7)
+    crash_at_call(monkeypatch, 9, RuntimeError("killed"))
+    with pytest.raises(RuntimeError, match="killed"):
+        train(killed, progress=False)
+    monkeypatch.undo()
+    train(killed, resume=True, progress=False)
+    again = load_checkpoint(killed.run_dir / "ckpt.pt")
+    for k, v in ckpt["ema"].items():
+        assert torch.equal(again["ema"][k], v), f"{k}: the resumed run's average differs"
+    with pytest.raises(ValueError, match="ema is a decay in \\[0, 1\\).*--set ema=0.999"):
+        tiny_train_config(tmp_path / "c", ema=1.0).check_numbers()
