@@ -39,8 +39,8 @@ class TrainConfig:
     betas: tuple = (0.9, 0.95)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    ema: float = 0.0  # > 0: a moving average of the weights with this decay (e.g. 0.999) is what the final metrics,
-    # sampling and minivar.load use; the raw weights stay in the checkpoint to resume from
+    ema: float = 0.0  # > 0: a moving average of the weights with this decay (e.g. 0.999; it warms up as
+    # min(ema, (1 + t) / (10 + t))) is what the final metrics, sampling and load use; the raw weights resume
     perceptual_weight: float = 0.0  # LPIPS term of the tokenizer loss (downloads VGG16 once; GPU recipes: 1.0)
     disc_weight: float = 0.0  # PatchGAN hinge term (GPU recipes: 0.5, as LlamaGen)
     disc_start: int = 0  # step at which the discriminator and its loss switch on

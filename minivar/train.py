@@ -283,8 +283,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                 gan_state["optimizer_d"].step()
                 metrics.update(d_metrics)
             opt.step()
-            if ema:  # ema <- ema + (1 - decay) (weights - ema)
-                torch._foreach_lerp_(list(ema.values()), [model.state_dict()[k] for k in ema], 1.0 - cfg.ema)
+            if ema:  # ema <- ema + (1 - d) (weights - ema), d warming up to cfg.ema: early weights fade fast
+                decay = min(cfg.ema, (1 + step) / (10 + step))
+                torch._foreach_lerp_(list(ema.values()), [model.state_dict()[k] for k in ema], 1.0 - decay)
             step += 1
             between_steps = True
             elapsed += time.time() - t0

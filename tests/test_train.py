@@ -211,8 +211,8 @@ def test_gan_and_perceptual_terms_train_and_resume(tmp_path, monkeypatch):
 
 
 def test_a_moving_average_of_the_weights_is_kept_saved_loaded_and_resumed_exactly(tmp_path, monkeypatch):
-    """cfg.ema > 0: ema <- decay * ema + (1 - decay) * weights after every step; load() and the final metrics use
-    it, the raw weights resume training, and a killed run resumes to the same average."""
+    """cfg.ema > 0: ema <- d * ema + (1 - d) * weights after every step (d warms up to cfg.ema); load() and the
+    final metrics use it, the raw weights resume training, and a killed run resumes to the same average."""
     from minivar import load
     cfg = tiny_train_config(tmp_path / "a", max_steps=12, ckpt_every=5, eval_every=100, ema=0.7)
     result = train(cfg, progress=False)
@@ -223,12 +223,13 @@ def test_a_moving_average_of_the_weights_is_kept_saved_loaded_and_resumed_exactl
     loaded = load(cfg.run_dir).state_dict()
     for k, v in ckpt["ema"].items():
         assert torch.equal(loaded[k], v) and torch.equal(result["model"].state_dict()[k], v), k
-    # the recursion itself, one step further by hand: ema_13 = 0.7 ema_12 + 0.3 w_13
+    # the recursion itself, one step further by hand: ema_13 = d ema_12 + (1 - d) w_13, d = min(0.7, 13 / 22)
     more = tiny_train_config(tmp_path / "a", max_steps=13, ckpt_every=5, eval_every=100, ema=0.7)
     train(more, resume=True, progress=False)
     ckpt13 = load_checkpoint(cfg.run_dir / "ckpt.pt")
     k = changed[0]
-    torch.testing.assert_close(ckpt13["ema"][k], 0.7 * ckpt["ema"][k] + 0.3 * ckpt13["model"][k])
+    d = min(0.7, 13 / 22)  # the decay warms up: (1 + t) / (10 + t) until it reaches cfg.ema
+    torch.testing.assert_close(ckpt13["ema"][k], d * ckpt["ema"][k] + (1 - d) * ckpt13["model"][k])
 
     killed = tiny_train_config(tmp_path / "b", max_steps=12, ckpt_every=5, eval_every=100, ema=0.7)
     crash_at_call(monkeypatch, 9, RuntimeError("killed"))
