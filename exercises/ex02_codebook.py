@@ -14,14 +14,14 @@ import torch
 def l2_nearest_code(z_flat: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     """Part 1. LlamaGen's lookup: normalise z and every code to unit length, then take the nearest code.
     -> (N,) indices. (On the unit sphere, the nearest code is the one with the largest cosine similarity.)"""
-    raise NotImplementedError("Part 1 (l2_nearest_code) is not done yet: normalise both, then argmin distance")
+    raise NotImplementedError("Part 1 (l2_nearest_code) is not done yet")
 
 
 def usage_and_perplexity(indices: torch.Tensor, codebook_size: int) -> tuple:
     """Part 2. -> (usage, perplexity) as Python floats.
     usage: the fraction of the codebook_size codes that appear in `indices`.
     perplexity: exp(entropy) of the histogram of `indices`, the "effective number of codes used"."""
-    raise NotImplementedError("Part 2 (usage_and_perplexity) is not done yet: count codes, then exp(entropy)")
+    raise NotImplementedError("Part 2 (usage_and_perplexity) is not done yet")
 
 
 def restart_dead_codes(codebook: torch.Tensor, last_used: torch.Tensor, step: int, z_flat: torch.Tensor,

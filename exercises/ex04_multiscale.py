@@ -18,11 +18,11 @@ def residual_encode(f: torch.Tensor, codebook: torch.Tensor, scales: tuple) -> l
     """Part 1. -> [(B, s, s) LongTensor for s in scales], coarsest first.
     residual = f; for each scale: downsample the residual to (s, s) (not at the last scale), take each vector's
     nearest code (squared Euclidean distance), upsample the chosen codes back to (h, w), subtract from residual."""
-    raise NotImplementedError("Part 1 (residual_encode) is not done yet: downsample, nearest code, upsample, subtract")
+    raise NotImplementedError("Part 1 (residual_encode) is not done yet")
 
 
 def teacher_forcing_input(tokens: list, codebook: torch.Tensor, scales: tuple) -> torch.Tensor:
     """Part 2. -> (B, L - scales[0]**2, C): what the transformer reads to predict scales 2..K.
     f_hat = 0; for each scale k < K: f_hat += upsampled codes of scale k; then append f_hat area-downsampled to
     scale k+1's size, flattened to (B, s_{k+1}**2, C) in row-major order. Concatenate along dim 1."""
-    raise NotImplementedError("Part 2 (teacher_forcing_input) is not done yet: accumulate f_hat, downsample to next")
+    raise NotImplementedError("Part 2 (teacher_forcing_input) is not done yet")

@@ -17,7 +17,7 @@ def flow_loss(head, x: torch.Tensor, z: torch.Tensor, t: torch.Tensor, noise: to
     The straight path from the data x (t = 0) to the noise (t = 1) has a velocity that does not depend on t.
     Put x_t on that path, ask head(x_t, t, z) for the velocity, and return the mean squared error over every
     dimension but the batch."""
-    raise NotImplementedError("Part 1 (flow_loss) is not done yet: where is x_t, and which way does it move?")
+    raise NotImplementedError("Part 1 (flow_loss) is not done yet")
 
 
 def guided_euler_step(head, x: torch.Tensor, t: float, t_next: float, z: torch.Tensor, scale: float) -> torch.Tensor:
@@ -27,11 +27,11 @@ def guided_euler_step(head, x: torch.Tensor, t: float, t_next: float, z: torch.T
     class. Feed the conditional states x[:B] twice (once with each half of z), mix the two velocities with the
     course's one guidance convention (scale 1 = no guidance), and move both halves by the mixed velocity.
     -> x at t_next, same shape as x."""
-    raise NotImplementedError("Part 2 (guided_euler_step) is not done yet: two velocities, one mix, one step")
+    raise NotImplementedError("Part 2 (guided_euler_step) is not done yet")
 
 
 def next_scale_input(latent_k: torch.Tensor, full: int, s_next: int) -> torch.Tensor:
     """Part 3. What FlowAR's transformer reads for the next scale, given scale k's latents (B, C, s_k, s_k): the
     latents blown up to the full latent size (bicubic), then averaged down to the next scale's size (area).
     -> (B, C, s_next, s_next)"""
-    raise NotImplementedError("Part 3 (next_scale_input) is not done yet: up to full size, then down to s_next")
+    raise NotImplementedError("Part 3 (next_scale_input) is not done yet")

@@ -18,13 +18,13 @@ def random_order_ratio(progress: float, anneal_start: float, anneal_end: float) 
 
     r is 1 before anneal_start, falls linearly to 0 between anneal_start and anneal_end, and is 0 from anneal_end
     on. A window of width 0 (anneal_start == anneal_end) is a step from 1 to 0 at that point."""
-    raise NotImplementedError("Part 1 (random_order_ratio) is not done yet: three pieces, one of them a line")
+    raise NotImplementedError("Part 1 (random_order_ratio) is not done yet")
 
 
 def sample_orders(batch: int, n: int, ratio: float, generator: torch.Generator = None) -> torch.Tensor:
     """Part 2. (batch, n) long: each row, independently, a uniformly random permutation of 0..n-1 with probability
     `ratio`, else the raster order 0, 1, ..., n-1. Draw every random number from `generator`."""
-    raise NotImplementedError("Part 2 (sample_orders) is not done yet: a coin per row, a permutation per row")
+    raise NotImplementedError("Part 2 (sample_orders) is not done yet")
 
 
 def slot_positions(orders: torch.Tensor):
@@ -35,4 +35,4 @@ def slot_positions(orders: torch.Tensor):
                grid position p;
     targets:   the grid position of the token each slot must predict next, -1 where a slot predicts nothing (cls,
                and the last token of the order). The class slot predicts the first token of the order."""
-    raise NotImplementedError("Part 3 (slot_positions) is not done yet: which slot predicts which token?")
+    raise NotImplementedError("Part 3 (slot_positions) is not done yet")

@@ -14,33 +14,53 @@ def ex(request):
     return load("ex04_multiscale", request.param)
 
 
-def reference():
-    torch.manual_seed(0)
-    q = MultiScaleQuantizer(32, 4, SCALES, phi_ratio=0.0)  # no Phi, as in the exercise
+# (scales, codes, code dim, batch): VAR's emoji schedule, two short ones, one not starting at 1x1, one code dim
+CASES = [(SCALES, 32, 4, 2), ((1, 2, 4), 16, 3, 1), ((2, 4), 8, 2, 3), ((1, 3, 5), 64, 1, 2)]
+
+
+def reference(scales, codes, dim, seed=0):
+    torch.manual_seed(seed)
+    q = MultiScaleQuantizer(codes, dim, scales, phi_ratio=0.0)  # no Phi, as in the exercise
     q.codebook.weight.data.normal_()
     return q
 
 
 def test_part1_residual_encode(ex):
-    q = reference()
-    f = torch.randn(2, 4, 8, 8)
-    got = ex.residual_encode(f, q.codebook.weight.detach(), SCALES)
-    expected = q.encode_scales(f)
-    assert isinstance(got, list) and len(got) == len(SCALES), "Part 1 (residual_encode): return one map per scale"
-    for k, (a, b) in enumerate(zip(got, expected)):
-        assert tuple(a.shape) == tuple(b.shape), f"Part 1 (residual_encode): scale {k} should be {tuple(b.shape)}"
-        assert torch.equal(a.long(), b), (f"Part 1 (residual_encode): scale {k} ({SCALES[k]}x{SCALES[k]}) picks other "
-                                          f"codes. Scale 0 is the nearest code of the mean of f; later scales quantize "
-                                          f"what is left after subtracting the upsampled earlier codes")
+    for i, (scales, codes, dim, B) in enumerate(CASES):
+        q = reference(scales, codes, dim, i)
+        f = torch.randn(B, dim, scales[-1], scales[-1], generator=torch.Generator().manual_seed(i))
+        case = f"scales {scales}, {codes} codes of dim {dim}, batch {B}"
+        got = ex.residual_encode(f, q.codebook.weight.detach(), scales)
+        expected = q.encode_scales(f)
+        assert isinstance(got, list) and len(got) == len(scales), \
+            f"Part 1 (residual_encode): {case}: return one map per scale ({len(scales)})"
+        for k, (a, b) in enumerate(zip(got, expected)):
+            assert tuple(a.shape) == tuple(b.shape), \
+                f"Part 1 (residual_encode): {case}: scale {k} should be {tuple(b.shape)}, got {tuple(a.shape)}"
+            wrong = (a.long() != b).nonzero()
+            assert not len(wrong), (f"Part 1 (residual_encode): {case}: scale {k} ({scales[k]}x{scales[k]}) picks "
+                                    f"other codes, first at (b, row, col) = {tuple(wrong[0].tolist())}. Scale 0 "
+                                    f"quantizes f averaged down to its size; each later scale what is left after "
+                                    f"subtracting the upsampled earlier codes")
 
 
 def test_part2_teacher_forcing_input(ex):
-    q = reference()
-    tokens = q.encode_scales(torch.randn(2, 4, 8, 8))
-    got = ex.teacher_forcing_input(tokens, q.codebook.weight.detach(), SCALES)
-    expected = q.teacher_forcing_input(tokens)
-    assert isinstance(got, torch.Tensor) and got.shape == expected.shape, \
-        f"Part 2 (teacher_forcing_input): expected shape {tuple(expected.shape)} = (B, 4+9+16+36+64, C)"
-    assert torch.allclose(got, expected, atol=1e-5), ("Part 2 (teacher_forcing_input): values differ. After scale k, "
-                                                      "f_hat (all scales <= k upsampled and summed) goes down to scale "
-                                                      "k+1's size (mode='area')")
+    for i, (scales, codes, dim, B) in enumerate(CASES):
+        q = reference(scales, codes, dim, i)
+        tokens = q.encode_scales(torch.randn(B, dim, scales[-1], scales[-1],
+                                             generator=torch.Generator().manual_seed(10 + i)))
+        case = f"scales {scales}, {codes} codes of dim {dim}, batch {B}"
+        got = ex.teacher_forcing_input(tokens, q.codebook.weight.detach(), scales)
+        expected = q.teacher_forcing_input(tokens)
+        sizes = " + ".join(str(s * s) for s in scales[1:])
+        assert isinstance(got, torch.Tensor) and got.shape == expected.shape, \
+            f"Part 2 (teacher_forcing_input): {case}: expected shape {tuple(expected.shape)} = (B, {sizes}, C)"
+        starts = [0]
+        for s in scales[1:]:
+            starts.append(starts[-1] + s * s)
+        for k in range(len(scales) - 1):
+            part = slice(starts[k], starts[k + 1])
+            assert torch.allclose(got[:, part], expected[:, part], atol=1e-5), \
+                (f"Part 2 (teacher_forcing_input): {case}: the input for scale {k + 1} ({scales[k + 1]}x"
+                 f"{scales[k + 1]}) differs. After scale {k}, f_hat (scales 0..{k} upsampled and summed) goes down to "
+                 f"scale {k + 1}'s size (mode='area')")
