@@ -66,3 +66,26 @@ def test_ci_runs_the_readme_command_and_passes_its_status(tmp_path):
     assert run_ci_with(tmp_path, "echo ran > marker").returncode == 0
     assert (tmp_path / "marker").read_text() == "ran\n"
     assert run_ci_with(tmp_path, "exit 3").returncode == 3
+
+
+def test_shipped_weights_install_with_the_package(tmp_path):
+    """A non-editable install (a wheel) carries minivar/weights/: the checkpoint, its manifest and its log."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+    src = tmp_path / "src"
+    shutil.copytree(ROOT / "minivar", src / "minivar", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", src)
+    shutil.copy(ROOT / "README.md", src)
+    weights = src / "minivar" / "weights"
+    weights.mkdir(exist_ok=True)
+    for name in ("emoji-test.pt", "emoji-test.json", "emoji-test.metrics.jsonl"):
+        (weights / name).write_bytes(b"x")
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w",
+                           str(tmp_path / "dist"), str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    wheel = next((tmp_path / "dist").glob("minivar-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    for name in ("emoji-test.pt", "emoji-test.json", "emoji-test.metrics.jsonl"):
+        assert f"minivar/weights/{name}" in names, names
