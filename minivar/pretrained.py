@@ -5,6 +5,7 @@
     var = pretrained.load("emoji-var")      # a generator in eval mode, bound to its shipped tokenizer
     pretrained.manifest("emoji-var")        # how it was trained, on what machine, and what it measures
     pretrained.training_log("emoji-var")    # its training and test curves (the run's metrics.jsonl)
+    pretrained.run_result("pretrained:emoji-var")   # its final metrics (a run folder: its result.json)
     model, log, where = pretrained.load_or_train("emoji-var", train=TRAIN, minutes=8)   # the notebooks' pattern
 
     python -m minivar sample pretrained:emoji-var --n 64       # anything that takes a run folder takes this
@@ -58,6 +59,18 @@ def training_log(name: str) -> list:
     """The metrics.jsonl records of the run a shipped checkpoint came from (training and test curves)."""
     info = shipped_manifest(name)
     return read_log(checkpoint.SHIPPED_DIR / info["log"]) if info.get("log") else []
+
+
+def run_result(where: str) -> dict:
+    """The final metrics of a run, as `train` returns them ("step", "elapsed" seconds, "loss", "test_..."), for a
+    shipped model ("pretrained:NAME": from its manifest) or a run folder (its result.json)."""
+    if str(where).startswith(PRETRAINED):
+        info = shipped_manifest(str(where))
+        return {"step": info["steps"], "elapsed": 60 * (info["minutes"] or 0), **info["run_result"]}
+    path = models.checkpoint_path(where).parent / "result.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: the run in {Path(where)} has not finished (train it to the end)")
+    return json.loads(path.read_text())
 
 
 def load_or_train(recipe: str, train: bool = False, minutes: float = 8.0, sets=(), name=None):
@@ -173,5 +186,5 @@ def _write_json(path: Path, obj: dict):
     os.replace(tmp, path)
 
 
-__all__ = ["available", "manifest", "load", "training_log", "load_or_train", "measure", "export", "half_state",
-           "machine"]
+__all__ = ["available", "manifest", "load", "training_log", "run_result", "load_or_train", "measure", "export",
+           "half_state", "machine"]
