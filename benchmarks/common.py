@@ -26,7 +26,7 @@ def build_recipe_model(name: str, device):
     torch.manual_seed(0)
     tokenizer = None
     if cfg.tokenizer:
-        tok_cfg = recipes.get(Path(cfg.tokenizer).name)
+        tok_cfg = recipes.get(Path(cfg.tokenizer.removeprefix("pretrained:")).name)  # its recipe, random weights
         tokenizer = build(tok_cfg.model, tok_cfg.model_config).to(device).eval().requires_grad_(False)
     return build(cfg.model, cfg.model_config, tokenizer).to(device), cfg, tokenizer
 
