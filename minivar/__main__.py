@@ -3,7 +3,7 @@
     python -m minivar demo                         # the main job: tokenizer + VAR on the bundled emoji, on CPU
     python -m minivar train emoji-vqvae --set lr=1e-3 --set codebook_size=1024
     python -m minivar train emoji-vqvae --resume    # continue a killed run from its last checkpoint
-    python -m minivar train emoji-raster            # a generator over the tokens of runs/emoji-vqvae-l2
+    python -m minivar train emoji-raster            # a generator over the shipped emoji-vqvae-l2 tokenizer
     python -m minivar sample runs/emoji-raster --n 64 --guidance 2   # a grid of samples, one column per class
     python -m minivar sample pretrained:emoji-var                    # a shipped model (minivar.pretrained)
     python -m minivar sweep codebook --dataset emoji  # codebook size x dim x l2 grid, recorded in benchmarks/
