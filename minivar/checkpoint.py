@@ -93,6 +93,15 @@ def shipped_manifest(name: str, folder=None) -> dict:
         raise CheckpointError(f"the manifest {path} is damaged ({e}); reinstall minivar (pip install -e .)") from None
 
 
+def file_sha256(path) -> str:
+    """The sha256 of a file's bytes (hex), read a megabyte at a time."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def shipped_checkpoint(name: str, folder=None) -> Path:
     """"pretrained:NAME" (or NAME) -> the shipped NAME.pt, after checking its sha256 against the manifest: a file
     that was damaged, truncated, or replaced without its manifest is refused before it is read."""
@@ -101,12 +110,9 @@ def shipped_checkpoint(name: str, folder=None) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"the shipped checkpoint {path} is missing (its manifest is there): reinstall minivar, "
                                 f"or in a git checkout restore it with `git checkout -- {path}`")
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    if h.hexdigest() != manifest["sha256"]:
-        raise CheckpointError(f"{path} does not match its manifest (sha256 {h.hexdigest()[:12]}... instead of "
+    digest = file_sha256(path)
+    if digest != manifest["sha256"]:
+        raise CheckpointError(f"{path} does not match its manifest (sha256 {digest[:12]}... instead of "
                               f"{manifest['sha256'][:12]}...): the file is damaged or was replaced. Reinstall "
                               f"minivar or restore it with `git checkout -- {path}`")
     return path

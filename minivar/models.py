@@ -321,11 +321,11 @@ def model_from_checkpoint(ckpt: dict, ckpt_path: Path, map_location="cpu") -> Mo
         raise CheckpointError(f"{ckpt_path} does not fit this version of minivar's {kind} ({e}); train it again "
                               f"with this version") from None
     if isinstance(model, Generator):
-        tok_path = resolve_tokenizer(ckpt_path, saved["tokenizer"])
-        if not checkpoint_path(tok_path).exists():
+        tok_file = checkpoint_path(resolve_tokenizer(ckpt_path, saved["tokenizer"]))  # (a shipped one: checked once)
+        if not tok_file.exists():
             raise FileNotFoundError(f"{ckpt_path} was trained on the tokenizer {saved['tokenizer']}, which is not "
-                                    f"at {checkpoint_path(tok_path)}: restore that run folder")
-        tokenizer = load(tok_path, map_location)
+                                    f"at {tok_file}: restore that run folder")
+        tokenizer = load(tok_file, map_location)
         expected = ckpt.get("tokenizer_checksum")
         if expected and weights_checksum(tokenizer) != expected:
             raise CheckpointError(f"the tokenizer {saved['tokenizer']} holds other weights than the ones {ckpt_path} "

@@ -33,7 +33,7 @@ from pathlib import Path
 import torch
 
 from . import checkpoint, models, smoke
-from .checkpoint import PRETRAINED, read_log, save_checkpoint, shipped_manifest, shipped_names
+from .checkpoint import PRETRAINED, file_sha256, read_log, save_checkpoint, shipped_manifest, shipped_names
 from .models import Generator, Tokenizer, weights_checksum
 from .recipes import get as get_recipe
 from .recipes import load_run
@@ -158,8 +158,8 @@ def export(run, name=None, *, command: str, tokenizer=None, guidance=None, n: in
     log = read_log(models.checkpoint_path(run).parent / "metrics.jsonl", upto_step=result.get("step"))
     if log:  # the curves the notebooks plot, one compact record per line
         path.with_suffix(".metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
-    info = {"name": name, "kind": cfg.model, "file": path.name, "sha256": _sha256(path), "bytes": path.stat().st_size,
-            "parameters": sum(p.numel() for p in model.parameters()), "command": command,
+    info = {"name": name, "kind": cfg.model, "file": path.name, "sha256": file_sha256(path),
+            "bytes": path.stat().st_size, "parameters": sum(p.numel() for p in model.parameters()), "command": command,
             "tokenizer": config["tokenizer"] or None, "steps": result.get("step"),
             "minutes": round(result["elapsed"] / 60, 1) if "elapsed" in result else None,
             "images_per_s": round(result["images_per_s"], 1) if "images_per_s" in result else None,
@@ -173,11 +173,6 @@ def export(run, name=None, *, command: str, tokenizer=None, guidance=None, n: in
                                f"minivar.pretrained.measure(minivar.pretrained.load({name!r}))")
     _write_json(path.with_suffix(".json"), info)
     return info
-
-
-def _sha256(path: Path) -> str:
-    import hashlib
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _write_json(path: Path, obj: dict):
