@@ -46,6 +46,11 @@ class ReleaseError(RuntimeError):
 
 # ---------------------------------------------------------------- the student release
 
+def solution_stub(indent: str) -> str:
+    """What stands where a solution block was."""
+    return f"{indent}# YOUR CODE HERE\n{indent}{STUDENT_STUB}\n"
+
+
 def strip_blocks(text: str, begin: str, end: str, replacement=None, where="") -> tuple:
     """Remove every begin...end block (markers included) from text -> (new text, the removed lines).
     replacement(indent) gives what stands in for a block (nothing by default); an unclosed block is an error."""
@@ -71,8 +76,7 @@ def blank_notebook(nb: dict, where: str) -> tuple:
     for cell in nb["cells"]:
         source = "".join(cell["source"]) if isinstance(cell["source"], list) else cell["source"]
         if cell["cell_type"] == "code" and SOLUTION_BEGIN in source:
-            source, lines = strip_blocks(source, SOLUTION_BEGIN, SOLUTION_END,
-                                         lambda indent: f"{indent}# YOUR CODE HERE\n{indent}{STUDENT_STUB}\n", where)
+            source, lines = strip_blocks(source, SOLUTION_BEGIN, SOLUTION_END, solution_stub, where)
             cell["outputs"], cell["execution_count"] = [], None  # outputs would show the answer
             removed += lines
         elif cell["cell_type"] == "markdown" and KEY_BEGIN in source:
@@ -102,13 +106,14 @@ def release(out, root=None, force: bool = False) -> dict:
     if not (root / "exercises" / "solutions").is_dir() or not (root / "notebooks").is_dir():
         raise ReleaseError(f"{root} is not an instructor's checkout of minivar (no exercises/solutions/ or "
                            f"notebooks/): run this from a git clone of the course, not from an installed package")
+    here, there = root.resolve(), out.resolve()  # checked before --force may delete anything
+    if there == here or there in here.parents or here in there.parents and \
+            there.relative_to(here).parts[0] in RELEASED:
+        raise ReleaseError(f"{out} holds or lies inside the files being released; choose a folder outside them")
     if out.exists() and any(out.iterdir()):
         if not force:
             raise ReleaseError(f"{out} is not empty: choose a new folder, or pass --force to replace it")
         shutil.rmtree(out)
-    if out.resolve() == root.resolve() or root.resolve() in out.resolve().parents and \
-            out.resolve().relative_to(root.resolve()).parts[0] in RELEASED:
-        raise ReleaseError(f"{out} lies inside the files being released; choose a folder outside them")
     secrets, summary = [], {"files": 0, "blanked_cells": 0, "keys": 0}
     for rel in release_files(root):
         src, dst = root / rel, out / rel
@@ -120,8 +125,7 @@ def release(out, root=None, force: bool = False) -> dict:
         elif rel.endswith((".md", ".py")):
             text = src.read_text()
             text, keys = strip_blocks(text, KEY_BEGIN, KEY_END, where=rel)
-            stub = (lambda indent: f"{indent}# YOUR CODE HERE\n{indent}{STUDENT_STUB}\n") if rel.endswith(".py") \
-                else None
+            stub = solution_stub if rel.endswith(".py") else None
             text, code = strip_blocks(text, SOLUTION_BEGIN, SOLUTION_END, stub, where=rel)
             summary["keys"] += bool(keys)
             secrets += keys + code

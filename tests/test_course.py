@@ -89,6 +89,10 @@ def test_a_release_that_would_leak_is_deleted_and_other_mistakes_are_refused(tmp
     with pytest.raises(ReleaseError, match="is not empty.*--force"):
         release(tmp_path / "out", root=root)
     release(tmp_path / "out", root=root, force=True)
+    for unsafe in (root, tmp_path, root / "notebooks"):  # --force must never delete the checkout itself
+        with pytest.raises(ReleaseError, match="holds or lies inside the files being released"):
+            release(unsafe, root=root, force=True)
+    assert (root / "exercises" / "solutions" / "ex01_x.py").is_file()
     with pytest.raises(ReleaseError, match="not an instructor's checkout"):
         release(tmp_path / "out2", root=tmp_path / "out")
 
