@@ -187,7 +187,7 @@ def _emoji_raster():
     # the test loss flattens after ~1500 steps while the train loss keeps falling.
     # About 16 minutes on 2 CPU cores (2000 steps at ~130 img/s); fd_emoji 2.1 at guidance 2 (notebook 03).
     return TrainConfig(name="emoji-raster", model="raster", tokenizer="pretrained:emoji-vqvae-l2", dataset="emoji",
-                       batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=0.05, max_steps=2000,
+                       batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=0.05, ema=0.999, max_steps=2000,
                        eval_every=250, ckpt_every=250,
                        model_config=RasterARConfig(num_classes=9, dim=192, n_layer=6, n_head=6, multiple_of=64,
                                                    class_dropout=0.1, dropout=0.1, guidance=2.0))
@@ -230,7 +230,8 @@ def _emoji_var():
     # width 192 (2.9 M parameters, about emoji-raster's 3.05 M), so the two can be compared at equal size
     # (notebook 05). About 23 minutes on 2 CPU cores (2000 steps at ~92 img/s: 130 tokens per image).
     return TrainConfig(name="emoji-var", model="var", tokenizer="pretrained:emoji-msvq", dataset="emoji", batch_size=64,
-                       lr=1e-3, warmup_steps=100, weight_decay=0.05, max_steps=2000, eval_every=250, ckpt_every=250,
+                       lr=1e-3, warmup_steps=100, weight_decay=0.05, ema=0.999, max_steps=2000, eval_every=250,
+                       ckpt_every=250,
                        model_config=VARConfig(num_classes=9, depth=4, dim=192, n_head=4, dropout=0.1, guidance=2.5))
 
 
@@ -286,10 +287,11 @@ def _emoji_kl():
 
 
 def _emoji_flowar():
-    # FlowAR over emoji-kl's 8x8x4 latents (train that tokenizer first): scales 1-2-4-8, 2 + 2 AdaLN blocks of width
-    # 176 and FlowAR's transformer head (2 blocks of width 128): 3.0 M parameters, about emoji-var's and
-    # emoji-raster's, so the three can be compared at equal size (notebooks 06 and 08).
-    return TrainConfig(name="emoji-flowar", model="flowar", tokenizer="runs/emoji-kl", dataset="emoji",
+    # FlowAR over the shipped emoji-kl's 8x8x4 latents (--set tokenizer=runs/emoji-kl for yours): scales 1-2-4-8,
+    # 2 + 2 AdaLN blocks of width 176 and FlowAR's transformer head (2 blocks of width 128): 3.0 M parameters, about
+    # emoji-var's and emoji-raster's, so the three can be compared at equal size (notebooks 06 and 08). The shipped
+    # pretrained:emoji-flowar is this run (no EMA: it was trained before the option existed).
+    return TrainConfig(name="emoji-flowar", model="flowar", tokenizer="pretrained:emoji-kl", dataset="emoji",
                        batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=0.05, max_steps=2000, eval_every=250,
                        ckpt_every=250,
                        model_config=FlowARConfig(num_classes=9, dim=176, n_head=4, encoder_depth=2, decoder_depth=2,
@@ -343,7 +345,7 @@ def _emoji_rar():
     # optimiser and its 2000 steps: the two differ only in the model and the orders (notebook 07). Random orders
     # for the first half of the run, annealed to raster by 3/4 (RAR-B: epochs 200 -> 300 of 400).
     return TrainConfig(name="emoji-rar", model="rar", tokenizer="pretrained:emoji-vqvae-l2", dataset="emoji",
-                       batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=0.05, max_steps=2000,
+                       batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=0.05, ema=0.999, max_steps=2000,
                        eval_every=250, ckpt_every=250,
                        model_config=RARConfig(num_classes=9, dim=160, n_layer=6, n_head=5, class_dropout=0.1,
                                               dropout=0.1, attn_dropout=0.1, anneal_start=0.5, anneal_end=0.75,
