@@ -76,15 +76,17 @@ def run_result(where: str) -> dict:
 def load_or_train(recipe: str, train: bool = False, minutes: float = 8.0, sets=(), name=None):
     """The notebooks' "load the shipped checkpoint, else train" -> (model in eval mode, its training log records,
     where it lives: "pretrained:NAME" or the run folder, what a generator's `tokenizer=` takes).
-    train=False: the shipped model of that name. train=True (or no shipped one, or MINIVAR_SMOKE=1, where this
-    trains tiny): train the recipe here for `minutes` (or continue the run of that name), with `--set` overrides
-    `sets` (a generator needs tokenizer=...)."""
-    if not train and not smoke() and recipe in available():
-        return load(recipe), training_log(recipe), PRETRAINED + recipe
+    train=False: the shipped model `name` (default: the recipe's name). train=True (or no shipped one, or
+    MINIVAR_SMOKE=1, where this trains tiny): train the recipe here for `minutes` with `--set` overrides `sets` (a
+    variant of a recipe ships under its own name: load_or_train("emoji-flowar", sets=["head=mlp"],
+    name="emoji-flowar-mlp")), as the run NAME-here (NAME-smoke), continued if it exists."""
+    name = name or recipe
+    if not train and not smoke() and name in available():
+        return load(name), training_log(name), PRETRAINED + name
     if not train and not smoke():
-        print(f"no shipped checkpoint named {recipe!r}: training it here for {minutes:g} minutes")
-    name = name or f"{recipe}{'-smoke' if smoke() else '-here'}"
-    cfg = get_recipe(recipe, [f"name={name}", f"minutes={minutes}", "max_steps=100000", *sets])
+        print(f"no shipped checkpoint named {name!r}: training it here for {minutes:g} minutes")
+    cfg = get_recipe(recipe, [f"name={name}{'-smoke' if smoke() else '-here'}", f"minutes={minutes}",
+                              "max_steps=100000", *sets])
     result = train_run(cfg, resume=True)
     return result["model"].eval(), read_log(cfg.run_dir / "metrics.jsonl"), str(cfg.run_dir)
 

@@ -87,6 +87,8 @@ def test_the_training_log_ships_and_load_or_train_loads_or_trains(weights, tmp_p
     shutil.copy(tmp_path / "weights" / "tok.json", tmp_path / "weights" / "emoji-vqvae.json")  # "ships" emoji-vqvae
     monkeypatch.setattr(checkpoint, "SHIPPED_DIR", tmp_path / "weights")
     assert isinstance(pretrained.load_or_train("emoji-vqvae")[0], Tokenizer)
+    assert pretrained.load_or_train("emoji-vqvae", name="tok")[2] == "pretrained:tok"  # a variant ships as NAME
+    assert pretrained.load_or_train("emoji-vqvae", True, 0.02, sets, name="tok")[2] == "runs/tok-here"
     monkeypatch.setenv("MINIVAR_SMOKE", "1")  # smoke runs (CI) train, even where a shipped model exists
     pretrained.load_or_train("emoji-vqvae", minutes=0.02, sets=sets)
     assert (tmp_path / "runs" / "emoji-vqvae-smoke" / "ckpt.pt").is_file()
