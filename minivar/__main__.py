@@ -7,6 +7,7 @@
     python -m minivar sample runs/emoji-raster --n 64 --guidance 2   # a grid of samples, one column per class
     python -m minivar sample pretrained:emoji-var                    # a shipped model (minivar.pretrained)
     python -m minivar sweep codebook --dataset emoji  # codebook size x dim x l2 grid, recorded in benchmarks/
+    python -m minivar sweep ablation --sheet 03       # an ablation sheet's runs, recorded in benchmarks/
     torchrun --nproc_per_node 2 -m minivar train cifar10-vqvae   # several GPUs (or CPU processes)
     python -m minivar course release --out student-copy   # instructors: the course without its solutions
     python -m minivar course grade submissions/           # ... and grading one folder per student
@@ -225,6 +226,13 @@ def check_writable(path: Path, option="--out"):
 
 
 def cmd_sweep(args):
+    if args.experiment == "ablation":
+        from .sweep import ABLATIONS, run_ablation
+        if not args.sheet:
+            raise ValueError(f"name the ablation sheet: --sheet {' | '.join(ABLATIONS)}")
+        rows = run_ablation(args.sheet, out_dir=args.out, n=args.n)
+        print(f"{len(rows)} rows recorded in {Path(args.out) / f'ablations_{args.sheet}.csv'}")
+        return
     from .sweep import run_codebook_sweep
     rows = run_codebook_sweep(args.dataset, steps=args.steps, out_dir=args.out)
     print(f"{len(rows)} cells recorded in {Path(args.out) / f'codebook_sweep_{args.dataset}.csv'}")
@@ -308,8 +316,11 @@ def main(argv=None):
     p.set_defaults(func=cmd_sample)
 
     p = sub.add_parser("sweep", help="run a recorded experiment grid (resumable)")
-    p.add_argument("experiment", choices=["codebook"], help="codebook: size x dim x l2 (LlamaGen / ViT-VQGAN)")
-    p.add_argument("--dataset", default="emoji", help="emoji (CPU) or cifar10 (GPU)")
+    p.add_argument("experiment", choices=["codebook", "ablation"],
+                   help="codebook: size x dim x l2 (LlamaGen / ViT-VQGAN); ablation: the rows of an ablation sheet")
+    p.add_argument("--dataset", default="emoji", help="codebook: emoji (CPU) or cifar10 (GPU)")
+    p.add_argument("--sheet", default="", help="ablation: the sheet's number (exercises/ablations/NN_*.md), e.g. 03")
+    p.add_argument("--n", type=int, default=1000, help="ablation: samples per generator row for fd_emoji")
     p.add_argument("--steps", type=int, default=None, help="training steps per cell (default: the grid's)")
     p.add_argument("--out", default="benchmarks/results", help="folder of the results (default benchmarks/results)")
     p.set_defaults(func=cmd_sweep)

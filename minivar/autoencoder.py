@@ -35,6 +35,7 @@ class VQVAEConfig:
     embed_dim: int = 64  # code dimension: quant_conv maps z_channels -> embed_dim (ViT-VQGAN's factorized codes)
     codebook_size: int = 512  # K: number of codes, i.e. the vocabulary of the generators
     beta: float = 0.25  # commitment weight (VQ-VAE paper, LlamaGen)
+    codebook_init: str = "uniform"  # "uniform": tiny codes in +-1/K (taming, LlamaGen); "data": first batch's z
     l2_norm: bool = False  # codes and z on the unit sphere, cosine distance (LlamaGen's default: True)
     ema: bool = False  # EMA codebook updates instead of the codebook loss
     ema_decay: float = 0.99
@@ -46,6 +47,8 @@ class VQVAEConfig:
 
     def __post_init__(self):
         check_autoencoder_config(self)
+        if self.codebook_init not in ("uniform", "data"):
+            raise ValueError(f"unknown codebook_init {self.codebook_init!r}; choose uniform or data")
 
     @property
     def latent_size(self) -> int:
@@ -201,7 +204,8 @@ class VQVAE(Tokenizer):
         self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1)
         self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.embed_dim, cfg.beta, l2_norm=cfg.l2_norm, ema=cfg.ema,
                                          ema_decay=cfg.ema_decay, restart_after=cfg.restart_after,
-                                         entropy_weight=cfg.entropy_weight, rotation_trick=cfg.rotation_trick)
+                                         entropy_weight=cfg.entropy_weight, rotation_trick=cfg.rotation_trick,
+                                         init=cfg.codebook_init)
         self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
 
     def code_format(self) -> dict:

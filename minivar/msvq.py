@@ -205,9 +205,10 @@ class MultiScaleVQVAEConfig(VQVAEConfig):
         if list(self.scales) != sorted(set(self.scales)) or self.scales[-1] != self.latent_size:
             raise ValueError(f"scales must increase and end at the latent size {self.latent_size} "
                              f"(image_size / 2**(len(ch_mult)-1)), got {self.scales}")
-        if self.ema or self.restart_after or self.entropy_weight or self.rotation_trick:
-            raise ValueError("the multi-scale quantizer has no ema / restart_after / entropy_weight / rotation_trick "
-                             "options (those belong to the single-scale VectorQuantizer)")
+        single_scale_only = self.ema or self.restart_after or self.entropy_weight or self.rotation_trick
+        if single_scale_only or self.codebook_init != "uniform":
+            raise ValueError("the multi-scale quantizer has no ema / restart_after / entropy_weight / rotation_trick / "
+                             "codebook_init options (those belong to the single-scale VectorQuantizer)")
 
     @property
     def tokens_per_image(self) -> int:

@@ -100,3 +100,83 @@ def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=No
               + (f", fd_emoji {ev['fd_emoji']:.1f}" if "fd_emoji" in ev else "") + f" ({time.time() - t0:.0f} s)",
               flush=True)
     return read_rows(csv_path)
+
+
+# ------------------------------------------------------------------ the ablation sheets' recorded runs
+
+# sheet -> what it asks and its rows: (row name, recipe, --set overrides, guidance to sample at or None).
+# Every row of a sheet trains for the same number of steps (short CPU budgets: the rows compare choices at equal
+# cost, not finished models), then is measured by pretrained.measure on the emoji test split (tokenizers: PSNR,
+# usage, reconstruction fd; generators: 1,000 samples, fd_emoji with its 95% interval, precision, recall).
+ABLATIONS = {
+    "01": dict(title="VQ-VAE: commitment weight beta and codebook initialisation", steps=300, rows=[
+        ("recipe (beta 0.25, uniform init)", "emoji-vqvae", [], None),
+        ("beta 0.1", "emoji-vqvae", ["beta=0.1"], None),
+        ("beta 1.0", "emoji-vqvae", ["beta=1.0"], None),
+        ("data init", "emoji-vqvae", ["codebook_init=data"], None),
+        ("data init, beta 1.0", "emoji-vqvae", ["codebook_init=data", "beta=1.0"], None),
+    ]),
+    "03": dict(title="raster GPT: RoPE, class dropout, depth against width", steps=500, rows=[
+        ("recipe (2-D RoPE, 6 x 192)", "emoji-raster", [], 2.0),
+        ("1-D RoPE", "emoji-raster", ["rope=1d"], 2.0),
+        ("class dropout 0 (no guidance possible)", "emoji-raster", ["class_dropout=0"], 1.0),
+        ("deep and narrow (12 x 128)", "emoji-raster", ["n_layer=12", "dim=128", "n_head=4"], 2.0),
+        ("shallow and wide (3 x 256)", "emoji-raster", ["n_layer=3", "dim=256", "n_head=8"], 2.0),
+    ]),
+    "04": dict(title="multi-scale tokenizer: Phi and the scale schedule", steps=600, rows=[
+        ("recipe (Phi 0.5, scales 1,2,3,4,6,8)", "emoji-msvq", [], None),
+        ("no Phi (ratio 0)", "emoji-msvq", ["phi_ratio=0"], None),
+        ("scales 1,2,4,8", "emoji-msvq", ["scales=1,2,4,8"], None),
+    ]),
+}
+ABLATION_FIELDS = ["row", "recipe", "sets", "steps", "params_m", "train_loss", "test_loss", "psnr", "ssim", "usage",
+                   "perplexity", "fd_emoji_recon", "guidance", "fd_emoji", "fd_low", "fd_high", "precision", "recall",
+                   "train_seconds", "date", "machine", "command"]
+
+
+def row_slug(row: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in row.lower()).strip("-").replace("--", "-")
+
+
+def run_ablation(sheet: str, out_dir="benchmarks/results", runs_dir="runs/ablations", n=1000, progress=True) -> list:
+    """Train and measure every row of ablation sheet `sheet` (exercises/ablations/<sheet>_*.md) not yet in
+    <out_dir>/ablations_<sheet>.csv; each row's training curve is copied to <out_dir>/ablations_<sheet>/<row>.jsonl
+    for the sheet's plots. Interrupted, it continues: finished rows are skipped, a started run resumes."""
+    from . import models, pretrained
+    from .train import train
+    if sheet not in ABLATIONS:
+        raise ValueError(f"no ablation sheet {sheet!r}; choose one of {', '.join(ABLATIONS)}")
+    spec = ABLATIONS[sheet]
+    csv_path = Path(out_dir) / f"ablations_{sheet}.csv"
+    curves = Path(out_dir) / f"ablations_{sheet}"
+    curves.mkdir(parents=True, exist_ok=True)
+    done = {r["row"] for r in read_rows(csv_path)}
+    for i, (row, recipe, sets, guidance) in enumerate(spec["rows"]):
+        if row in done:
+            continue
+        print(f"[{i + 1}/{len(spec['rows'])}] sheet {sheet}: {row} ({recipe} {' '.join(sets)}, {spec['steps']} steps)",
+              flush=True)
+        cfg = recipes.get(recipe, [*sets, f"max_steps={spec['steps']}", "minutes=0", f"name={row_slug(row)}",
+                                   f"out_dir={runs_dir}/{sheet}", f"eval_every={max(50, spec['steps'] // 5)}",
+                                   f"ckpt_every={max(50, spec['steps'] // 4)}"])
+        result = train(cfg, resume=True, progress=progress)
+        model = models.load(cfg.run_dir)
+        stats = pretrained.measure(model, n=n, guidance=guidance, progress=progress)
+        low, high = stats.pop("fd_emoji_ci95", ("", ""))
+        out = {"row": row, "recipe": recipe, "sets": " ".join(sets), "steps": result["step"],
+               "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+               "train_loss": round(result.get("loss", float("nan")), 4),
+               "test_loss": round(result.get("test_loss", float("nan")), 4),
+               **stats, "fd_low": low, "fd_high": high, "train_seconds": round(result["elapsed"], 1),
+               "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, "
+               f"{torch.get_num_threads()} threads", "command": f"python -m minivar sweep ablation --sheet {sheet}"}
+        (curves / f"{row_slug(row)}.jsonl").write_text((cfg.run_dir / "metrics.jsonl").read_text())
+        new = not csv_path.exists()
+        with open(csv_path, "a", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=ABLATION_FIELDS)
+            if new:
+                w.writeheader()
+            w.writerow({k: out.get(k, "") for k in ABLATION_FIELDS})
+        print("    " + ", ".join(f"{k} {out[k]}" for k in ("test_loss", "psnr", "usage", "fd_emoji", "fd_emoji_recon")
+                                 if k in out), flush=True)
+    return read_rows(csv_path)

@@ -18,6 +18,8 @@ Options (all off by default), each a few lines below and a section of notebook 0
 - ema             codes follow an exponential moving average of their assigned z (VQ-VAE-2, SoundStream)
                   instead of the codebook loss, with Laplace smoothing of the counts;
 - restart_after   a code unused for that many steps is re-initialised to a random current z (Jukebox);
+- init="data"     codes start as random encoder outputs of the first training batch instead of tiny vectors
+                  near the origin (the data initialisation of Jukebox and SoundStream, without their k-means);
 - entropy_weight  LlamaGen's entropy loss: confident per-vector assignments, diverse over the batch;
 - rotation_trick  Fifty et al. 2024: instead of copying the gradient, carry it through the rotation and
                   scaling that maps z onto e_k, so it "sees" the angle between them.
@@ -36,8 +38,11 @@ class VectorQuantizer(nn.Module):
     def __init__(self, codebook_size: int = 512, dim: int = 64, beta: float = 0.25, l2_norm: bool = False,
                  ema: bool = False, ema_decay: float = 0.99, ema_eps: float = 1e-5, restart_after: int = 0,
                  entropy_weight: float = 0.0, entropy_temperature: float = 0.01, rotation_trick: bool = False,
-                 usage_window: int = 65536):
+                 usage_window: int = 65536, init: str = "uniform"):
         super().__init__()
+        if init not in ("uniform", "data"):
+            raise ValueError(f"unknown codebook init {init!r}; choose 'uniform' (tiny codes near the origin, taming / "
+                             f"LlamaGen) or 'data' (codes copied from the first training batch's encoder outputs)")
         if codebook_size < 2 or dim < 1:
             raise ValueError(f"need codebook_size >= 2 and dim >= 1, got {codebook_size}, {dim}")
         if not 0 < ema_decay < 1:
@@ -49,6 +54,8 @@ class VectorQuantizer(nn.Module):
         self.codebook = nn.Embedding(codebook_size, dim)
         # small uniform init (taming / LlamaGen): codes start near the origin, where fresh encoders put z
         self.codebook.weight.data.uniform_(-1.0 / codebook_size, 1.0 / codebook_size)
+        if init == "data":  # saved, so a resumed run does not initialise twice
+            self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
         if ema:  # the codebook is then a running average, not a parameter the optimizer touches
             self.codebook.weight.requires_grad_(False)
             self.register_buffer("ema_count", torch.zeros(codebook_size))
@@ -82,6 +89,9 @@ class VectorQuantizer(nn.Module):
         z_flat = rearrange(z, "b c h w -> (b h w) c")
         if self.l2_norm:
             z_flat = F.normalize(z_flat, dim=1)  # cosine geometry: everything on the unit sphere
+        if self.training and hasattr(self, "initialised") and not self.initialised:
+            with torch.no_grad():
+                self.init_from_data(z_flat.detach())
         d = self.distances(z_flat)  # (N, K)
         idx = d.argmin(1)  # (N,)
         e = F.embedding(idx, self.codes()).to(z.dtype)  # (N, C); embedding's backward sums deterministically
@@ -125,6 +135,24 @@ class VectorQuantizer(nn.Module):
         total = self.ema_count.sum()
         smoothed = (self.ema_count + self.ema_eps) / (total + self.codebook_size * self.ema_eps) * total
         self.codebook.weight.data.copy_(self.ema_sum / smoothed[:, None])
+
+    def init_from_data(self, z_flat):
+        """Every code becomes a random encoder output of this batch (distinct ones when the batch has enough), so
+        every code starts where the data is and wins something: no collapse at the start."""
+        K = self.codebook_size
+        if K <= len(z_flat):
+            pick = torch.randperm(len(z_flat), device=z_flat.device)[:K]
+        else:
+            pick = torch.randint(0, len(z_flat), (K,), device=z_flat.device)
+        self.codebook.weight.data.copy_(z_flat[pick].to(self.codebook.weight.dtype))
+        if self.ema:
+            self.ema_count.fill_(1.0)
+            self.ema_sum.copy_(self.codebook.weight.data)
+        if dist.is_available() and dist.is_initialized():  # every rank starts from rank 0's codes
+            dist.broadcast(self.codebook.weight.data, 0)
+            if self.ema:
+                dist.broadcast(self.ema_sum, 0)
+        self.initialised.fill_(True)
 
     def restart_dead_codes(self, z_flat, idx) -> torch.Tensor:
         """Codes unused for `restart_after` steps jump to random current encoder outputs. Returns how many."""

@@ -143,6 +143,31 @@ def test_a_dead_code_is_restarted_and_then_used():
     assert 7 in idx3, "the restarted code must now win the vector it was placed on"
 
 
+@pytest.mark.parametrize("ema,l2", [(False, False), (True, False), (False, True)])
+def test_data_init_copies_distinct_encoder_outputs_once_and_survives_a_resume(ema, l2):
+    torch.manual_seed(5)
+    q = VectorQuantizer(16, 3, ema=ema, l2_norm=l2, init="data").train()
+    z = torch.randn(2, 3, 4, 4) * 5  # 32 vectors, far from the tiny uniform codes
+    _, idx, _, _ = q(z)
+    z_flat = z.permute(0, 2, 3, 1).reshape(-1, 3)
+    if l2:
+        z_flat = torch.nn.functional.normalize(z_flat, dim=1)
+    if not ema:  # (with ema the first update has already averaged the codes toward their vectors)
+        codes = q.codebook.weight.data
+        assert all((z_flat == c).all(1).any() for c in codes), "every code must start on an encoder output"
+        assert len({tuple(c.tolist()) for c in codes}) == 16, "32 vectors for 16 codes: the picks must be distinct"
+    assert idx.unique().numel() == 16, "started on the data, every code wins the vector it was copied from"
+    after = q.codebook.weight.data.clone()
+    q2 = VectorQuantizer(16, 3, ema=ema, l2_norm=l2, init="data").train()
+    q2.load_state_dict(q.state_dict())  # a resumed run must not initialise again
+    q2(torch.randn(2, 3, 4, 4) * 50)
+    if not ema:
+        torch.testing.assert_close(q2.codebook.weight.data, after)
+    q.eval()(z)
+    with pytest.raises(ValueError, match="uniform"):
+        VectorQuantizer(16, 3, init="kmeans")
+
+
 def test_rotation_trick_value_and_gradient_match_the_closed_form():
     from minivar.vq import rotate_to
     torch.manual_seed(4)

@@ -1,0 +1,32 @@
+"""The recorded-experiment runner of the ablation sheets: rows land in a CSV once, with their curves."""
+
+import csv
+
+import pytest
+
+from minivar import sweep
+
+TINY = ["ch=8", "z_channels=8", "codebook_size=16", "embed_dim=4", "batch_size=16", "eval_batches=1", "log_every=1"]
+
+
+def test_an_ablation_sheet_records_each_row_once_with_its_curve(tmp_path, monkeypatch):
+    monkeypatch.setitem(sweep.ABLATIONS, "t", dict(title="tiny", steps=3, rows=[
+        ("uniform init", "emoji-vqvae", TINY, None),
+        ("data init", "emoji-vqvae", TINY + ["codebook_init=data"], None)]))
+    out, runs = tmp_path / "results", tmp_path / "runs"
+    rows = sweep.run_ablation("t", out_dir=out, runs_dir=runs, progress=False)
+    assert [r["row"] for r in rows] == ["uniform init", "data init"]
+    for r in rows:
+        assert r["steps"] == "3" and 0 < float(r["psnr"]) < 60 and 0 < float(r["usage"]) <= 1
+        assert float(r["fd_emoji_recon"]) > 0 and r["command"] == "python -m minivar sweep ablation --sheet t"
+    assert (out / "ablations_t" / "data-init.jsonl").read_text().count("\n") >= 3
+    # started on the data, the tiny codebook is used more than when it starts near the origin
+    assert float(rows[1]["usage"]) >= float(rows[0]["usage"])
+    (runs / "t" / "data-init" / "ckpt.pt").unlink()  # a finished row is not trained (or loaded) again
+    again = sweep.run_ablation("t", out_dir=out, runs_dir=runs, progress=False)
+    assert len(again) == 2 and len(list(csv.DictReader(open(out / "ablations_t.csv")))) == 2
+
+
+def test_an_unknown_sheet_names_the_ones_there_are():
+    with pytest.raises(ValueError, match="01"):
+        sweep.run_ablation("99")
