@@ -410,6 +410,7 @@ def apply_override(cfg: TrainConfig, item: str):
     if "=" not in item:
         raise ValueError(f"--set expects key=value, got {item!r}")
     key, value = (s.strip() for s in item.split("=", 1))
+    to_model = key.startswith("model.")  # "model.ema": the model's field where a training field has the same name
     key = key.removeprefix("model.")
     if key == "model" and value != cfg.model:  # another model kind needs another config: another recipe
         known = ", ".join(n for n, r in RECIPES.items() if r().model == value) or "none yet"
@@ -417,13 +418,20 @@ def apply_override(cfg: TrainConfig, item: str):
                          f"that model instead (recipes: {known})")
     train_fields = {f.name: f for f in dataclasses.fields(cfg) if f.name != "model_config"}
     model_fields = {f.name: f for f in dataclasses.fields(cfg.model_config)}
-    if key in train_fields:
+    if key in train_fields and not (to_model and key in model_fields):
         target, f = cfg, train_fields[key]
     elif key in model_fields:
         target, f = cfg.model_config, model_fields[key]
     else:
         raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(settable_keys(cfg))}")
-    setattr(target, key, parse_value(value, f.type, key))  # checked as a whole by get(), after every override
+    try:
+        parsed = parse_value(value, f.type, key)
+    except ValueError as e:
+        if target is cfg and key in model_fields:  # e.g. ema: the weights' average (training) or the VQ codebook's
+            raise ValueError(f"{e}. {key!r} names a training setting here; for the model's own {key!r} write "
+                             f"model.{key}={value}") from None
+        raise
+    setattr(target, key, parsed)  # checked as a whole by get(), after every override
 
 
 def parse_value(text: str, typ, key: str):

@@ -170,6 +170,11 @@ def test_recipes_and_overrides():
         recipes.get("emoji-vqvae", ["codebook_size=many"])
     with pytest.raises(ValueError, match="divisible"):
         recipes.get("emoji-vqvae", ["image_size=30"])
+    # a name both configs have: plain means the training one, "model." the model's; a mix-up names the fix
+    cfg = recipes.get("emoji-vqvae", ["ema=0.99", "model.ema=true"])
+    assert cfg.ema == 0.99 and cfg.model_config.ema is True
+    with pytest.raises(ValueError, match="model.ema=true"):
+        recipes.get("emoji-vqvae", ["ema=true"])
     for name in recipes.RECIPES:
         recipes.get(name)
 
