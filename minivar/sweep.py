@@ -38,6 +38,16 @@ def cell_name(size, dim, l2):
     return f"k{size}-d{dim}-{'l2' if l2 else 'plain'}"
 
 
+def append_row(path: Path, fields: list, row: dict):
+    """One more row of a results CSV (its header first when the file is new); missing fields stay empty."""
+    new = not path.exists()
+    with open(path, "a", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields)
+        if new:
+            w.writeheader()
+        w.writerow({k: row.get(k, "") for k in fields})
+
+
 def read_rows(path: Path) -> list:
     if not path.exists():
         return []
@@ -90,12 +100,7 @@ def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=No
                "date": datetime.date.today().isoformat(), "machine": machine,
                "command": "python -m minivar " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py")
                else "run_codebook_sweep()"}
-        new = not csv_path.exists()
-        with open(csv_path, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow({k: row.get(k, "") for k in FIELDS})
+        append_row(csv_path, FIELDS, row)
         print(f"    psnr {ev['psnr']:.2f} dB, usage {ev['usage']:.0%}, perplexity {ev['perplexity']:.0f}"
               + (f", fd_emoji {ev['fd_emoji']:.1f}" if "fd_emoji" in ev else "") + f" ({time.time() - t0:.0f} s)",
               flush=True)
@@ -171,12 +176,7 @@ def run_ablation(sheet: str, out_dir="benchmarks/results", runs_dir="runs/ablati
                "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, "
                f"{torch.get_num_threads()} threads", "command": f"python -m minivar sweep ablation --sheet {sheet}"}
         (curves / f"{row_slug(row)}.jsonl").write_text((cfg.run_dir / "metrics.jsonl").read_text())
-        new = not csv_path.exists()
-        with open(csv_path, "a", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=ABLATION_FIELDS)
-            if new:
-                w.writeheader()
-            w.writerow({k: out.get(k, "") for k in ABLATION_FIELDS})
+        append_row(csv_path, ABLATION_FIELDS, out)
         print("    " + ", ".join(f"{k} {out[k]}" for k in ("test_loss", "psnr", "usage", "fd_emoji", "fd_emoji_recon")
                                  if k in out), flush=True)
     return read_rows(csv_path)
