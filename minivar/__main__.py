@@ -140,7 +140,8 @@ def cmd_sample(args):
     guidance = model.guidance_or_default(args.guidance)
     options = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p),
                                  ("steps", args.steps), ("guidance_high", args.guidance_high),
-                                 ("heun", args.heun or None), ("guidance_power", args.guidance_power))
+                                 ("heun", args.heun or None), ("guidance_power", args.guidance_power),
+                                 ("guidance_ramp", False if args.constant_guidance else None))
                if v is not None}  # only what was given: each generator
     from .sampling import check_options  # has its own defaults and options
     check_options(**{k: v for k, v in options.items() if k in ("temperature", "top_k", "top_p")})  # now, not later
@@ -155,10 +156,11 @@ def cmd_sample(args):
     takes = inspect.signature(model.generate).parameters
     for name in options:
         if name not in takes:
-            known = [f"--{p.replace('_', '-')}" for p in ("guidance", "temperature", "top_k", "top_p", "steps",
-                                                          "guidance_high", "heun", "guidance_power") if p in takes]
-            raise ValueError(f"a {cfg.model} model does not take --{name.replace('_', '-')}; its options: "
-                             f"{', '.join(known)}")
+            flag = {"guidance_ramp": "constant_guidance"}
+            known = [f"--{flag.get(p, p).replace('_', '-')}" for p in ("guidance", "temperature", "top_k", "top_p",
+                     "steps", "guidance_high", "heun", "guidance_power", "guidance_ramp") if p in takes]
+            raise ValueError(f"a {cfg.model} model does not take --{flag.get(name, name).replace('_', '-')}; its "
+                             f"options: {', '.join(known)}")
     n_cls = model.cfg.num_classes
     classes = parse_classes(args.classes, n_cls) if args.classes else list(range(n_cls))
     labels = torch.tensor(classes * (args.n // len(classes) + 1))[:args.n]
@@ -304,6 +306,8 @@ def main(argv=None):
     p.add_argument("--guidance-power", type=float, default=None,
                    help="RAR: power of its cosine guidance schedule, s_t = 1 + (s - 1)(1 - cos(pi (t/N)^power)) / 2 "
                         "(default: the model's; 0 = constant s)")
+    p.add_argument("--constant-guidance", action="store_true",
+                   help="VAR, FlowAR: guide every scale with --guidance instead of ramping it up from 1 at the first")
     p.add_argument("--classes", default="", help="comma-separated class indices (default: all, in turn)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)

@@ -226,11 +226,12 @@ class FlowAR(Generator):
 
     @torch.no_grad()
     def generate(self, labels, guidance=None, steps=None, guidance_high=None, heun=False, generator=None,
-                 every_scale=False):
+                 every_scale=False, guidance_ramp=True):
         """Sample latents (B, C, h, w) for class labels (B,), one scale per transformer pass (KV cache), each scale
         by an Euler ODE solve of `steps` steps (default: the config's). Guidance s_k ramps from 1 at the first scale
-        to `guidance` at the last (the release's linear cfg schedule), applied while t <= guidance_high.
-        every_scale=True returns the list of every scale's latents instead, coarsest first."""
+        to `guidance` at the last (the release's linear cfg schedule; guidance_ramp=False: `guidance` at every scale),
+        applied while t <= guidance_high. every_scale=True returns the list of every scale's latents instead, coarsest
+        first."""
         was_training = self.training
         self.eval()
         labels = self.check_labels(labels)
@@ -248,7 +249,8 @@ class FlowAR(Generator):
         for k, s in enumerate(self.scales):
             z = self.stacks(x, cond, self.starts[k], self.starts[k + 1], caches=caches)  # (B or 2B, s*s, Dd)
             noise = torch.randn(z.shape[0], s * s, C, device=z.device, generator=generator)
-            tokens = euler_sample(self.velocity, noise, z, steps, linear_ramp(guidance, k, K), high, heun=heun)
+            s_k = linear_ramp(guidance, k, K) if guidance_ramp else guidance
+            tokens = euler_sample(self.velocity, noise, z, steps, s_k, high, heun=heun)
             latent = rearrange(tokens[:B].float(), "b (h w) c -> b c h w", h=s)
             out.append(latent)
             if k < K - 1:

@@ -253,12 +253,13 @@ class VAR(Generator):
 
     @torch.no_grad()
     def generate(self, labels, guidance=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
-                 return_logits=False):
+                 return_logits=False, guidance_ramp=True):
         """Sample token maps [(B, s_k, s_k)], coarsest first, one scale per forward pass (KV cache).
 
         Guidance ramps with the scale as VAR does: s_k = 1 + (guidance - 1) * k / (K - 1) (sampling.linear_ramp),
         logits uncond + s_k (cond - uncond): the first scale is unguided, the last gets `guidance` (default: the
-        config's). guidance = 1 switches it off (and halves the work: no unconditional pass).
+        config's). guidance = 1 switches it off (and halves the work: no unconditional pass). guidance_ramp=False
+        guides every scale with `guidance` (an ablation: the release always ramps).
         """
         was_training = self.training
         self.eval()
@@ -282,7 +283,8 @@ class VAR(Generator):
                 h = block(h, c, None, cache)  # attends to every cached (coarser) token and its own scale
             logits = self.logits(h, cond)  # (B or 2B, s*s, V)
             if guided:
-                logits = guidance_mix(logits[:B], logits[B:], linear_ramp(guidance, k, K))
+                s_k = linear_ramp(guidance, k, K) if guidance_ramp else guidance
+                logits = guidance_mix(logits[:B], logits[B:], s_k)
             all_logits.append(logits)
             idx = sample(logits.reshape(B * s * s, -1), temperature, top_k, top_p, generator).view(B, s, s)
             maps.append(idx)

@@ -106,6 +106,8 @@ CLI = [  # (id, argv builder(runs, tmp), message)
      "--guidance-power must be >= 0"),
     ("guidance power for raster", lambda r, t: ["sample", str(r["raster"]), "--guidance-power", "1"],
      "raster model does not take --guidance-power"),
+    ("constant guidance for raster", lambda r, t: ["sample", str(r["raster"]), "--constant-guidance"],
+     "raster model does not take --constant-guidance"),
     ("an anneal window backwards", lambda r, t: ["train", "emoji-rar", "--set", "anneal_start=0.9", "--set",
                                                  "anneal_end=0.2"], "anneal_start <= anneal_end"),
 ]

@@ -171,6 +171,22 @@ def test_generation_works_at_guidance_one_and_returns_every_scale():
     assert torch.equal(a, b)
 
 
+
+def test_constant_guidance_changes_the_first_scale_that_the_ramp_leaves_unguided():
+    model = tiny_flowar()
+    torch.manual_seed(0)
+    with torch.no_grad():  # zero-initialised layers would make the class invisible, and guidance a no-op
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+
+    def draw(g, ramp):
+        return model.generate([0, 1], guidance=g, steps=3, every_scale=True, guidance_ramp=ramp,
+                              generator=torch.Generator().manual_seed(2))
+    ramped, constant = draw(3.0, True), draw(3.0, False)
+    assert not torch.allclose(ramped[0], constant[0])  # the ramp's first scale is unguided, the constant's is not
+    for a, b in zip(draw(1.0, True), draw(1.0, False)):  # at guidance 1 there is nothing to ramp
+        torch.testing.assert_close(a, b)
+
 # ------------------------------------------------------------------------------- the release, reproduced
 
 @pytest.fixture(scope="module")

@@ -85,6 +85,17 @@ def test_guidance_ramps_linearly_over_the_scales():
         start += s * s
 
 
+def test_constant_guidance_guides_every_scale_with_the_same_scale():
+    model, q = tiny()
+    labels = torch.tensor([0, 1])
+    maps, logits = model.generate(labels, guidance=2.5, generator=torch.Generator().manual_seed(0), return_logits=True,
+                                  guidance_ramp=False)
+    with torch.no_grad():
+        x = q.teacher_forcing_input(maps)
+        cond, uncond = model(labels, x), model(torch.full_like(labels, 3), x)
+    torch.testing.assert_close(torch.cat(logits, 1), uncond + 2.5 * (cond - uncond), atol=1e-5, rtol=1e-5)
+
+
 def test_a_tiny_var_memorises_three_token_pyramids_and_regenerates_them():
     model, q = tiny(class_dropout=0.0, dim=64)
     model.train()
