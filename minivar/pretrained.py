@@ -101,12 +101,14 @@ def half_state(model: torch.nn.Module) -> dict:
 
 
 @torch.no_grad()
-def measure(model, n: int = 1000, guidance=None, seed: int = 0, batch_size: int = 100, progress=True) -> dict:
+def measure(model, n: int = 1000, guidance=None, seed: int = 0, batch_size: int = 100, progress=True,
+            **options) -> dict:
     """The quality figures a manifest records, on the emoji test split.
     Tokenizer: PSNR, SSIM, codebook usage and perplexity of its reconstructions (the whole split), and the
     fd_emoji between the test images and their reconstructions (the floor its generators' fd_emoji cannot pass).
     Generator: fd_emoji with its 95% bootstrap interval, and k-NN precision / recall, of n samples whose labels
-    follow the test split's class frequencies (as `python -m minivar sample RUN --n 1000 --fd` draws them)."""
+    follow the test split's class frequencies (as `python -m minivar sample RUN --n 1000 --fd` draws them), drawn
+    with the generator's sampling `options` (e.g. guidance_ramp=False)."""
     from .data import dataset_labels, load_dataset
     from .metrics import emoji_precision_recall, evaluate_tokenizer, fd_emoji_ci
     if isinstance(model, Tokenizer):
@@ -120,7 +122,7 @@ def measure(model, n: int = 1000, guidance=None, seed: int = 0, batch_size: int 
     labels = test_labels[torch.arange(n) % len(test_labels)]
     guidance = model.guidance_or_default(guidance)
     g = torch.Generator(model.device).manual_seed(seed)
-    images = model.sample_images(labels, batch_size, guidance=guidance, generator=g, progress=progress)
+    images = model.sample_images(labels, batch_size, guidance=guidance, generator=g, progress=progress, **options)
     fd, low, high = fd_emoji_ci(images, real)
     precision, recall = emoji_precision_recall(images, real)
     return {"guidance": guidance, "samples": n, "seed": seed, "fd_emoji": round(fd, 3),

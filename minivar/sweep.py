@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from . import recipes
+from .checkpoint import PRETRAINED
 from .data import load_dataset
 from .metrics import evaluate_tokenizer
 from .viz import save_grid
@@ -109,10 +110,11 @@ def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=No
 
 # ------------------------------------------------------------------ the ablation sheets' recorded runs
 
-# sheet -> what it asks and its rows: (row name, recipe, --set overrides, guidance to sample at or None).
-# Every row of a sheet trains for the same number of steps (short CPU budgets: the rows compare choices at equal
-# cost, not finished models), then is measured by pretrained.measure on the emoji test split (tokenizers: PSNR,
-# usage, reconstruction fd; generators: 1,000 samples, fd_emoji with its 95% interval, precision, recall).
+# sheet -> what it asks and its rows: (row name, recipe, --set overrides, guidance to sample at or None[, sampling
+# options]). Every row of a sheet trains for the same number of steps (short CPU budgets: the rows compare choices at
+# equal cost, not finished models), then is measured by pretrained.measure on the emoji test split (tokenizers: PSNR,
+# usage, reconstruction fd; generators: 1,000 samples, fd_emoji with its 95% interval, precision, recall). A row whose
+# recipe is "pretrained:NAME" trains nothing: it measures the shipped model with its sampling options.
 ABLATIONS = {
     "01": dict(title="VQ-VAE: commitment weight beta and codebook initialisation", steps=300, rows=[
         ("recipe (beta 0.25, uniform init)", "emoji-vqvae", [], None),
@@ -133,10 +135,14 @@ ABLATIONS = {
         ("no Phi (ratio 0)", "emoji-msvq", ["phi_ratio=0"], None),
         ("scales 1,2,4,8", "emoji-msvq", ["scales=1,2,4,8"], None),
     ]),
+    "05": dict(title="VAR: the guidance ramp against constant guidance (sampling only)", steps=0, rows=[
+        *[(f"ramp to {g} (the release's schedule)", "pretrained:emoji-var", [], g) for g in (1.5, 2.5, 4.0)],
+        *[(f"constant {g}", "pretrained:emoji-var", [], g, {"guidance_ramp": False}) for g in (1.5, 2.5, 4.0)],
+    ]),
 }
-ABLATION_FIELDS = ["row", "recipe", "sets", "steps", "params_m", "train_loss", "test_loss", "psnr", "ssim", "usage",
-                   "perplexity", "fd_emoji_recon", "guidance", "fd_emoji", "fd_low", "fd_high", "precision", "recall",
-                   "train_seconds", "date", "machine", "command"]
+ABLATION_FIELDS = ["row", "recipe", "sets", "options", "steps", "params_m", "train_loss", "test_loss", "psnr", "ssim",
+                   "usage", "perplexity", "fd_emoji_recon", "guidance", "fd_emoji", "fd_low", "fd_high", "precision",
+                   "recall", "train_seconds", "date", "machine", "command"]
 
 
 def row_slug(row: str) -> str:
@@ -156,26 +162,31 @@ def run_ablation(sheet: str, out_dir="benchmarks/results", runs_dir="runs/ablati
     curves = Path(out_dir) / f"ablations_{sheet}"
     curves.mkdir(parents=True, exist_ok=True)
     done = {r["row"] for r in read_rows(csv_path)}
-    for i, (row, recipe, sets, guidance) in enumerate(spec["rows"]):
+    for i, (row, recipe, sets, guidance, *options) in enumerate(spec["rows"]):
+        options = options[0] if options else {}
         if row in done:
             continue
         print(f"[{i + 1}/{len(spec['rows'])}] sheet {sheet}: {row} ({recipe} {' '.join(sets)}, {spec['steps']} steps)",
               flush=True)
-        cfg = recipes.get(recipe, [*sets, f"max_steps={spec['steps']}", "minutes=0", f"name={row_slug(row)}",
-                                   f"out_dir={runs_dir}/{sheet}", f"eval_every={max(50, spec['steps'] // 5)}",
-                                   f"ckpt_every={max(50, spec['steps'] // 4)}"])
-        result = train(cfg, resume=True, progress=progress)
-        model = models.load(cfg.run_dir)
-        stats = pretrained.measure(model, n=n, guidance=guidance, progress=progress)
+        if recipe.startswith(PRETRAINED):
+            model, result = pretrained.load(recipe), pretrained.run_result(recipe)
+        else:
+            cfg = recipes.get(recipe, [*sets, f"max_steps={spec['steps']}", "minutes=0", f"name={row_slug(row)}",
+                                       f"out_dir={runs_dir}/{sheet}", f"eval_every={max(50, spec['steps'] // 5)}",
+                                       f"ckpt_every={max(50, spec['steps'] // 4)}"])
+            result = train(cfg, resume=True, progress=progress)
+            model = models.load(cfg.run_dir)
+            (curves / f"{row_slug(row)}.jsonl").write_text((cfg.run_dir / "metrics.jsonl").read_text())
+        stats = pretrained.measure(model, n=n, guidance=guidance, progress=progress, **options)
         low, high = stats.pop("fd_emoji_ci95", ("", ""))
-        out = {"row": row, "recipe": recipe, "sets": " ".join(sets), "steps": result["step"],
+        out = {"row": row, "recipe": recipe, "sets": " ".join(sets), "options": " ".join(
+               f"{k}={v}" for k, v in options.items()), "steps": result["step"],
                "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
                "train_loss": round(result.get("loss", float("nan")), 4),
                "test_loss": round(result.get("test_loss", float("nan")), 4),
                **stats, "fd_low": low, "fd_high": high, "train_seconds": round(result["elapsed"], 1),
                "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, "
                f"{torch.get_num_threads()} threads", "command": f"python -m minivar sweep ablation --sheet {sheet}"}
-        (curves / f"{row_slug(row)}.jsonl").write_text((cfg.run_dir / "metrics.jsonl").read_text())
         append_row(csv_path, ABLATION_FIELDS, out)
         print("    " + ", ".join(f"{k} {out[k]}" for k in ("test_loss", "psnr", "usage", "fd_emoji", "fd_emoji_recon")
                                  if k in out), flush=True)

@@ -27,6 +27,19 @@ def test_an_ablation_sheet_records_each_row_once_with_its_curve(tmp_path, monkey
     assert len(again) == 2 and len(list(csv.DictReader(open(out / "ablations_t.csv")))) == 2
 
 
+def test_a_sampling_row_measures_a_shipped_generator_with_its_options(tmp_path, monkeypatch):
+    from minivar import pretrained
+    seen = []
+    monkeypatch.setattr(pretrained, "measure", lambda model, **kw: seen.append(kw) or {
+        "guidance": kw["guidance"], "fd_emoji": 5.0, "fd_emoji_ci95": [4.0, 6.0], "precision": 0.9, "recall": 0.5})
+    monkeypatch.setitem(sweep.ABLATIONS, "s", dict(title="sampling", steps=0, rows=[
+        ("constant 2", "pretrained:emoji-raster", [], 2.0, {"temperature": 0.9})]))
+    rows = sweep.run_ablation("s", out_dir=tmp_path, runs_dir=tmp_path / "runs", n=7, progress=False)
+    assert seen == [dict(n=7, guidance=2.0, progress=False, temperature=0.9)]
+    assert rows[0]["options"] == "temperature=0.9" and rows[0]["steps"] == "2000" and rows[0]["fd_high"] == "6.0"
+    assert not (tmp_path / "runs").exists(), "a sampling row trains nothing"
+
+
 def test_an_unknown_sheet_names_the_ones_there_are():
     with pytest.raises(ValueError, match="01"):
         sweep.run_ablation("99")
