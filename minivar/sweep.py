@@ -182,8 +182,8 @@ def run_ablation(sheet: str, out_dir="benchmarks/results", runs_dir="runs/ablati
         out = {"row": row, "recipe": recipe, "sets": " ".join(sets), "options": " ".join(
                f"{k}={v}" for k, v in options.items()), "steps": result["step"],
                "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-               "train_loss": round(result.get("loss", float("nan")), 4),
-               "test_loss": round(result.get("test_loss", float("nan")), 4),
+               **{k: round(result[v], 4) for k, v in (("train_loss", "loss"), ("test_loss", "test_loss"))
+                  if v in result},
                **stats, "fd_low": low, "fd_high": high, "train_seconds": round(result["elapsed"], 1),
                "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, "
                f"{torch.get_num_threads()} threads", "command": f"python -m minivar sweep ablation --sheet {sheet}"}
