@@ -123,7 +123,7 @@ ABLATIONS = {
         ("data init", "emoji-vqvae", ["codebook_init=data"], None),
         ("data init, beta 1.0", "emoji-vqvae", ["codebook_init=data", "beta=1.0"], None),
     ]),
-    "03": dict(title="raster GPT: RoPE, class dropout, depth against width", steps=500, rows=[
+    "03": dict(title="raster GPT: RoPE, class dropout, depth against width", steps=400, rows=[
         ("recipe (2-D RoPE, 6 x 192)", "emoji-raster", [], 2.0),
         ("1-D RoPE", "emoji-raster", ["rope=1d"], 2.0),
         ("class dropout 0 (no guidance possible)", "emoji-raster", ["class_dropout=0"], 1.0),
