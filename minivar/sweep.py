@@ -135,9 +135,12 @@ ABLATIONS = {
         ("no Phi (ratio 0)", "emoji-msvq", ["phi_ratio=0"], None),
         ("scales 1,2,4,8", "emoji-msvq", ["scales=1,2,4,8"], None),
     ]),
-    "05": dict(title="VAR: the guidance ramp against constant guidance (sampling only)", steps=0, rows=[
+    "05": dict(title="VAR: the guidance ramp against constant guidance; depth against width", steps=0, rows=[
         *[(f"ramp to {g} (the release's schedule)", "pretrained:emoji-var", [], g) for g in (1.5, 2.5, 4.0)],
         *[(f"constant {g}", "pretrained:emoji-var", [], g, {"guidance_ramp": False}) for g in (1.5, 2.5, 4.0)],
+        # depth against width at equal parameters (2.87 M and 2.81 M), over the shipped tokenizer, 400 steps each
+        ("4 blocks of 192 (the recipe), 400 steps", "emoji-var", ["max_steps=400"], 2.5),
+        ("8 blocks of 136, 400 steps", "emoji-var", ["max_steps=400", "depth=8", "dim=136"], 2.5),
     ]),
 }
 ABLATION_FIELDS = ["row", "recipe", "sets", "options", "steps", "params_m", "train_loss", "test_loss", "psnr", "ssim",
@@ -171,9 +174,10 @@ def run_ablation(sheet: str, out_dir="benchmarks/results", runs_dir="runs/ablati
         if recipe.startswith(PRETRAINED):
             model, result = pretrained.load(recipe), pretrained.run_result(recipe)
         else:
-            cfg = recipes.get(recipe, [*sets, f"max_steps={spec['steps']}", "minutes=0", f"name={row_slug(row)}",
-                                       f"out_dir={runs_dir}/{sheet}", f"eval_every={max(50, spec['steps'] // 5)}",
-                                       f"ckpt_every={max(50, spec['steps'] // 4)}"])
+            steps = int(dict(s.split("=", 1) for s in sets).get("max_steps", spec["steps"]))  # a row may set its own
+            cfg = recipes.get(recipe, [*sets, f"max_steps={steps}", "minutes=0", f"name={row_slug(row)}",
+                                       f"out_dir={runs_dir}/{sheet}", f"eval_every={max(50, steps // 5)}",
+                                       f"ckpt_every={max(50, steps // 4)}"])
             result = train(cfg, resume=True, progress=progress)
             model = models.load(cfg.run_dir)
             (curves / f"{row_slug(row)}.jsonl").write_text((cfg.run_dir / "metrics.jsonl").read_text())

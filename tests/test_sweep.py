@@ -12,12 +12,13 @@ TINY = ["ch=8", "z_channels=8", "codebook_size=16", "embed_dim=4", "batch_size=1
 def test_an_ablation_sheet_records_each_row_once_with_its_curve(tmp_path, monkeypatch):
     monkeypatch.setitem(sweep.ABLATIONS, "t", dict(title="tiny", steps=3, rows=[
         ("uniform init", "emoji-vqvae", TINY, None),
-        ("data init", "emoji-vqvae", TINY + ["codebook_init=data"], None)]))
+        ("data init", "emoji-vqvae", TINY + ["codebook_init=data", "max_steps=4"], None)]))  # a row's own steps
     out, runs = tmp_path / "results", tmp_path / "runs"
     rows = sweep.run_ablation("t", out_dir=out, runs_dir=runs, progress=False)
     assert [r["row"] for r in rows] == ["uniform init", "data init"]
+    assert [r["steps"] for r in rows] == ["3", "4"]
     for r in rows:
-        assert r["steps"] == "3" and 0 < float(r["psnr"]) < 60 and 0 < float(r["usage"]) <= 1
+        assert 0 < float(r["psnr"]) < 60 and 0 < float(r["usage"]) <= 1
         assert float(r["fd_emoji_recon"]) > 0 and r["command"] == "python -m minivar sweep ablation --sheet t"
     assert (out / "ablations_t" / "data-init.jsonl").read_text().count("\n") >= 3
     # started on the data, the tiny codebook is used more than when it starts near the origin
