@@ -71,6 +71,8 @@ def main(argv=None):
     for k, r in enumerate(rows):
         log = read_log(results / f"ablations_{args.sheet}" / f"{row_slug(r['row'])}.jsonl")
         train = [e for e in log if curve_key in e]
+        if not train:  # a row that sampled a shipped model trained nothing here
+            continue
         steps = np.array([e["step"] for e in train])
         vals = smooth(np.array([e[curve_key] for e in train]), 5)
         axes[3].plot(steps[len(steps) - len(vals):], vals, color=f"C{k}", label=r["row"])
@@ -82,8 +84,9 @@ def main(argv=None):
     if tokenizer:
         axes[3].set_yscale("log")
     axes[3].legend(fontsize=7)
-    fig.suptitle(f"ablation sheet {args.sheet}: {rows[0]['steps']} steps per row, {rows[0]['machine']}, "
-                 f"{rows[0]['date']}")
+    steps = sorted({r["steps"] for r in rows if not r["recipe"].startswith("pretrained:")}, key=int)
+    fig.suptitle(f"ablation sheet {args.sheet}: " + (f"{' or '.join(steps)} training steps per row, " if steps else "")
+                 + f"{rows[0]['machine']}, {rows[0]['date']}")
     plt.tight_layout()
     out = results / f"ablations_{args.sheet}.png"
     fig.savefig(out, dpi=90)

@@ -176,7 +176,8 @@ def cmd_sample(args):
     from .checkpoint import PRETRAINED  # a shipped model's samples go under runs/pretrained/, not into the package
     folder = Path("runs") / "pretrained" / args.run[len(PRETRAINED):] if args.run.startswith(PRETRAINED) else \
         Path(args.run)
-    out = Path(args.out) if args.out else folder / f"samples_guidance{guidance:g}.png"
+    constant = "_constant" if args.constant_guidance else ""  # not over the ramped grid of the same guidance
+    out = Path(args.out) if args.out else folder / f"samples_guidance{guidance:g}{constant}.png"
     check_writable(out)  # before the sampling, not after it
     if args.npz:
         if not args.npz.endswith(".npz"):
@@ -190,7 +191,8 @@ def cmd_sample(args):
     shown = min(len(images), 256)
     save_grid(out, images[:shown], nrow=16 if args.fd and not args.classes else min(len(classes), 16))
     layout = "labels follow the test split" if args.fd and not args.classes else f"one column per class: {classes[:16]}"
-    print(f"wrote {out}: {shown} of {len(images)} samples ({layout}), guidance {guidance:g}, "
+    print(f"wrote {out}: {shown} of {len(images)} samples ({layout}), guidance {guidance:g}"
+          f"{' at every scale' if args.constant_guidance else ''}, "
           f"{seconds:.1f} s ({len(images) / seconds:.1f} images/s)")
     if args.npz:  # the layout of the ADM evaluator (guided-diffusion/evaluations) that published FIDs come from
         import numpy as np
@@ -232,6 +234,9 @@ def cmd_sweep(args):
         from .sweep import ABLATIONS, run_ablation
         if not args.sheet:
             raise ValueError(f"name the ablation sheet: --sheet {' | '.join(ABLATIONS)}")
+        if args.steps is not None or args.dataset != "emoji":
+            raise ValueError("an ablation sheet fixes its own steps and data (emoji); --steps and --dataset are for "
+                             "'sweep codebook'")
         rows = run_ablation(args.sheet, out_dir=args.out, n=args.n)
         print(f"{len(rows)} rows recorded in {Path(args.out) / f'ablations_{args.sheet}.csv'}")
         return

@@ -97,8 +97,9 @@ class TrainConfig:
                 raise ValueError(f"{key} must be a number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}; "
                                  f"--set {key}=...")
         if self.ema >= 1:
-            raise ValueError(f"ema is a decay in [0, 1) (0 = off; 0.999 averages about the last 1000 steps), got "
-                             f"{self.ema}; --set ema=0.999")
+            codebook = " (for the VQ codebook's EMA: --set model.ema=true)" if hasattr(self.model_config, "ema") else ""
+            raise ValueError(f"ema is the weights' average, a decay in [0, 1) (0 = off; 0.999 averages about the last "
+                             f"1000 steps), got {self.ema}; --set ema=0.999{codebook}")
 
     @property
     def run_dir(self) -> Path:
@@ -419,6 +420,8 @@ def apply_override(cfg: TrainConfig, item: str):
                          f"that model instead (recipes: {known})")
     train_fields = {f.name: f for f in dataclasses.fields(cfg) if f.name != "model_config"}
     model_fields = {f.name: f for f in dataclasses.fields(cfg.model_config)}
+    if to_model and key not in model_fields:
+        raise ValueError(f"the {cfg.model} model's config has no field {key!r}; its fields: {', '.join(model_fields)}")
     if key in train_fields and not (to_model and key in model_fields):
         target, f = cfg, train_fields[key]
     elif key in model_fields:

@@ -1,7 +1,8 @@
-"""The codebook experiment of LlamaGen / ViT-VQGAN, as a resumable sweep.
+"""The recorded experiments, as resumable sweeps: the codebook grid of LlamaGen / ViT-VQGAN and the ablation sheets.
 
     python -m minivar sweep codebook --dataset emoji            # CPU: 24 cells, about 40 minutes on 2 cores
     python -m minivar sweep codebook --dataset cifar10          # one GPU
+    python -m minivar sweep ablation --sheet 03                 # the rows of exercises/ablations/03_*.md (CPU)
 
 Every cell trains the dataset's VQ-VAE recipe for the same number of steps with one codebook size, code
 dimension and l2 setting, then measures on the test split: PSNR, SSIM, codebook usage, perplexity and
@@ -9,6 +10,10 @@ fd_emoji (emoji only). Each finished cell appends a row (with the command, machi
 <out_dir>/codebook_sweep_<dataset>.csv (default benchmarks/results/, relative to where it runs: the repository's
 recorded results when run from its root) and saves its codebook, code counts and a reconstruction strip next to
 it; cells already in the CSV are skipped, so an interrupted sweep continues where it stopped.
+
+An ablation sheet's rows (ABLATIONS below) work the same way: each trains a variant of a recipe (or measures a
+shipped model with other sampling options), is measured, and appends a row to <out_dir>/ablations_<sheet>.csv with
+its training curve in <out_dir>/ablations_<sheet>/; benchmarks/plot_ablation.py draws them.
 """
 
 import csv
@@ -111,10 +116,11 @@ def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=No
 # ------------------------------------------------------------------ the ablation sheets' recorded runs
 
 # sheet -> what it asks and its rows: (row name, recipe, --set overrides, guidance to sample at or None[, sampling
-# options]). Every row of a sheet trains for the same number of steps (short CPU budgets: the rows compare choices at
-# equal cost, not finished models), then is measured by pretrained.measure on the emoji test split (tokenizers: PSNR,
-# usage, reconstruction fd; generators: 1,000 samples, fd_emoji with its 95% interval, precision, recall). A row whose
-# recipe is "pretrained:NAME" trains nothing: it measures the shipped model with its sampling options.
+# options]). A row trains for the sheet's number of steps unless its overrides set max_steps (short CPU budgets: the
+# rows compare choices at equal cost, not finished models), then is measured by pretrained.measure on the emoji test
+# split (tokenizers: PSNR, usage, reconstruction fd; generators: n samples, 1,000 by default, fd_emoji with its 95%
+# interval, precision, recall). A row whose recipe is "pretrained:NAME" trains nothing: it measures the shipped
+# model with its sampling options.
 ABLATIONS = {
     "01": dict(title="VQ-VAE: commitment weight beta and codebook initialisation", steps=300, rows=[
         ("recipe (beta 0.25, uniform init)", "emoji-vqvae", [], None),
@@ -169,16 +175,20 @@ def run_ablation(sheet: str, out_dir="benchmarks/results", runs_dir="runs/ablati
         options = options[0] if options else {}
         if row in done:
             continue
-        print(f"[{i + 1}/{len(spec['rows'])}] sheet {sheet}: {row} ({recipe} {' '.join(sets)}, {spec['steps']} steps)",
-              flush=True)
+        own = {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in sets)}
+        steps = int(own.get("max_steps", spec["steps"]))  # a row may set its own
+        what = "sampling only" if recipe.startswith(PRETRAINED) else f"{steps} steps"
+        print(f"[{i + 1}/{len(spec['rows'])}] sheet {sheet}: {row} ({recipe} {' '.join(sets)}, {what})", flush=True)
         if recipe.startswith(PRETRAINED):
             model, result = pretrained.load(recipe), pretrained.run_result(recipe)
-        else:
-            steps = int(dict(s.split("=", 1) for s in sets).get("max_steps", spec["steps"]))  # a row may set its own
-            cfg = recipes.get(recipe, [*sets, f"max_steps={steps}", "minutes=0", f"name={row_slug(row)}",
-                                       f"out_dir={runs_dir}/{sheet}", f"eval_every={max(50, steps // 5)}",
-                                       f"ckpt_every={max(50, steps // 4)}"])
+        else:  # the sheet's defaults, then the row's own settings, then where the run lives (not overridable)
+            cfg = recipes.get(recipe, [f"max_steps={steps}", "minutes=0", f"eval_every={max(50, steps // 5)}",
+                                       f"ckpt_every={max(50, steps // 4)}", *sets, f"name={row_slug(row)}",
+                                       f"out_dir={runs_dir}/{sheet}"])
             result = train(cfg, resume=True, progress=progress)
+            if result["step"] != steps:
+                raise ValueError(f"{cfg.run_dir} holds a finished run of {result['step']} steps, not this row's "
+                                 f"{steps}: delete that folder and run the sheet again")
             model = models.load(cfg.run_dir)
             (curves / f"{row_slug(row)}.jsonl").write_text((cfg.run_dir / "metrics.jsonl").read_text())
         stats = pretrained.measure(model, n=n, guidance=guidance, progress=progress, **options)

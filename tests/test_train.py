@@ -175,6 +175,10 @@ def test_recipes_and_overrides():
     assert cfg.ema == 0.99 and cfg.model_config.ema is True
     with pytest.raises(ValueError, match="model.ema=true"):
         recipes.get("emoji-vqvae", ["ema=true"])
+    with pytest.raises(ValueError, match="model.ema=true"):
+        recipes.get("emoji-vqvae", ["ema=1"])
+    with pytest.raises(ValueError, match="no field 'lr'"):
+        recipes.get("emoji-vqvae", ["model.lr=0.5"])
     for name in recipes.RECIPES:
         recipes.get(name)
 
