@@ -62,8 +62,9 @@ def main(argv=None):
             ax.barh(y, vals, xerr=err, color="C0", capsize=3)
         else:
             ax.barh(y, vals, color="C0")
-        for k, v in enumerate(vals):
-            ax.text(v, k, f" {v:.3g}", va="center", fontsize=8)
+        ends = [float(r["fd_high"]) for r in rows] if key == "fd_emoji" else vals  # past the error bar
+        for k, (v, end) in enumerate(zip(vals, ends)):
+            ax.text(end, k, f" {v:.3g}", va="center", fontsize=8)
         ax.set_yticks(y, names if ax is axes[0] else [""] * len(y))
         ax.invert_yaxis()
         ax.set_title(title, fontsize=10)
