@@ -249,5 +249,5 @@ def test_a_moving_average_of_the_weights_is_kept_saved_loaded_and_resumed_exactl
     again = load_checkpoint(killed.run_dir / "ckpt.pt")
     for k, v in ckpt["ema"].items():
         assert torch.equal(again["ema"][k], v), f"{k}: the resumed run's average differs"
-    with pytest.raises(ValueError, match="ema is a decay in \\[0, 1\\).*--set ema=0.999"):
+    with pytest.raises(ValueError, match="a decay in \\[0, 1\\).*--set ema=0.999"):
         tiny_train_config(tmp_path / "c", ema=1.0).check_numbers()
