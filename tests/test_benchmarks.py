@@ -1,0 +1,86 @@
+"""benchmarks/gpu_calibration.py, prepared for the day a GPU is at hand: its data files load as the real ones do, its
+arithmetic is right, and the whole script runs the real training loop on the CPU (tiny models stand in for the GPU
+recipes; no wall time is asserted)."""
+
+import csv
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from minivar import recipes
+from minivar.data import dataset_labels, load_dataset
+from minivar.raster_ar import RasterARConfig
+from tests.helpers import tiny_vqvae_config
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+import gpu_calibration  # noqa: E402  (a script beside the package, imported from its folder)
+
+
+def test_synthetic_data_is_read_by_the_real_loaders(tmp_path):
+    gpu_calibration.write_cifar10(tmp_path, n_train=23, n_test=7)
+    gpu_calibration.write_imagenet64(tmp_path, n_train=11, n_test=5)
+    for name, n_train, n_test, size, classes in (("cifar10", 23, 7, 32, 10), ("imagenet64", 11, 5, 64, 1000)):
+        train, test = (load_dataset(name, split, image_size=size, root=tmp_path) for split in ("train", "test"))
+        assert (len(train), len(test)) == (n_train, n_test)
+        x, _ = train[0]
+        assert x.shape == (3, size, size) and -1 <= x.min() < x.max() <= 1
+        labels = dataset_labels(train)
+        assert 0 <= labels.min() and labels.max() < classes  # imagenet64's 1-based labels come out 0-based
+
+
+def test_rate_is_images_over_the_loops_own_clock():
+    records = [{"step": s, "elapsed": 0.5 * s + (3.0 if s > 0 else 0)} for s in range(0, 41, 5)]  # 3 s of warm-up
+    assert gpu_calibration.rate(records, 5, 40, batch=8) == pytest.approx(35 * 8 / (0.5 * 35))
+    assert gpu_calibration.rate(records, 40, 40, batch=8) is None  # one record is no interval
+
+
+def test_recipe_minutes_count_the_patchgan_phase_at_its_own_rate():
+    full = recipes.get("cifar10-vqvae")
+    plain_steps = full.disc_start
+    expected = (plain_steps * full.batch_size / 1000 + (full.max_steps - plain_steps) * full.batch_size / 500) / 60
+    assert gpu_calibration.recipe_minutes(full, 1000, 500) == pytest.approx(expected)
+    generator = recipes.get("cifar10-raster")
+    assert gpu_calibration.recipe_minutes(generator, 2000, None) == pytest.approx(
+        generator.max_steps * generator.batch_size / 2000 / 60)
+
+
+@pytest.fixture
+def tiny_gpu_recipes(monkeypatch):
+    """cifar10-vqvae (LPIPS + PatchGAN, as the real recipe) and cifar10-raster at test sizes."""
+    def vqvae():
+        return recipes.TrainConfig(name="cifar10-vqvae", dataset="cifar10", batch_size=4, perceptual_weight=1.0,
+                                   disc_weight=0.5, disc_start=1000, max_steps=3000,
+                                   model_config=tiny_vqvae_config(codebook_size=16))
+
+    def raster():
+        return recipes.TrainConfig(name="cifar10-raster", model="raster", tokenizer="runs/cifar10-vqvae",
+                                   dataset="cifar10", batch_size=4, max_steps=5000,
+                                   model_config=RasterARConfig(num_classes=10, dim=32, n_layer=1, n_head=4,
+                                                               multiple_of=16))
+    monkeypatch.setitem(recipes.RECIPES, "cifar10-vqvae", vqvae)
+    monkeypatch.setitem(recipes.RECIPES, "cifar10-raster", raster)
+
+
+def test_the_script_runs_the_real_loop_and_records_every_row(tmp_path, monkeypatch, tiny_gpu_recipes):
+    # a generator alone pulls in its tokenizer, which is calibrated first
+    monkeypatch.setattr(sys, "argv", ["gpu_calibration.py", "--device", "cpu", "--steps", "4", "--log-every", "1",
+                                      "--workers", "0", "--images", "40", "--sample-batch", "3", "--out",
+                                      str(tmp_path), "cifar10-raster"])
+    torch.manual_seed(0)
+    gpu_calibration.main()
+    rows = list(csv.DictReader(open(tmp_path / "gpu_calibration.csv")))
+    assert [(r["what"], r["recipe"]) for r in rows] == [("train", "cifar10-vqvae"), ("train", "cifar10-raster"),
+                                                        ("sample", "cifar10-raster")]
+    tokenizer, generator, sampling = rows
+    assert float(tokenizer["images_per_s"]) > 0 and float(tokenizer["gan_images_per_s"]) > 0  # both phases timed
+    assert float(tokenizer["encode_images_per_s"]) > 0
+    assert float(generator["recipe_minutes"]) > 0 and generator["fits"] == "True"
+    assert float(sampling["codes_images_per_s"]) > 0 and sampling["machine"] and sampling["torch"]
+
+
+def test_the_script_refuses_a_recipe_it_does_not_calibrate(monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["gpu_calibration.py", "--device", "cpu", "emoji-var"])
+    with pytest.raises(SystemExit, match="not a GPU recipe: emoji-var"):
+        gpu_calibration.main()
