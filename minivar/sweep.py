@@ -148,6 +148,19 @@ ABLATIONS = {
         ("4 blocks of 192 (the recipe), 400 steps", "emoji-var", ["max_steps=400"], 2.5),
         ("8 blocks of 136, 400 steps", "emoji-var", ["max_steps=400", "depth=8", "dim=136"], 2.5),
     ]),
+    # why next-scale trails raster order on emoji (issue 23). First the sampling as VAR's release does it: top-k as a
+    # fraction of the vocabulary (its FID runs keep 900 of 4096 codes, 22%, and top-p 0.96), for VAR (512 codes) and,
+    # so the comparison stays fair, for the raster GPT (1024 codes) at each one's shipped guidance.
+    "05b": dict(title="VAR against raster order: sampling, training signal, exposure bias", steps=400, rows=[
+        *[(f"VAR, top-k {name}, top-p {p}, ramp to {g}", "pretrained:emoji-var", [], g, {"top_k": k, "top_p": p})
+          for name, k, p, g in (("all", 0, 1.0, 2.5), ("22% (113)", 113, 0.96, 2.5), ("22% (113)", 113, 0.96, 1.5),
+                                ("22% (113)", 113, 0.96, 4.0), ("5% (26)", 26, 1.0, 2.5), ("all", 0, 0.8, 2.5))],
+        ("VAR, top-k 22% (113), top-p 0.96, constant 2.5", "pretrained:emoji-var", [], 2.5,
+         {"top_k": 113, "top_p": 0.96, "guidance_ramp": False}),
+        *[(f"raster, top-k {name}, top-p {p}, guidance {g}", "pretrained:emoji-raster", [], g, {"top_k": k, "top_p": p})
+          for name, k, p, g in (("all", 0, 1.0, 2.0), ("22% (225)", 225, 0.96, 2.0), ("5% (51)", 51, 1.0, 2.0),
+                                ("all", 0, 0.8, 2.0))],
+    ]),
 }
 ABLATION_FIELDS = ["row", "recipe", "sets", "options", "steps", "params_m", "train_loss", "test_loss", "psnr", "ssim",
                    "usage", "perplexity", "fd_emoji_recon", "guidance", "fd_emoji", "fd_low", "fd_high", "precision",
