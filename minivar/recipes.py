@@ -2,7 +2,8 @@
 against the config's types.
 
 "emoji-*" recipes run on a laptop CPU in minutes; "cifar10-*" and "imagenet64-*" want one GPU.
-Times next to GPU recipes are estimates until someone measures them (then: measured, with the machine).
+The GPU recipes' speed, memory and whole-recipe time are measured by benchmarks/gpu_calibration.py and recorded in
+benchmarks/results/gpu_calibration.csv (the README's recipe table quotes them); they are not retyped here.
 A generator recipe names its tokenizer run and leaves the vocabulary, grid and scales out: the loop reads them
 from the tokenizer (models.Generator.bind).
 """
@@ -163,7 +164,7 @@ def _emoji_vqvae_l2():
 
 
 def _cifar10_vqvae():
-    # One GPU; estimate (not yet measured): ~10 minutes on an A100/H100 class GPU.
+    # One GPU.
     # VQGAN losses as LlamaGen: LPIPS (weight 1) from the start, PatchGAN (weight 0.5) after a third.
     return TrainConfig(name="cifar10-vqvae", dataset="cifar10", batch_size=128, lr=4e-4, warmup_steps=500,
                        max_steps=30_000, eval_every=2000, ckpt_every=2000, num_workers=4,
@@ -174,7 +175,7 @@ def _cifar10_vqvae():
 
 
 def _imagenet64_vqvae():
-    # One GPU; estimate (not yet measured): ~2 hours on an A100/H100 class GPU.
+    # One GPU.
     return TrainConfig(name="imagenet64-vqvae", dataset="imagenet64", batch_size=128, lr=4e-4,
                        warmup_steps=1000, max_steps=100_000, eval_every=5000, ckpt_every=5000, num_workers=8,
                        perceptual_weight=1.0, disc_weight=0.5, disc_start=30_000,
@@ -197,7 +198,7 @@ def _emoji_raster():
 
 
 def _cifar10_raster():
-    # One GPU; estimate (not yet measured): ~1 hour on an A100/H100 class GPU. GPT-B-like width over
+    # One GPU. GPT-B-like width over
     # cifar10-vqvae's 8x8 maps of 4096 codes; LlamaGen's optimiser settings (AdamW, wd 0.05, betas 0.9/0.95).
     return TrainConfig(name="cifar10-raster", model="raster", tokenizer="runs/cifar10-vqvae", dataset="cifar10",
                        batch_size=256, lr=4e-4, warmup_steps=1000, weight_decay=0.05, max_steps=50_000,
@@ -207,7 +208,7 @@ def _cifar10_raster():
 
 
 def _imagenet64_raster():
-    # One GPU; estimate (not yet measured): ~1 day on an A100/H100 class GPU. GPT-B (768 wide, 12 layers) over
+    # One GPU. GPT-B (768 wide, 12 layers) over
     # imagenet64-vqvae's 8x8 maps of 16384 codes, 1000 classes.
     return TrainConfig(name="imagenet64-raster", model="raster", tokenizer="runs/imagenet64-vqvae",
                        dataset="imagenet64", batch_size=256, lr=4e-4, warmup_steps=2000, weight_decay=0.05,
@@ -241,7 +242,7 @@ def _emoji_var():
 
 
 def _cifar10_msvq():
-    # One GPU; estimate (not yet measured): ~15 minutes on an A100/H100 class GPU. cifar10-vqvae's network and
+    # One GPU. cifar10-vqvae's network and
     # losses with VAR's quantizer (4096 codes of dim 8, VAR's plain lookup and 4 shared Phis).
     cfg = _cifar10_vqvae()
     cfg.name, cfg.model = "cifar10-msvq", "msvqvae"
@@ -251,7 +252,7 @@ def _cifar10_msvq():
 
 
 def _cifar10_var():
-    # One GPU; estimate (not yet measured): ~1 hour on an A100/H100 class GPU. VAR-d12-like (width 768 = 64 x 12,
+    # One GPU. VAR-d12-like (width 768 = 64 x 12,
     # 12 heads, VAR's drop-path rule 0.1 * 12 / 24) over cifar10-msvq's scales.
     return TrainConfig(name="cifar10-var", model="var", tokenizer="runs/cifar10-msvq", dataset="cifar10",
                        batch_size=256, lr=4e-4, warmup_steps=1000, weight_decay=0.05, max_steps=50_000,
@@ -261,7 +262,7 @@ def _cifar10_var():
 
 
 def _imagenet64_msvq():
-    # One GPU; estimate (not yet measured): ~3 hours on an A100/H100 class GPU. A 4x-downsampling tokenizer turns
+    # One GPU. A 4x-downsampling tokenizer turns
     # 64x64 images into 16x16 latents, VAR's 256-px token grid, so VAR's own 10-scale schedule applies unchanged
     # (680 tokens per image). VAR's 4096 codes of dimension 32 and 4 shared Phis.
     cfg = _imagenet64_vqvae()
@@ -273,10 +274,13 @@ def _imagenet64_msvq():
 
 
 def _imagenet64_var():
-    # One GPU; estimate (not yet measured): ~1 day on an A100/H100 class GPU. VAR-d16 (VAR's smallest released
+    # One GPU. VAR-d16 (VAR's smallest released
     # model: width 1024, 16 heads, drop-path 0.1 * 16 / 24) over imagenet64-msvq's 10 scales, 1000 classes.
+    # Batch 128: at 256 its 680 tokens per image ran out of an H200's 140 GB (gpu_calibration.csv); the learning rate
+    # follows VAR's rule lr = 1e-4 * batch / 256 scaled from the earlier 2e-4 at 256, and 150k steps (19 M images, 15
+    # ImageNet epochs) keep it near a day on that GPU. An 80 GB card: --set batch_size=64 --set lr=5e-5.
     return TrainConfig(name="imagenet64-var", model="var", tokenizer="runs/imagenet64-msvq", dataset="imagenet64",
-                       batch_size=256, lr=2e-4, warmup_steps=2000, weight_decay=0.05, max_steps=300_000,
+                       batch_size=128, lr=1e-4, warmup_steps=2000, weight_decay=0.05, max_steps=150_000,
                        eval_every=10_000, ckpt_every=5000, num_workers=8,
                        model_config=VARConfig(num_classes=1000, depth=16, dim=1024, n_head=16, drop_path=0.1 * 16 / 24,
                                               guidance=2.5))
@@ -305,7 +309,7 @@ def _emoji_flowar():
 
 
 def _cifar10_kl():
-    # One GPU; estimate (not yet measured): ~10 minutes on an A100/H100 class GPU. cifar10-vqvae's network and
+    # One GPU. cifar10-vqvae's network and
     # losses (LPIPS, PatchGAN) with a KL bottleneck of 8 channels at 8x8.
     cfg = _cifar10_vqvae()
     cfg.name, cfg.model = "cifar10-kl", "klvae"
@@ -315,7 +319,7 @@ def _cifar10_kl():
 
 
 def _cifar10_flowar():
-    # One GPU; estimate (not yet measured): ~1 hour on an A100/H100 class GPU. FlowAR-S-like stacks (768 wide, 12
+    # One GPU. FlowAR-S-like stacks (768 wide, 12
     # heads) at half its depth over cifar10-kl's 8x8 latents, its transformer head of width 512.
     return TrainConfig(name="cifar10-flowar", model="flowar", tokenizer="runs/cifar10-kl", dataset="cifar10",
                        batch_size=256, lr=4e-4, warmup_steps=1000, weight_decay=0.05, max_steps=50_000,
@@ -325,7 +329,7 @@ def _cifar10_flowar():
 
 
 def _imagenet64_kl():
-    # One GPU; estimate (not yet measured): ~2 hours on an A100/H100 class GPU. 64x64 -> 16x16 latents of 16
+    # One GPU. 64x64 -> 16x16 latents of 16
     # channels: the latent grid and channels of MAR's KL-16 at 256 px, so FlowAR's own scales (1, 2, 4, 8, 16) apply.
     cfg = _imagenet64_vqvae()
     cfg.name, cfg.model = "imagenet64-kl", "klvae"
@@ -335,7 +339,7 @@ def _imagenet64_kl():
 
 
 def _imagenet64_flowar():
-    # One GPU; estimate (not yet measured): ~1 day on an A100/H100 class GPU. FlowAR-S (768 wide, 6 + 6 blocks, 12
+    # One GPU. FlowAR-S (768 wide, 6 + 6 blocks, 12
     # heads, a transformer head of width 1024 and depth 2) over imagenet64-kl's 16x16 latents, 1000 classes.
     return TrainConfig(name="imagenet64-flowar", model="flowar", tokenizer="runs/imagenet64-kl",
                        dataset="imagenet64", batch_size=256, lr=4e-4, warmup_steps=2000, weight_decay=0.05,
@@ -360,7 +364,7 @@ def _emoji_rar():
 
 
 def _cifar10_rar():
-    # One GPU; estimate (not yet measured): ~1 hour on an A100/H100 class GPU. cifar10-raster's width and depth in
+    # One GPU. cifar10-raster's width and depth in
     # RAR's blocks, over cifar10-vqvae's 8x8 maps; RAR-B's optimiser (AdamW, betas 0.9/0.96, wd 0.03).
     return TrainConfig(name="cifar10-rar", model="rar", tokenizer="runs/cifar10-vqvae", dataset="cifar10",
                        batch_size=256, lr=4e-4, warmup_steps=1000, betas=(0.9, 0.96), weight_decay=0.03,
@@ -369,7 +373,7 @@ def _cifar10_rar():
 
 
 def _imagenet64_rar():
-    # One GPU; estimate (not yet measured): ~1 day on an A100/H100 class GPU. RAR-B's blocks at half its depth
+    # One GPU. RAR-B's blocks at half its depth
     # (768 wide, 12 layers, 16 heads) over imagenet64-vqvae's 8x8 maps of 16384 codes; RAR-B's optimiser and
     # anneal window (1/2 -> 3/4 of the run). RAR-B samples with guidance 16 and power 2.75 at 256 px.
     return TrainConfig(name="imagenet64-rar", model="rar", tokenizer="runs/imagenet64-vqvae",

@@ -84,3 +84,34 @@ def test_the_script_refuses_a_recipe_it_does_not_calibrate(monkeypatch):
     monkeypatch.setattr(sys, "argv", ["gpu_calibration.py", "--device", "cpu", "emoji-var"])
     with pytest.raises(SystemExit, match="not a GPU recipe: emoji-var"):
         gpu_calibration.main()
+
+
+def test_the_readme_gpu_table_quotes_the_recorded_calibration():
+    """Every measured figure of the README's GPU table is the recorded one (the longest run of each recipe), and the
+    whole-recipe time is the recipe's steps at that rate: a recipe changed later makes this fail."""
+    root = Path(__file__).resolve().parents[1]
+    recorded = {}
+    for r in csv.DictReader(open(root / "benchmarks" / "results" / "gpu_calibration.csv")):
+        if r["what"] == "train" and int(r["steps"]) >= int(recorded.get(r["recipe"], {}).get("steps", 0)):
+            recorded[r["recipe"]] = r
+    rows = [line.split("|")[1:-1] for line in (root / "README.md").read_text().splitlines()
+            if line.startswith("| `cifar10-") or line.startswith("| `imagenet64-")]
+    assert {cells[0].strip(" `") for cells in rows} == set(gpu_calibration.GPU_RECIPES)
+    checked = 0
+    for recipe, _, batch, params, rate, peak, whole in (c for c in (map(str.strip, cells) for cells in rows)):
+        name = recipe.strip("`")
+        if rate.startswith("not measured"):
+            assert name not in recorded
+            continue
+        r, full = recorded[name], recipes.get(name)
+        assert int(batch) == int(r["batch"]) == full.batch_size, name
+        assert params == f"{float(r['params_M']):.1f} M"
+        plain = float(r["images_per_s"])
+        gan = float(r["gan_images_per_s"]) if r["gan_images_per_s"] else None
+        assert rate == f"{plain:,.0f}" + (f" ({gan:,.0f})" if gan else ""), name
+        assert peak == f"{float(r['peak_gib']):.1f} GiB", name
+        minutes = gpu_calibration.recipe_minutes(full, plain, gan)
+        assert whole == (f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.{1 if minutes < 600 else 0}f} h"), \
+            name
+        checked += 1
+    assert checked >= 13
