@@ -253,18 +253,23 @@ class VAR(Generator):
 
     @torch.no_grad()
     def generate(self, labels, guidance=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
-                 return_logits=False, guidance_ramp=True):
+                 return_logits=False, guidance_ramp=True, prefix=None):
         """Sample token maps [(B, s_k, s_k)], coarsest first, one scale per forward pass (KV cache).
 
         Guidance ramps with the scale as VAR does: s_k = 1 + (guidance - 1) * k / (K - 1) (sampling.linear_ramp),
         logits uncond + s_k (cond - uncond): the first scale is unguided, the last gets `guidance` (default: the
         config's). guidance = 1 switches it off (and halves the work: no unconditional pass). guidance_ramp=False
         guides every scale with `guidance` (an ablation: the release always ramps).
+
+        `prefix`, a list of the first j scales' maps [(B, s_1, s_1), ...], fixes those scales (completion: VAR's
+        zero-shot in- and out-painting teacher-forces known tokens the same way); the model still reads them, so the
+        finer scales are sampled given them.
         """
         was_training = self.training
         self.eval()
         q = self.quantizer
         labels = self.check_labels(labels)
+        prefix = self.check_prefix(prefix, labels.shape[0])
         guidance = self.guidance_or_default(guidance)
         B, K, D = labels.shape[0], len(self.cfg.scales), self.cfg.dim
         guided = guidance != 1.0
@@ -286,7 +291,10 @@ class VAR(Generator):
                 s_k = linear_ramp(guidance, k, K) if guidance_ramp else guidance
                 logits = guidance_mix(logits[:B], logits[B:], s_k)
             all_logits.append(logits)
-            idx = sample(logits.reshape(B * s * s, -1), temperature, top_k, top_p, generator).view(B, s, s)
+            if k < len(prefix):  # a given scale: read, not sampled
+                idx = prefix[k]
+            else:
+                idx = sample(logits.reshape(B * s * s, -1), temperature, top_k, top_p, generator).view(B, s, s)
             maps.append(idx)
             f_hat, nxt = q.next_input(k, f_hat, idx)
             start += s * s
@@ -296,6 +304,27 @@ class VAR(Generator):
                 x = torch.cat([x, x]) if guided else x
         self.train(was_training)
         return (maps, all_logits) if return_logits else maps
+
+    def check_prefix(self, prefix, batch: int) -> list:
+        """[] for None; else the given scales as LongTensors on the model's device, each checked."""
+        if prefix is None:
+            return []
+        scales = self.cfg.scales
+        if not isinstance(prefix, (list, tuple)) or len(prefix) > len(scales):
+            raise ValueError(f"prefix must be a list of the first scales' token maps (at most {len(scales)}: "
+                             f"{', '.join(f'({batch}, {s}, {s})' for s in scales)}), got {type(prefix).__name__}")
+        out = []
+        for k, m in enumerate(prefix):
+            m = torch.as_tensor(m, device=self.device)
+            s = scales[k]
+            if m.shape != (batch, s, s) or m.is_floating_point() or m.dtype == torch.bool:
+                raise ValueError(f"prefix[{k}] must be a LongTensor of tokens ({batch}, {s}, {s}) (scale {k + 1} of "
+                                 f"{scales}), got {m.dtype} {tuple(m.shape)}")
+            if m.numel() and (int(m.min()) < 0 or int(m.max()) >= self.cfg.vocab_size):
+                raise ValueError(f"prefix[{k}] holds tokens outside [0, {self.cfg.vocab_size}): "
+                                 f"[{int(m.min())}, {int(m.max())}]")
+            out.append(m.long())
+        return out
 
 
 __all__ = ["VARConfig", "VAR", "block_causal_mask", "split_scales", "AdaLNBlock", "SelfAttention"]

@@ -68,6 +68,38 @@ def test_cached_generation_logits_equal_the_teacher_forcing_forward():
     torch.testing.assert_close(torch.cat(logits, 1), full, atol=1e-5, rtol=1e-5)
 
 
+def test_a_prefix_fixes_the_coarse_scales_and_the_rest_is_sampled_given_them():
+    model, q = tiny()
+    labels = torch.tensor([0, 2, 1])
+    given = random_tokens(3)[:2]  # scales 1x1 and 2x2
+    maps, logits = model.generate(labels, guidance=2.0, prefix=given, generator=torch.Generator().manual_seed(0),
+                                  return_logits=True)
+    assert all(torch.equal(m, g) for m, g in zip(maps, given))
+    # the finer scales' logits are those of the teacher-forced forward over the given and sampled scales together
+    with torch.no_grad():
+        cond = model(labels, q.teacher_forcing_input(maps))
+        uncond = model(torch.full_like(labels, model.class_embedding.null_class), q.teacher_forcing_input(maps))
+    full = uncond + torch.cat([torch.full((1, s * s, 1), 1.0 + k / 3) for k, s in enumerate(SCALES)], 1) * (
+        cond - uncond)  # the ramp from 1 to 2 over four scales
+    torch.testing.assert_close(torch.cat(logits, 1), full, atol=1e-4, rtol=1e-4)
+    # the whole pyramid given: nothing is sampled, every draw of the generator gives it back
+    whole = random_tokens(3)
+    assert all(torch.equal(m, g) for m, g in zip(model.generate(labels, prefix=whole), whole))
+
+
+@pytest.mark.parametrize("prefix, message", [
+    ([torch.zeros(3, 2, 2, dtype=torch.long)], r"prefix\[0\] must be a LongTensor of tokens \(3, 1, 1\)"),
+    ([torch.zeros(3, 1, 1)], "LongTensor"),
+    ([torch.full((3, 1, 1), 16)], r"outside \[0, 16\)"),
+    (torch.zeros(3, 1, 1, dtype=torch.long), "list of the first scales"),
+    ([torch.zeros(3, s, s, dtype=torch.long) for s in (1, 2, 3, 4, 5)], "at most 4"),
+])
+def test_a_bad_prefix_names_the_shape_it_needs(prefix, message):
+    model, _ = tiny()
+    with pytest.raises(ValueError, match=message):
+        model.generate(torch.tensor([0, 1, 2]), prefix=prefix)
+
+
 def test_guidance_ramps_linearly_over_the_scales():
     """VAR's official ramp t_k = cfg * k / (K - 1), (1 + t_k) cond - t_k uncond, is minivar's guidance 1 + cfg."""
     model, q = tiny()
