@@ -44,3 +44,28 @@ def test_a_sampling_row_measures_a_shipped_generator_with_its_options(tmp_path, 
 def test_an_unknown_sheet_names_the_ones_there_are():
     with pytest.raises(ValueError, match="01"):
         sweep.run_ablation("99")
+
+
+def test_a_sheets_results_table_quotes_its_recorded_rows():
+    """A sheet's table row named like a recorded row gives that row's fd_emoji, interval, precision and recall."""
+    import csv
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    checked = 0
+    for csv_path in sorted((root / "benchmarks" / "results").glob("ablations_*.csv")):
+        sheet = csv_path.stem.removeprefix("ablations_")
+        recorded = {r["row"]: r for r in csv.DictReader(open(csv_path))}
+        for md in (root / "exercises" / "ablations").glob(f"{sheet}_*.md"):
+            for line in md.read_text().splitlines():
+                cells = [c.strip() for c in line.strip().strip("|").split("|")]
+                r = recorded.get(cells[0].strip("`")) if line.startswith("|") else None
+                at = next((i for i, c in enumerate(cells) if " [" in c and c.endswith("]")), None)
+                if r is None or not r["fd_emoji"] or at is None:
+                    continue
+                fd, low, high = (float(r[k]) for k in ("fd_emoji", "fd_low", "fd_high"))
+                assert cells[at] == f"{fd:.2f} [{low:.2f}, {high:.2f}]", (md.name, cells[0])
+                # precision and recall follow the interval
+                assert cells[at + 1:at + 3] == [f"{float(r['precision']):.2f}", f"{float(r['recall']):.2f}"], \
+                    (md.name, cells[0])
+                checked += 1
+    assert checked >= 14  # sheet 05b's rows at least
