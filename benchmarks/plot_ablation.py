@@ -4,7 +4,8 @@ Reads results/ablations_<sheet>.csv (written by `python -m minivar sweep ablatio
 curves it copied to results/ablations_<sheet>/, prints the table and writes results/ablations_<sheet>.png:
 tokenizer sheets: test PSNR, codebook usage and reconstruction fd_emoji per row, and the training curves of the
 reconstruction loss and the batch perplexity; generator sheets: fd_emoji with its 95% interval, precision and
-recall per row, and the training and test loss curves.
+recall per row, and the training and test loss curves. For sheet 05b also results/ablations_05b_scale.png: fd_emoji
+against training images seen for VAR and the raster GPT at two sizes and two lengths (SCALE_POINTS names the rows).
 """
 
 import argparse
@@ -92,6 +93,61 @@ def main(argv=None):
     out = results / f"ablations_{args.sheet}.png"
     fig.savefig(out, dpi=90)
     print(f"wrote {out}")
+    if args.sheet == "05b":
+        points = plot_scale(results, results / "ablations_05b_scale.png")
+        print(f"wrote {results / 'ablations_05b_scale.png'} ({len(points)} of {len(SCALE_POINTS)} points recorded)")
+
+
+# Sheet 05b's scale study: each point is a recorded row, (order, size, sheet, row). The recipes' 400-step runs are
+# sheets 03 and 05's recipe rows; their 2000-step runs are the shipped models, sampled plainly in sheet 05b.
+SCALE_POINTS = [
+    ("raster", "6 x 192", "03", "recipe (2-D RoPE, 6 x 192)"),
+    ("raster", "6 x 192", "05b", "raster, top-k all, top-p 1.0, guidance 2.0"),
+    ("raster", "3 x 128", "05b", "raster, 3 x 128, lr 2e-3, warmup 20, 400 steps"),
+    ("raster", "3 x 128", "05b", "raster, 3 x 128, lr 2e-3, warmup 20, 2000 steps"),
+    ("VAR", "4 x 192", "05", "4 blocks of 192 (the recipe), 400 steps"),
+    ("VAR", "4 x 192", "05b", "VAR, top-k all, top-p 1.0, ramp to 2.5"),
+    ("VAR", "3 x 128", "05b", "VAR, the demo's 3 x 128, lr 2e-3, warmup 20, 400 steps"),
+    ("VAR", "3 x 128", "05b", "VAR, 3 x 128, lr 2e-3, warmup 20, 2000 steps"),
+]
+
+
+def scale_points(results: Path) -> list:
+    """The recorded rows of the scale study (those recorded so far), each with its order and size."""
+    sheets = {}
+    out = []
+    for order, size, sheet, row in SCALE_POINTS:
+        path = results / f"ablations_{sheet}.csv"
+        if sheet not in sheets:
+            sheets[sheet] = {r["row"]: r for r in csv.DictReader(open(path))} if path.exists() else {}
+        if row in sheets[sheet]:
+            out.append({"order": order, "size": size, "sheet": sheet, **sheets[sheet][row]})
+    return out
+
+
+def plot_scale(results: Path, out: Path):
+    """fd_emoji against training images seen, one line per order and size (log-log, as scaling plots are)."""
+    points = scale_points(results)
+    fig, ax = plt.subplots(figsize=(7.5, 4.2))
+    for (order, size), colour in zip(sorted({(p["order"], p["size"]) for p in points}),
+                                     ["C1", "C3", "C0", "C2"]):
+        r = sorted([p for p in points if (p["order"], p["size"]) == (order, size)], key=lambda p: int(p["steps"]))
+        x = np.array([int(p["steps"]) * 64 for p in r])  # batch 64 in every run
+        y = np.array([float(p["fd_emoji"]) for p in r])
+        err = np.array([[v - float(p["fd_low"]), float(p["fd_high"]) - v] for v, p in zip(y, r)]).T
+        ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=colour, ls="-" if order == "VAR" else "--",
+                    label=f"{order}, {size} ({float(r[0]['params_m']):.1f} M parameters)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training images seen (steps x batch 64)")
+    ax.set_ylabel("fd_emoji, 95% interval (lower is better)")
+    ax.set_title("Sheet 05b, scale: two sizes, two lengths, each order", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    plt.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return points
 
 
 if __name__ == "__main__":

@@ -226,12 +226,13 @@ class FlowAR(Generator):
 
     @torch.no_grad()
     def generate(self, labels, guidance=None, steps=None, guidance_high=None, heun=False, generator=None,
-                 every_scale=False, guidance_ramp=True):
+                 every_scale=False, guidance_ramp=True, path=None):
         """Sample latents (B, C, h, w) for class labels (B,), one scale per transformer pass (KV cache), each scale
         by an Euler ODE solve of `steps` steps (default: the config's). Guidance s_k ramps from 1 at the first scale
         to `guidance` at the last (the release's linear cfg schedule; guidance_ramp=False: `guidance` at every scale),
         applied while t <= guidance_high. every_scale=True returns the list of every scale's latents instead, coarsest
-        first."""
+        first. A list given as `path` receives (k, t, x_t) at every point of every scale's ODE, x_t (B, C, s_k, s_k):
+        the trajectories, to look at."""
         was_training = self.training
         self.eval()
         labels = self.check_labels(labels)
@@ -250,7 +251,10 @@ class FlowAR(Generator):
             z = self.stacks(x, cond, self.starts[k], self.starts[k + 1], caches=caches)  # (B or 2B, s*s, Dd)
             noise = torch.randn(z.shape[0], s * s, C, device=z.device, generator=generator)
             s_k = linear_ramp(guidance, k, K) if guidance_ramp else guidance
-            tokens = euler_sample(self.velocity, noise, z, steps, s_k, high, heun=heun)
+            points = [] if path is not None else None
+            tokens = euler_sample(self.velocity, noise, z, steps, s_k, high, heun=heun, path=points)
+            for t, x_t in points or []:
+                path.append((k, t, rearrange(x_t[:B].float(), "b (h w) c -> b c h w", h=s)))
             latent = rearrange(tokens[:B].float(), "b (h w) c -> b c h w", h=s)
             out.append(latent)
             if k < K - 1:

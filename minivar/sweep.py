@@ -121,6 +121,8 @@ def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=No
 # split (tokenizers: PSNR, usage, reconstruction fd; generators: n samples, 1,000 by default, fd_emoji with its 95%
 # interval, precision, recall). A row whose recipe is "pretrained:NAME" trains nothing: it measures the shipped
 # model with its sampling options.
+_DEMO = ["depth=3", "dim=128", "lr=2e-3", "warmup_steps=20"]  # the demo's VAR (python -m minivar demo)
+
 ABLATIONS = {
     "01": dict(title="VQ-VAE: commitment weight beta and codebook initialisation", steps=300, rows=[
         ("recipe (beta 0.25, uniform init)", "emoji-vqvae", [], None),
@@ -168,6 +170,32 @@ ABLATIONS = {
         ("VAR, drop-path 0.1, 400 steps", "emoji-var", ["drop_path=0.1"], 2.5),
         ("VAR, the demo's 3 x 128, lr 2e-3, warmup 20, 400 steps", "emoji-var",
          ["depth=3", "dim=128", "lr=2e-3", "warmup_steps=20"], 2.5),
+
+        # scale: the demo's 3 x 128 (1.0 M parameters against the recipes' ~3 M) for both orders, at 400 and 2000 steps
+        # (the recipes at 400 steps are sheet 03's and sheet 05's recipe rows; at 2000 steps the shipped models)
+        ("raster, 3 x 128, lr 2e-3, warmup 20, 400 steps", "emoji-raster",
+         ["n_layer=3", "dim=128", "n_head=4", "lr=2e-3", "warmup_steps=20"], 2.0),
+        ("raster, 3 x 128, lr 2e-3, warmup 20, 2000 steps", "emoji-raster",
+         ["n_layer=3", "dim=128", "n_head=4", "lr=2e-3", "warmup_steps=20", "max_steps=2000"], 2.0),
+        ("VAR, 3 x 128, lr 2e-3, warmup 20, 2000 steps", "emoji-var",
+         ["depth=3", "dim=128", "lr=2e-3", "warmup_steps=20", "max_steps=2000"], 2.5),
+
+        # the loss itself: label smoothing (the release's `ls`, off in its runs) and each scale weighted alike
+        # (the release weighs tokens alike, so the 8x8 scale carries half of the loss)
+        ("VAR, label smoothing 0.1, 400 steps", "emoji-var", ["label_smoothing=0.1"], 2.5),
+        ("VAR, every scale weighted alike, 400 steps", "emoji-var", ["loss_weighting=scale"], 2.5),
+    ]),
+    # The demo (python -m minivar demo) trains VAR for about 3.4 of its 4 minutes: ~400 steps of its 3 x 128 network
+    # on 2 quiet cores. Which network and settings buy the most in that budget? Rows at the demo's steps, or at the
+    # same images seen, each measured as the demo measures its own (1,000 samples, guidance 2.5).
+    "05c": dict(title="the demo's VAR: what its few CPU minutes buy", steps=400, rows=[
+        ("3 x 128, lr 2e-3, warmup 20 (the demo before this sheet)", "emoji-var", _DEMO, 2.5),
+        ("3 x 128, every scale weighted alike", "emoji-var", [*_DEMO, "loss_weighting=scale"], 2.5),
+        ("3 x 128, AdaLN gates start at 1e-3 (the release's d16 script)", "emoji-var", [*_DEMO, "init_gate=1e-3"],
+         2.5),
+        ("3 x 128, lr 4e-3", "emoji-var", [*_DEMO, "lr=4e-3"], 2.5),
+        ("3 x 128, batch 32, 800 steps (the same images)", "emoji-var", [*_DEMO, "batch_size=32", "max_steps=800"],
+         2.5),
     ]),
 }
 ABLATION_FIELDS = ["row", "recipe", "sets", "options", "steps", "params_m", "train_loss", "test_loss", "psnr", "ssim",

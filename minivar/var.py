@@ -63,6 +63,9 @@ class VARConfig:
     drop_path: float = 0.0  # stochastic depth, rising linearly to this rate over the blocks (VAR: 0.1 * depth / 24)
     attn_l2_norm: bool = True  # cosine attention with a learned temperature (VAR's default for its models)
     shared_aln: bool = False  # one AdaLN projection shared by all blocks, plus a learned offset per block
+    init_gate: float = 1e-5  # AdaLN gate rows start x this (the release's `alng`: its d16/d20 scripts use 1e-3, d30 1e-5)
+    label_smoothing: float = 0.0  # training loss only (the release's `ls`, 0 in its runs); test loss stays plain
+    loss_weighting: str = "token"  # "token": every token counts the same (the release); "scale": every scale does
     guidance: float = 2.5  # default guidance of generate(), reached at the last scale (1 = none; official cfg 1.5)
 
     def __post_init__(self):
@@ -71,6 +74,10 @@ class VARConfig:
             raise ValueError(f"dim {self.dim} must be divisible by n_head {self.n_head}")
         if list(self.scales) != sorted(set(self.scales)):
             raise ValueError(f"scales must increase, got {self.scales}")
+        if self.loss_weighting not in ("token", "scale"):
+            raise ValueError(f"loss_weighting must be 'token' or 'scale', got {self.loss_weighting!r}")
+        if not 0.0 <= self.label_smoothing < 1.0:
+            raise ValueError(f"label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
     @property
     def seq_len(self) -> int:  # tokens per image, all scales
@@ -191,10 +198,12 @@ class VAR(Generator):
         self.register_buffer("attn_bias", mask, persistent=False)  # additive: 0 = may attend, -inf = may not
         self.init_weights()
 
-    def init_weights(self, init_adaln=0.5, init_adaln_gamma=1e-5, init_head=0.02):
+    def init_weights(self, init_adaln=0.5, init_adaln_gamma=None, init_head=0.02):
         """VAR's initialisation: trunc-normal(sqrt(1/(3D))) weights, zero biases, a small head, AdaLN scale/shift
-        rows x0.5 and gate rows x1e-5 (each block starts as nearly the identity), output projections / sqrt(2 depth)."""
+        rows x0.5 and gate rows x cfg.init_gate (each block starts as nearly the identity), output projections
+        / sqrt(2 depth)."""
         D = self.cfg.dim
+        init_adaln_gamma = self.cfg.init_gate if init_adaln_gamma is None else init_adaln_gamma
         init_weights(self, std=math.sqrt(1 / D / 3), truncated=True)
         with torch.no_grad():
             self.head.weight.mul_(init_head)
@@ -241,13 +250,24 @@ class VAR(Generator):
         return self.logits(x, cond)
 
     def loss(self, batch, progress: float = 0.0):
-        """tokens (B, L): all scales flattened, coarsest first (the token cache's layout). Mean cross-entropy."""
+        """tokens (B, L): all scales flattened, coarsest first (the token cache's layout). Mean cross-entropy.
+
+        The release weighs every token alike, so the last scale (64 of 130 tokens at 8x8) carries half the loss and
+        the 1x1 start under 1%; loss_weighting="scale" gives each scale the same share instead (an ablation).
+        Both apply in training only: in eval mode the loss is the plain per-token cross-entropy, comparable across runs."""
         tokens, labels = batch
         maps = split_scales(tokens, self.cfg.scales)
         logits = self(labels, self.quantizer.teacher_forcing_input(maps))  # (B, L, V)
-        per_token = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none").view(tokens.shape)
+        smoothing = self.cfg.label_smoothing if self.training else 0.0
+        per_token = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none",
+                                    label_smoothing=smoothing).view(tokens.shape)
+        if self.cfg.loss_weighting == "scale" and self.training:  # 1 / (K s_k^2) per token: each scale's mean, averaged over scales
+            sizes = torch.tensor([s * s for s in self.cfg.scales], device=tokens.device, dtype=per_token.dtype)
+            loss = (per_token / (len(self.cfg.scales) * sizes[self.level])).sum(1).mean()
+        else:
+            loss = per_token.mean()
         last = self.cfg.scales[-1] ** 2
-        return per_token.mean(), {"loss_last_scale": per_token[:, -last:].detach().mean()}
+        return loss, {"loss_last_scale": per_token[:, -last:].detach().mean()}
 
     # --- generation -------------------------------------------------------------------------------------------
 

@@ -145,6 +145,47 @@ def plot_scales(per_scale: list, scales, row_labels=None, path=None, title=None,
     return fig
 
 
+@torch.no_grad()
+def generation_frames(model, label: int, seed: int = 0, guidance=None, ode_frames: int = 4) -> list:
+    """One sample of class `label`, drawn by `model` and shown as it is made: [(caption, image (3, H, W))], in the
+    order of the sampler's steps.
+
+    Raster GPT and RAR (both sample in raster order): the final image with the tokens not yet drawn greyed out,
+    after each row of tokens (a token, once drawn, is never changed, so what is shown is what has been decided).
+    VAR: the image decoded after each scale. FlowAR: the image decoded after each scale's ODE (the coarse scales'
+    latents blown up to full size, as the next scale reads them), then `ode_frames` states x_t inside the last
+    scale's ODE (noise at t = 1 to the sample at t = 0)."""
+    g = torch.Generator(model.device).manual_seed(seed)
+    labels = torch.tensor([label], device=model.device)
+    tok, kind = model.tokenizer, model.kind
+    if kind in ("raster", "rar"):
+        final = tok.decode(model.generate(labels, guidance=guidance, generator=g)).float().cpu()[0]
+        grid = model.cfg.grid
+        patch = final.shape[-1] // grid
+        frames = []
+        for rows in range(1, grid + 1):
+            shown = torch.full_like(final, 0.6)  # light grey: not drawn yet
+            shown[:, :rows * patch] = final[:, :rows * patch]
+            frames.append((f"{rows * grid} tokens", shown))
+        return frames
+    if kind == "var":
+        maps = model.generate(labels, guidance=guidance, generator=g)
+        images = tok.decode_scales(maps, every_scale=True)
+        return [(f"{s}x{s}", img.float().cpu()[0]) for s, img in zip(model.cfg.scales, images)]
+    if kind == "flowar":
+        from .flowar import next_scale_input
+        path = []
+        latents = model.generate(labels, guidance=guidance, generator=g, every_scale=True, path=path)
+        full = model.cfg.grid
+        frames = [(f"{lat.shape[-1]}x{lat.shape[-1]}",
+                   tok.decode(next_scale_input(lat, full, full)).float().cpu()[0]) for lat in latents]
+        last = [(t, x) for k, t, x in path if k == len(latents) - 1]
+        picks = sorted({round(i * (len(last) - 1) / max(1, ode_frames - 1)) for i in range(ode_frames)})
+        ode = [(f"last scale, t={last[i][0]:.2f}", tok.decode(last[i][1]).float().cpu()[0]) for i in picks]
+        return frames[:-1] + ode
+    raise ValueError(f"generation_frames draws raster, rar, var and flowar generators, not {kind!r}")
+
+
 def figure_png(fig, dpi=100) -> bytes:
     """A matplotlib figure as PNG bytes (for an ipywidgets.Image)."""
     buffer = io.BytesIO()

@@ -115,3 +115,24 @@ def test_the_readme_gpu_table_quotes_the_recorded_calibration():
             name
         checked += 1
     assert checked >= 13
+
+
+def test_exposure_bias_teacher_forcing_is_the_models_own_loss_and_its_first_tokens_have_no_context_to_lose():
+    import exposure_bias  # noqa: E402
+    from minivar import pretrained
+    images = torch.stack([load_dataset("emoji", "test", image_size=32)[i][0] for i in range(6)])
+    labels = torch.arange(6) % 9
+    for name, fn in (("emoji-var", exposure_bias.var_losses), ("emoji-raster", exposure_bias.raster_losses)):
+        model = pretrained.load(name).eval()
+        losses = fn(model, images, labels, torch.Generator().manual_seed(0))
+        codes = model.tokenizer.encode(images)
+        tokens = torch.cat([m.flatten(1) for m in codes], 1) if isinstance(codes, list) else codes.flatten(1)
+        with torch.no_grad():
+            assert torch.allclose(losses["teacher"].mean(), model.loss((tokens, labels))[0], atol=1e-4)
+        first = 1  # VAR's 1x1 scale reads only the class; so does the raster GPT's first token
+        assert torch.allclose(losses["own"][:, :first], losses["teacher"][:, :first], atol=1e-5)
+        assert losses["own"][:, first:].mean() > losses["teacher"][:, first:].mean()  # its own draws cost something
+        rows = exposure_bias.summarise(name, name, losses, model)
+        assert rows[-1]["tokens"] == "all tokens" and len(rows) == (7 if name == "emoji-var" else 9)  # groups + all
+        if name == "emoji-var":  # the 1x1 scale, a whole group, reads no tokens at all
+            assert rows[0]["tokens"] == "1x1" and rows[0]["gap"] == 0.0

@@ -185,3 +185,18 @@ def test_the_shipped_checkpoints_are_whole_small_and_load():
         assert sum(p.numel() for p in model.parameters()) == info["parameters"]
         total += info["bytes"]
     assert total <= 40e6, f"{total / 1e6:.1f} MB of shipped weights"
+
+
+@pytest.mark.parametrize("name, n_frames", [("emoji-raster", 8), ("emoji-rar", 8), ("emoji-var", 6),
+                                            ("emoji-flowar", 3 + 4)])
+def test_generation_frames_end_on_the_sample_the_generator_draws(name, n_frames):
+    from minivar.viz import generation_frames
+    model = pretrained.load(name).eval()
+    frames = generation_frames(model, 2, seed=3)
+    assert len(frames) == n_frames and all(img.shape == (3, 32, 32) for _, img in frames)
+    g = torch.Generator().manual_seed(3)
+    out = model.generate(torch.tensor([2]), generator=g)
+    final = model.tokenizer.decode(out).float()[0]  # (VAR: the list of scales; FlowAR: the last latent)
+    assert torch.allclose(frames[-1][1], final, atol=1e-5)  # the last frame is the finished sample
+    if name in ("emoji-raster", "emoji-rar"):  # earlier frames: the same image, the undrawn rows greyed out
+        assert torch.equal(frames[3][1][:, :16], final[:, :16]) and (frames[3][1][:, 16:] == 0.6).all()

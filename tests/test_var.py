@@ -138,6 +138,28 @@ def test_a_tiny_var_memorises_three_token_pyramids_and_regenerates_them():
     assert torch.equal(torch.cat([m.flatten(1) for m in maps], 1), targets)
 
 
+def test_scale_weighting_gives_each_scale_an_equal_share_and_smoothing_trains_only():
+    import torch.nn.functional as F
+    tokens = torch.cat([t.flatten(1) for t in random_tokens(2)], 1)  # (2, 30)
+    labels = torch.tensor([0, 1])
+    plain, _ = tiny(class_dropout=0.0)  # no dropout of any kind: train mode computes what eval mode does
+    weighted, q = tiny(class_dropout=0.0, loss_weighting="scale", label_smoothing=0.1)
+    with torch.no_grad():  # the same weights and the same logits; only the losses differ
+        logits = plain(labels, q.teacher_forcing_input(split_scales(tokens, SCALES)))
+        ce = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none").view(2, -1)
+        smooth = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none",
+                                 label_smoothing=0.1).view(2, -1)
+        per_scale = torch.stack([chunk.mean(1) for chunk in smooth.split([s * s for s in SCALES], 1)], 1)
+        assert torch.allclose(plain.loss((tokens, labels))[0], ce.mean())  # eval mode: plain per-token CE
+        assert torch.allclose(weighted.loss((tokens, labels))[0], ce.mean())  # eval: comparable across runs
+        loss = weighted.train().loss((tokens, labels))[0]
+    assert torch.allclose(loss, per_scale.mean(1).mean(), atol=1e-5)  # the 1x1 token weighs as much as 4x4's 16
+    with pytest.raises(ValueError, match="loss_weighting must be 'token' or 'scale'"):
+        VARConfig(loss_weighting="scales")
+    with pytest.raises(ValueError, match=r"label_smoothing must be in \[0, 1\)"):
+        VARConfig(label_smoothing=1.0)
+
+
 def test_errors_name_the_fix():
     model, q = tiny()
     with pytest.raises(ValueError, match=r"teacher_forcing_input \(2, 29, 4\)"):
