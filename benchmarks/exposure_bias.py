@@ -1,4 +1,4 @@
-"""Exposure bias, measured: how much worse does each generator predict when it reads its own tokens instead of true ones?
+"""Exposure bias, measured: how much worse does a generator predict when it reads its own tokens instead of true ones?
 
     python benchmarks/exposure_bias.py             # the shipped emoji-var and emoji-raster (about a minute)
     python benchmarks/exposure_bias.py --var runs/my-var --raster runs/my-raster

@@ -63,7 +63,7 @@ class VARConfig:
     drop_path: float = 0.0  # stochastic depth, rising linearly to this rate over the blocks (VAR: 0.1 * depth / 24)
     attn_l2_norm: bool = True  # cosine attention with a learned temperature (VAR's default for its models)
     shared_aln: bool = False  # one AdaLN projection shared by all blocks, plus a learned offset per block
-    init_gate: float = 1e-5  # AdaLN gate rows start x this (the release's `alng`: its d16/d20 scripts use 1e-3, d30 1e-5)
+    init_gate: float = 1e-5  # AdaLN gate rows start x this (the release's `alng`: 1e-3 in its d16 script, 1e-5 at d30)
     label_smoothing: float = 0.0  # training loss only (the release's `ls`, 0 in its runs); test loss stays plain
     loss_weighting: str = "token"  # "token": every token counts the same (the release); "scale": every scale does
     guidance: float = 2.5  # default guidance of generate(), reached at the last scale (1 = none; official cfg 1.5)
@@ -254,14 +254,15 @@ class VAR(Generator):
 
         The release weighs every token alike, so the last scale (64 of 130 tokens at 8x8) carries half the loss and
         the 1x1 start under 1%; loss_weighting="scale" gives each scale the same share instead (an ablation).
-        Both apply in training only: in eval mode the loss is the plain per-token cross-entropy, comparable across runs."""
+        Both apply in training only: in eval mode the loss is the plain per-token cross-entropy, comparable across
+        runs."""
         tokens, labels = batch
         maps = split_scales(tokens, self.cfg.scales)
         logits = self(labels, self.quantizer.teacher_forcing_input(maps))  # (B, L, V)
         smoothing = self.cfg.label_smoothing if self.training else 0.0
         per_token = F.cross_entropy(logits.flatten(0, 1), tokens.flatten(), reduction="none",
                                     label_smoothing=smoothing).view(tokens.shape)
-        if self.cfg.loss_weighting == "scale" and self.training:  # 1 / (K s_k^2) per token: each scale's mean, averaged over scales
+        if self.cfg.loss_weighting == "scale" and self.training:  # 1 / (K s_k^2) per token: the mean of scale means
             sizes = torch.tensor([s * s for s in self.cfg.scales], device=tokens.device, dtype=per_token.dtype)
             loss = (per_token / (len(self.cfg.scales) * sizes[self.level])).sum(1).mean()
         else:

@@ -111,14 +111,15 @@ def test_the_readme_gpu_table_quotes_the_recorded_calibration():
         assert rate == f"{plain:,.0f}" + (f" ({gan:,.0f})" if gan else ""), name
         assert peak == f"{float(r['peak_gib']):.1f} GiB", name
         minutes = gpu_calibration.recipe_minutes(full, plain, gan)
-        assert whole == (f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.{1 if minutes < 600 else 0}f} h"), \
-            name
+        hours = f"{minutes / 60:.{1 if minutes < 600 else 0}f} h"
+        assert whole == (f"{minutes:.0f} min" if minutes < 120 else hours), name
         checked += 1
     assert checked >= 13
 
 
 def test_exposure_bias_teacher_forcing_is_the_models_own_loss_and_its_first_tokens_have_no_context_to_lose():
-    import exposure_bias  # noqa: E402
+    import exposure_bias  # a script beside the package, like gpu_calibration
+
     from minivar import pretrained
     images = torch.stack([load_dataset("emoji", "test", image_size=32)[i][0] for i in range(6)])
     labels = torch.arange(6) % 9
