@@ -198,12 +198,11 @@ class VAR(Generator):
         self.register_buffer("attn_bias", mask, persistent=False)  # additive: 0 = may attend, -inf = may not
         self.init_weights()
 
-    def init_weights(self, init_adaln=0.5, init_adaln_gamma=None, init_head=0.02):
+    def init_weights(self, init_adaln=0.5, init_head=0.02):
         """VAR's initialisation: trunc-normal(sqrt(1/(3D))) weights, zero biases, a small head, AdaLN scale/shift
         rows x0.5 and gate rows x cfg.init_gate (each block starts as nearly the identity), output projections
         / sqrt(2 depth)."""
         D = self.cfg.dim
-        init_adaln_gamma = self.cfg.init_gate if init_adaln_gamma is None else init_adaln_gamma
         init_weights(self, std=math.sqrt(1 / D / 3), truncated=True)
         with torch.no_grad():
             self.head.weight.mul_(init_head)
@@ -213,10 +212,10 @@ class VAR(Generator):
                 block.ffn.fc2.weight.div_(math.sqrt(2 * self.cfg.depth))
                 if self.cfg.shared_aln:
                     block.ada_gss[:, :, 2:].mul_(init_adaln)
-                    block.ada_gss[:, :, :2].mul_(init_adaln_gamma)
+                    block.ada_gss[:, :, :2].mul_(self.cfg.init_gate)
                 else:
                     block.ada_lin.linear.weight[2 * D:].mul_(init_adaln)
-                    block.ada_lin.linear.weight[:2 * D].mul_(init_adaln_gamma)
+                    block.ada_lin.linear.weight[:2 * D].mul_(self.cfg.init_gate)
 
     @property
     def quantizer(self):
