@@ -77,8 +77,7 @@ def cmd_demo(args):
               f"{info['minutes']:g} minutes of training (--from-scratch trains one here instead)")
     var_cfg = recipes.get("emoji-var", [f"name={var_name}", f"out_dir={out}", f"tokenizer={tok_ref}",
                                         f"minutes={var_share * args.minutes}", "max_steps=100000",
-                                        "eval_every=100000", "dim=128", "depth=3", "lr=2e-3", "warmup_steps=20",
-                                        *args.set])
+                                        "eval_every=100000", *recipes.DEMO_VAR, *args.set])
     print(f"2/3 training a {var_cfg.model_config.depth}-block VAR from scratch on its tokens for "
           f"{var_share * args.minutes:.1f} min (the tokens are computed once, first)")
     var = train(var_cfg, resume=True)

@@ -121,7 +121,7 @@ def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=No
 # split (tokenizers: PSNR, usage, reconstruction fd; generators: n samples, 1,000 by default, fd_emoji with its 95%
 # interval, precision, recall). A row whose recipe is "pretrained:NAME" trains nothing: it measures the shipped
 # model with its sampling options.
-_DEMO = ["depth=3", "dim=128", "lr=2e-3", "warmup_steps=20"]  # the demo's VAR (python -m minivar demo)
+_DEMO = recipes.DEMO_VAR  # the demo's VAR (python -m minivar demo)
 
 ABLATIONS = {
     "01": dict(title="VQ-VAE: commitment weight beta and codebook initialisation", steps=300, rows=[
@@ -168,8 +168,7 @@ ABLATIONS = {
         # stochastic depth against overfitting, and the demo's own smaller network
         ("VAR, lr 3e-3, warmup 20, 400 steps", "emoji-var", ["lr=3e-3", "warmup_steps=20"], 2.5),
         ("VAR, drop-path 0.1, 400 steps", "emoji-var", ["drop_path=0.1"], 2.5),
-        ("VAR, the demo's 3 x 128, lr 2e-3, warmup 20, 400 steps", "emoji-var",
-         ["depth=3", "dim=128", "lr=2e-3", "warmup_steps=20"], 2.5),
+        ("VAR, the demo's 3 x 128, lr 2e-3, warmup 20, 400 steps", "emoji-var", _DEMO, 2.5),
 
         # scale: the demo's 3 x 128 (1.0 M parameters against the recipes' ~3 M) for both orders, at 400 and 2000 steps
         # (the recipes at 400 steps are sheet 03's and sheet 05's recipe rows; at 2000 steps the shipped models)
@@ -178,7 +177,7 @@ ABLATIONS = {
         ("raster, 3 x 128, lr 2e-3, warmup 20, 2000 steps", "emoji-raster",
          ["n_layer=3", "dim=128", "n_head=4", "lr=2e-3", "warmup_steps=20", "max_steps=2000"], 2.0),
         ("VAR, 3 x 128, lr 2e-3, warmup 20, 2000 steps", "emoji-var",
-         ["depth=3", "dim=128", "lr=2e-3", "warmup_steps=20", "max_steps=2000"], 2.5),
+         [*_DEMO, "max_steps=2000"], 2.5),
 
         # the loss itself: label smoothing (the release's `ls`, off in its runs) and each scale weighted alike
         # (the release weighs tokens alike, so the 8x8 scale carries half of the loss)
