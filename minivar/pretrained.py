@@ -170,20 +170,22 @@ def export(run, name=None, *, command: str, tokenizer=None, guidance=None, n: in
             "machine": machine(), "torch": torch.__version__, "date": time.strftime("%Y-%m-%d"),
             "run_result": {k: round(v, 4) for k, v in result.items() if k.startswith(("test_", "loss"))
                            and isinstance(v, float)}, "log": f"{name}.metrics.jsonl" if log else None, "notes": notes}
-    _write_json(path.with_suffix(".json"), info)  # the sha256 is in: the file can be loaded and measured now
+    write_json(path.with_suffix(".json"), info)  # the sha256 is in: the file can be loaded and measured now
     info["metrics"] = measure(load(name), n=n, guidance=guidance)
     info["measure_command"] = (f"python -m minivar sample pretrained:{name} --n {n} --fd --guidance "
                                f"{info['metrics']['guidance']:g}" if isinstance(model, Generator) else
                                f"minivar.pretrained.measure(minivar.pretrained.load({name!r}))")
-    _write_json(path.with_suffix(".json"), info)
+    write_json(path.with_suffix(".json"), info)
     return info
 
 
-def _write_json(path: Path, obj: dict):
+def write_json(path, obj: dict):
+    """Write obj as indented JSON atomically: a reader sees the old file or the new one, never half of one."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2) + "\n")
     os.replace(tmp, path)
 
 
 __all__ = ["available", "manifest", "load", "training_log", "run_result", "load_or_train", "measure", "export",
-           "half_state", "machine"]
+           "half_state", "machine", "write_json"]

@@ -175,6 +175,9 @@ def test_the_demo_trains_from_scratch_or_over_the_shipped_tokenizer_and_draws_be
     assert (out / "scales.png").exists() and len(list((out / "classes").glob("*.png"))) == 9
     assert "wall time" in text and "peak memory" in text and "fd_emoji of 30 samples" in text
     assert "right: the shipped VAR" not in text
+    record = json.loads((out / "demo.json").read_text())  # what the run measured, for the record
+    assert record["samples"] == 30 and record["fd_emoji_ci95"][0] <= record["fd_emoji"] <= record["fd_emoji_ci95"][1]
+    assert record["var_sets"][-2:] == ["dim=32", "depth=1"] and record["var_steps"] > 0
     steps = json.loads((out / "var-scratch" / "result.json").read_text())["step"]
     assert main(args) == 0  # a second run continues the finished runs: nothing more to train
     assert json.loads((out / "var-scratch" / "result.json").read_text())["step"] == steps
