@@ -50,8 +50,11 @@ def cmd_demo(args):
     from .data import load_dataset
     from .train import train
     from .viz import plot_scales, save_grid
+    from .sampling import check_options
     t0 = time.time()
     out = Path(args.out)
+    sampling = {"top_k": args.top_k, "top_p": args.top_p}
+    check_options(**sampling)  # a bad --top-k or --top-p is named now, not after minutes of training
     shipped = pretrained.available()
     own_tokenizer = args.from_scratch or "emoji-msvq" not in shipped
     if args.set_tokenizer and not own_tokenizer:
@@ -89,7 +92,7 @@ def cmd_demo(args):
     labels = torch.arange(len(classes))
 
     def every_scale(generator):
-        maps = generator.generate(labels.to(generator.device), guidance=args.guidance, top_k=args.top_k,
+        maps = generator.generate(labels.to(generator.device), guidance=args.guidance, **sampling,
                                   generator=torch.Generator(generator.device).manual_seed(args.seed))
         return [x.cpu() for x in generator.tokenizer.decode_scales(maps, every_scale=True)]  # coarse to fine
 
@@ -102,9 +105,10 @@ def cmd_demo(args):
     minutes = var["elapsed"] / 60
     plot_scales(every_scale(model), tokenizer.cfg.scales, row_labels=[c.split(" & ")[0] for c in classes],
                 path=out / "scales.png", compare=compare,
-                title=f"your VAR: after {minutes:.1f} minutes on this machine (guidance {args.guidance:g})")
+                title=f"your VAR: after {minutes:.1f} minutes on this machine (guidance {args.guidance:g}, "
+                      f"top-p {args.top_p:g})")
     for c, name in enumerate(classes):
-        grid = model.generate(torch.full((16,), c), guidance=args.guidance, top_k=args.top_k, generator=g)
+        grid = model.generate(torch.full((16,), c), guidance=args.guidance, **sampling, generator=g)
         save_grid(out / "classes" / f"{c}_{name.lower().replace(' & ', '_').replace(' ', '_')}.png",
                   tokenizer.decode(grid), nrow=8)
     print(f"\nwrote {out / 'scales.png'} (rows: one sample per class; columns: the image after each scale, "
@@ -116,9 +120,10 @@ def cmd_demo(args):
               "threads": torch.get_num_threads(), "torch": torch.__version__, "minutes_budget": args.minutes,
               "var_sets": [*recipes.DEMO_VAR, *args.set], "var_parameters": sum(p.numel() for p in model.parameters()),
               "var_steps": var["step"], "var_minutes": round(minutes, 2), "var_test_loss": round(var["test_loss"], 4),
-              "tokenizer": tok_ref, "guidance": args.guidance, "seed": args.seed}
+              "tokenizer": tok_ref, "guidance": args.guidance, **sampling, "seed": args.seed}
     if args.fd:
-        scores = pretrained.measure(model, n=args.fd, guidance=args.guidance, seed=args.seed, progress=False)
+        scores = pretrained.measure(model, n=args.fd, guidance=args.guidance, seed=args.seed, progress=False,
+                                    **sampling)
         record.update({k: scores[k] for k in ("samples", "fd_emoji", "fd_emoji_ci95", "precision", "recall")})
         low, high = scores["fd_emoji_ci95"]
         shipped_fd = (f"; the shipped VAR: {ref_info['metrics']['fd_emoji']:.2f} at guidance "
@@ -278,9 +283,12 @@ def main(argv=None):
     p = sub.add_parser("demo", help="train a VAR on the bundled emoji (CPU), draw each scale")
     p.add_argument("--minutes", type=float, default=4.0, help="training time budget (default 4)")
     p.add_argument("--out", default="runs/demo", help="run folder (default runs/demo)")
-    p.add_argument("--guidance", type=float, default=2.5,
-                   help="guidance at VAR's last scale, ramped up from 1 (no guidance) at the first (default 2.5)")
+    p.add_argument("--guidance", type=float, default=4.0,
+                   help="guidance at VAR's last scale, ramped up from 1 (no guidance) at the first (default 4; "
+                        "with --top-p 0.8 the best of ablation sheet 05c for the demo's VAR)")
     p.add_argument("--top-k", type=int, default=0, help="keep the k most likely tokens (0 = all)")
+    p.add_argument("--top-p", type=float, default=0.8,
+                   help="keep the most likely tokens that hold this share of probability (default 0.8; 1 = all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a VAR recipe field")
     p.add_argument("--set-tokenizer", action="append", default=[], metavar="KEY=VALUE",

@@ -120,7 +120,9 @@ def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=No
 # rows compare choices at equal cost, not finished models), then is measured by pretrained.measure on the emoji test
 # split (tokenizers: PSNR, usage, reconstruction fd; generators: n samples, 1,000 by default, fd_emoji with its 95%
 # interval, precision, recall). A row whose recipe is "pretrained:NAME" trains nothing: it measures the shipped
-# model with its sampling options.
+# model with its sampling options; one whose recipe is "row:ROW" measures the run an earlier row ROW of the same
+# sheet trained (other sampling options on the same weights).
+SAME_RUN = "row:"  # a row measuring the run of an earlier row of its sheet
 _DEMO = ["depth=3", "dim=128", "lr=2e-3", "warmup_steps=20"]  # the demo's VAR before sheet 05c (now recipes.DEMO_VAR)
 
 ABLATIONS = {
@@ -205,6 +207,10 @@ ABLATIONS = {
         # the two levers that helped, together: the small network at half the batch, for twice its steps
         ("2 x 96, lr 3e-3, batch 32, 1800 steps (the same minutes)", "emoji-var",
          ["depth=2", "dim=96", "lr=3e-3", "warmup_steps=20", "batch_size=32", "max_steps=1800"], 2.5),
+        # the same weights sampled otherwise: guidance up to 4 and top-p 0.8 (sheet 05b's best knobs for emoji-var)
+        *[(f"2 x 96, batch 32, 1800 steps: {what}", SAME_RUN + "2 x 96, lr 3e-3, batch 32, 1800 steps (the same minutes)",
+           [], g, opts) for what, g, opts in (("ramp to 4.0", 4.0, {}), ("top-p 0.8", 2.5, {"top_p": 0.8}),
+                                              ("ramp to 4.0, top-p 0.8", 4.0, {"top_p": 0.8}))],
     ]),
 }
 ABLATION_FIELDS = ["row", "recipe", "sets", "options", "steps", "params_m", "train_loss", "test_loss", "psnr", "ssim",
@@ -235,10 +241,19 @@ def run_ablation(sheet: str, out_dir="benchmarks/results", runs_dir="runs/ablati
             continue
         own = {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in sets)}
         steps = int(own.get("max_steps", spec["steps"]))  # a row may set its own
-        what = "sampling only" if recipe.startswith(PRETRAINED) else f"{steps} steps"
+        sampling_only = recipe.startswith((PRETRAINED, SAME_RUN))
+        what = "sampling only" if sampling_only else f"{steps} steps"
         print(f"[{i + 1}/{len(spec['rows'])}] sheet {sheet}: {row} ({recipe} {' '.join(sets)}, {what})", flush=True)
         if recipe.startswith(PRETRAINED):
             model, result = pretrained.load(recipe), pretrained.run_result(recipe)
+        elif recipe.startswith(SAME_RUN):
+            source = recipe[len(SAME_RUN):]
+            trained_above = {r[0]: r[1] for r in spec["rows"][:i]}
+            if trained_above.get(source, PRETRAINED).startswith((PRETRAINED, SAME_RUN)):
+                raise ValueError(f"row {row!r} of sheet {sheet} measures {recipe!r}, but no earlier row of the sheet "
+                                 f"named {source!r} trains a run; name one of the rows above it")
+            run_dir = Path(runs_dir) / sheet / row_slug(source)
+            model, result = models.load(run_dir), pretrained.run_result(str(run_dir))
         else:  # the sheet's defaults, then the row's own settings, then where the run lives (not overridable)
             cfg = recipes.get(recipe, [f"max_steps={steps}", "minutes=0", f"eval_every={max(50, steps // 5)}",
                                        f"ckpt_every={max(50, steps // 4)}", *sets, f"name={row_slug(row)}",

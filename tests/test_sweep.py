@@ -3,6 +3,7 @@
 import csv
 
 import pytest
+import torch
 
 from minivar import sweep
 
@@ -39,6 +40,27 @@ def test_a_sampling_row_measures_a_shipped_generator_with_its_options(tmp_path, 
     assert seen == [dict(n=7, guidance=2.0, progress=False, temperature=0.9)]
     assert rows[0]["options"] == "temperature=0.9" and rows[0]["steps"] == "2000" and rows[0]["fd_high"] == "6.0"
     assert not (tmp_path / "runs").exists(), "a sampling row trains nothing"
+
+
+def test_a_row_can_measure_the_run_an_earlier_row_trained_with_other_sampling_options(tmp_path, monkeypatch):
+    from minivar import pretrained
+    seen = []
+    monkeypatch.setattr(pretrained, "measure", lambda model, **kw: seen.append((model, kw)) or {
+        "guidance": kw["guidance"], "fd_emoji": 5.0, "fd_emoji_ci95": [4.0, 6.0], "precision": 0.9, "recall": 0.5})
+    tiny_var = ["dim=32", "depth=1", "n_head=4", "batch_size=8", "eval_batches=1", "log_every=1"]
+    monkeypatch.setitem(sweep.ABLATIONS, "r", dict(title="reuse", steps=2, rows=[
+        ("small VAR", "emoji-var", tiny_var, 2.5),
+        ("small VAR, top-p 0.8", "row:small VAR", [], 4.0, {"top_p": 0.8})]))
+    rows = sweep.run_ablation("r", out_dir=tmp_path, runs_dir=tmp_path / "runs", n=5, progress=False)
+    assert [r["steps"] for r in rows] == ["2", "2"] and rows[1]["options"] == "top_p=0.8"
+    assert seen[1][1] == dict(n=5, guidance=4.0, progress=False, top_p=0.8)
+    first, second = (dict(m.named_parameters()) for m, _ in seen)  # the same weights, loaded again
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert len(list((tmp_path / "runs" / "r").iterdir())) == 2  # the run and the shared token cache; no second run
+    monkeypatch.setitem(sweep.ABLATIONS, "bad", dict(title="bad", steps=2, rows=[
+        ("later", "row:nothing above", [], 2.5)]))
+    with pytest.raises(ValueError, match="no earlier row"):
+        sweep.run_ablation("bad", out_dir=tmp_path, runs_dir=tmp_path / "runs", progress=False)
 
 
 def test_an_unknown_sheet_names_the_ones_there_are():

@@ -178,6 +178,7 @@ def test_the_demo_trains_from_scratch_or_over_the_shipped_tokenizer_and_draws_be
     record = json.loads((out / "demo.json").read_text())  # what the run measured, for the record
     assert record["samples"] == 30 and record["fd_emoji_ci95"][0] <= record["fd_emoji"] <= record["fd_emoji_ci95"][1]
     assert record["var_sets"][-2:] == ["dim=32", "depth=1"] and record["var_steps"] > 0
+    assert (record["guidance"], record["top_p"]) == (4.0, 0.8)  # the defaults sheet 05c chose
     steps = json.loads((out / "var-scratch" / "result.json").read_text())["step"]
     assert main(args) == 0  # a second run continues the finished runs: nothing more to train
     assert json.loads((out / "var-scratch" / "result.json").read_text())["step"] == steps
@@ -196,6 +197,9 @@ def test_the_demo_trains_from_scratch_or_over_the_shipped_tokenizer_and_draws_be
     assert (out / "tokens" / "emoji-msvq").is_dir()
     assert main(["demo", *tiny, "--set-tokenizer", "ch=8"]) != 0
     assert "--set-tokenizer changes the tokenizer the demo trains; add --from-scratch" in capsys.readouterr().err
+    before = (out / "demo.json").stat().st_mtime_ns
+    assert main(["demo", *tiny, "--top-p", "1.5"]) != 0  # refused before any training
+    assert "top_p must lie in (0, 1]" in capsys.readouterr().err and (out / "demo.json").stat().st_mtime_ns == before
 
 
 def model_config_of(run_dir):
