@@ -89,3 +89,17 @@ def test_shipped_weights_install_with_the_package(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     for name in ("emoji-test.pt", "emoji-test.json", "emoji-test.metrics.jsonl"):
         assert f"minivar/weights/{name}" in names, names
+
+
+def test_the_readmes_demo_figure_is_the_recorded_demo_run():
+    import json
+    rec = json.loads((ROOT / "benchmarks" / "results" / "demo.json").read_text())
+    readme = (ROOT / "README.md").read_text()
+    low, high = rec["fd_emoji_ci95"]
+    assert f"fd_emoji {rec['fd_emoji']:.2f} [{low:.2f}, {high:.2f}]" in readme
+    assert f"trains {rec['var_steps']} steps in its\n{rec['var_minutes']:g} minutes" in readme
+    assert f"guidance {rec['guidance']:g}, top-p {rec['top_p']:g}" in readme
+    from minivar import recipes
+    assert rec["var_sets"] == recipes.DEMO_VAR, "the recorded demo ran another VAR than the demo trains now"
+    assert re.search(r"\d+ blocks of \d+", readme).group(0) == "{} blocks of {}".format(
+        *(s.split("=")[1] for s in recipes.DEMO_VAR[:2]))
