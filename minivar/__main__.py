@@ -48,9 +48,9 @@ def cmd_demo(args):
 
     from . import pretrained
     from .data import load_dataset
+    from .sampling import check_options
     from .train import train
     from .viz import plot_scales, save_grid
-    from .sampling import check_options
     t0 = time.time()
     out = Path(args.out)
     sampling = {"top_k": args.top_k, "top_p": args.top_p}
@@ -115,7 +115,7 @@ def cmd_demo(args):
           f"{' -> '.join(f'{s}x{s}' for s in tokenizer.cfg.scales)}"
           f"{'; right: the shipped VAR, same seed' if compare else ''})\n"
           f"wrote {out / 'classes'}/ (16 samples per class)")
-    record = {"command": "python -m minivar " + " ".join(sys.argv[1:]) if sys.argv[1:] else "python -m minivar demo",
+    record = {"command": args.command_line,
               "date": time.strftime("%Y-%m-%d"), "machine": pretrained.machine(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "minutes_budget": args.minutes,
               "var_sets": [*recipes.DEMO_VAR, *args.set], "var_parameters": sum(p.numel() for p in model.parameters()),
@@ -132,7 +132,8 @@ def cmd_demo(args):
               f"{scores['precision']:.2f}, recall {scores['recall']:.2f} (lower fd is better{shipped_fd})")
     record.update(wall_seconds=round(time.time() - t0), peak_memory_mb=round(peak_memory_mb()))
     pretrained.write_json(out / "demo.json", record)  # what this run measured, with its command and machine
-    print(f"wall time {time.time() - t0:.0f} s, peak memory {peak_memory_mb():.0f} MB; the numbers: {out / 'demo.json'}\n"
+    print(f"wall time {record['wall_seconds']} s, peak memory {record['peak_memory_mb']} MB; the numbers: "
+          f"{out / 'demo.json'}\n"
           f"your VAR stays in {var_cfg.run_dir}: python -m minivar sample {var_cfg.run_dir} --n 64")
 
 
@@ -363,7 +364,9 @@ def main(argv=None):
                    help="seconds one exercise's grader may run per student (default 120)")
     q.set_defaults(func=cmd_course_grade)
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.command_line = " ".join(["python -m minivar", *argv])  # what a record says was run
     try:
         args.func(args)
     except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:  # course.ReleaseError too

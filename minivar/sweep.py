@@ -208,9 +208,10 @@ ABLATIONS = {
         ("2 x 96, lr 3e-3, batch 32, 1800 steps (the same minutes)", "emoji-var",
          ["depth=2", "dim=96", "lr=3e-3", "warmup_steps=20", "batch_size=32", "max_steps=1800"], 2.5),
         # the same weights sampled otherwise: guidance up to 4 and top-p 0.8 (sheet 05b's best knobs for emoji-var)
-        *[(f"2 x 96, batch 32, 1800 steps: {what}", SAME_RUN + "2 x 96, lr 3e-3, batch 32, 1800 steps (the same minutes)",
-           [], g, opts) for what, g, opts in (("ramp to 4.0", 4.0, {}), ("top-p 0.8", 2.5, {"top_p": 0.8}),
-                                              ("ramp to 4.0, top-p 0.8", 4.0, {"top_p": 0.8}))],
+        *[(f"2 x 96, batch 32, 1800 steps: {what}",
+           SAME_RUN + "2 x 96, lr 3e-3, batch 32, 1800 steps (the same minutes)", [], g, opts)
+          for what, g, opts in (("ramp to 4.0", 4.0, {}), ("top-p 0.8", 2.5, {"top_p": 0.8}),
+                                ("ramp to 4.0, top-p 0.8", 4.0, {"top_p": 0.8}))],
     ]),
 }
 ABLATION_FIELDS = ["row", "recipe", "sets", "options", "steps", "params_m", "train_loss", "test_loss", "psnr", "ssim",

@@ -179,6 +179,7 @@ def test_the_demo_trains_from_scratch_or_over_the_shipped_tokenizer_and_draws_be
     assert record["samples"] == 30 and record["fd_emoji_ci95"][0] <= record["fd_emoji"] <= record["fd_emoji_ci95"][1]
     assert record["var_sets"][-2:] == ["dim=32", "depth=1"] and record["var_steps"] > 0
     assert (record["guidance"], record["top_p"]) == (4.0, 0.8)  # the defaults sheet 05c chose
+    assert record["command"] == "python -m minivar " + " ".join(args)  # the command given, not the test runner's
     steps = json.loads((out / "var-scratch" / "result.json").read_text())["step"]
     assert main(args) == 0  # a second run continues the finished runs: nothing more to train
     assert json.loads((out / "var-scratch" / "result.json").read_text())["step"] == steps
