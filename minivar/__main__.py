@@ -15,6 +15,7 @@
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,11 @@ def cmd_demo(args):
     from .train import train
     from .viz import plot_scales, save_grid
     t0 = time.time()
+    if not (math.isfinite(args.minutes) and args.minutes > 0):
+        raise ValueError(f"--minutes is the demo's training budget, a number > 0 (default 4), got {args.minutes:g}")
+    if args.fd < 0 or 0 < args.fd < FD_MIN_SAMPLES:
+        raise ValueError(f"--fd N measures fd_emoji on N samples: 0 to skip, or at least {FD_MIN_SAMPLES} (default "
+                         f"1000), got {args.fd}")
     out = Path(args.out)
     sampling = {"top_k": args.top_k, "top_p": args.top_p}
     check_options(**sampling)  # a bad --top-k or --top-p is named now, not after minutes of training
@@ -137,15 +143,23 @@ def cmd_demo(args):
           f"your VAR stays in {var_cfg.run_dir}: python -m minivar sample {var_cfg.run_dir} --n 64")
 
 
+FD_MIN_SAMPLES = 10  # fd_emoji's covariance (and its bootstrap) from fewer is noise
+
+
 def cmd_sample(args):
     """Sample a trained generator; write a grid (one column per class) and optionally fd_emoji."""
     import torch
 
     from . import device
     from .train import load_run
-    from .viz import save_grid
+    from .viz import check_picture_path, save_grid
     if args.n < 1 or args.batch_size < 1:
         raise ValueError(f"--n and --batch-size must be at least 1, got {args.n} and {args.batch_size}")
+    if args.fd and args.n < FD_MIN_SAMPLES:
+        raise ValueError(f"--fd compares the spread of the samples with the test split's: it needs at least "
+                         f"{FD_MIN_SAMPLES} samples (--n 1000 is the course's standard), got --n {args.n}")
+    if args.out:
+        check_picture_path(args.out)
     dev = device() if args.device == "auto" else torch.device(args.device)
     model, cfg, tokenizer = load_run(args.run, dev)
     if tokenizer is None:
@@ -190,13 +204,21 @@ def cmd_sample(args):
     from .checkpoint import PRETRAINED  # a shipped model's samples go under runs/pretrained/, not into the package
     folder = Path("runs") / "pretrained" / args.run[len(PRETRAINED):] if args.run.startswith(PRETRAINED) else \
         Path(args.run)
-    constant = "_constant" if args.constant_guidance else ""  # not over the ramped grid of the same guidance
-    out = Path(args.out) if args.out else folder / f"samples_guidance{guidance:g}{constant}.png"
+    # the default name carries everything that changes the picture, so another seed or option never overwrites it
+    given = {k: v for k, v in options.items() if k != "guidance_ramp"}
+    name = "_".join([f"samples_guidance{guidance:g}", *(["constant"] if args.constant_guidance else []),
+                     *(f"{k.replace('_', '-')}{v:g}" if not isinstance(v, bool) else k for k, v in given.items()),
+                     f"seed{args.seed}", f"n{args.n}", *(["fd"] if args.fd else []),
+                     *([f"classes{'-'.join(map(str, classes))}"] if args.classes else [])])
+    out = check_picture_path(args.out) if args.out else folder / f"{name}.png"
     check_writable(out)  # before the sampling, not after it
     if args.npz:
-        if not args.npz.endswith(".npz"):
+        npz = Path(args.npz)
+        if npz.is_dir():
+            raise ValueError(f"--npz {npz} is a folder; name the file to write, e.g. {npz / 'samples.npz'}")
+        if npz.suffix != ".npz":
             raise ValueError(f"--npz names the file to write, ending in .npz (numpy would add it), got {args.npz!r}")
-        check_writable(Path(args.npz), "--npz")
+        check_writable(npz, "--npz")
     labels = labels.to(dev)
     g = torch.Generator(dev).manual_seed(args.seed)
     t0 = time.time()
@@ -212,7 +234,9 @@ def cmd_sample(args):
         import numpy as np
 
         from .data import to_uint8_images
-        np.savez(args.npz, arr_0=to_uint8_images(images), labels=labels.cpu().numpy())
+        from .files import atomic_write
+        with atomic_write(args.npz, "wb") as fh:  # a kill or a full disk mid-write keeps an earlier file whole
+            np.savez(fh, arr_0=to_uint8_images(images), labels=labels.cpu().numpy())
         print(f"wrote {args.npz}: arr_0 {tuple(images.shape[:1]) + tuple(images.shape[2:]) + (3,)} uint8 (NHWC), "
               f"labels ({len(labels)},)")
     if args.fd:
@@ -336,7 +360,9 @@ def main(argv=None):
     p.add_argument("--fd", action="store_true",
                    help="also print fd_emoji against the emoji test split (labels then follow its class frequencies)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | mps")
-    p.add_argument("--out", default="", help="the PNG to write (default <run>/samples_guidance<s>.png)")
+    p.add_argument("--out", default="",
+                   help="the picture to write (default <run>/samples_guidance<s>_..._seed<k>_n<n>.png: its name "
+                        "carries every option given, so another seed or option never overwrites it)")
     p.add_argument("--npz", default="", help="also write every sample to this .npz: arr_0 (N, H, W, 3) uint8 and "
                                              "labels (N,), the ADM evaluator's format (FID with the standard tools)")
     p.set_defaults(func=cmd_sample)
@@ -369,7 +395,7 @@ def main(argv=None):
     args.command_line = " ".join(["python -m minivar", *argv])  # what a record says was run
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, FileExistsError, RuntimeError) as e:  # course.ReleaseError too
+    except (ValueError, OSError, RuntimeError) as e:  # course.ReleaseError, files.FolderInUse and disk errors too
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM: training has saved its last finished step

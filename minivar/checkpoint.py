@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from .files import write_json, write_text
+
 
 class CheckpointError(RuntimeError):
     pass
@@ -158,12 +160,52 @@ def prepare_run_dir(run_dir, config: dict, step: int):
     run_dir = Path(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config, indent=2))
+        write_json(run_dir / "config.json", config)
     except OSError as e:
         raise ValueError(f"cannot write the run folder {run_dir} ({e.strerror or e}); choose another place with "
                          f"--set out_dir=...") from None
     log = run_dir / "metrics.jsonl"
-    log.write_text("".join(json.dumps(r) + "\n" for r in read_log(log, upto_step=step)))
+    write_text(log, "".join(json.dumps(r) + "\n" for r in read_log(log, upto_step=step)))
+
+
+# the fields a resumed run may change: when it stops, how often it reports and saves, where it runs
+RESUMABLE = {"max_steps", "minutes", "eval_every", "ckpt_every", "ckpt_minutes", "log_every", "eval_batches",
+             "num_workers", "device", "amp"}
+
+
+def check_resume(saved: dict, asked: dict, run_dir):
+    """A resumed run keeps what it learns from (learning rate, seed, batch, data, ...), or its records would describe
+    neither run; its budget and bookkeeping (RESUMABLE) may change, and config.json then records them. The model
+    and its tokenizer are checked by the loop itself (their configs and weights)."""
+    def plain(config):  # tuples as lists: a checkpoint may hold either
+        return json.loads(json.dumps(config))
+    asked, saved = plain(asked), plain(saved)
+    changed = [k for k in asked if k in saved and k not in RESUMABLE
+               and k not in ("model", "model_config", "tokenizer") and saved[k] != asked[k]]
+    if changed:
+        was = ", ".join(f"{k}={saved[k]!r}" for k in changed)
+        now = ", ".join(f"{k}={asked[k]!r}" for k in changed)
+        raise ValueError(f"{run_dir} was trained with {was}; this resume asks {now}. A resumed run keeps what it "
+                         f"learns from (only {', '.join(sorted(RESUMABLE))} may change): resume without those "
+                         f"--set options, or start a new run with them (--set name=...)")
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or its gradient stopped being a finite number; the last checkpoint (finite) is kept."""
+
+
+def diverged(step: int, records: list, ckpt_path: Path, saved_step: int, lr: float) -> TrainingDiverged:
+    """The sentence a diverged run stops with: which step, the last finite loss, what is kept, the usual causes."""
+    import math
+    finite = [r for r in records if math.isfinite(r.get("loss", math.nan))]
+    last = (f"the last finite loss logged was {finite[-1]['loss']:.4g} at step {finite[-1]['step']}" if finite else
+            "no finite loss was logged")
+    kept = f"{ckpt_path} still holds step {saved_step}, from before it" if ckpt_path.exists() else \
+        "no checkpoint was saved before it"
+    return TrainingDiverged(f"training diverged at step {step}: the loss or its gradient is no longer a finite number "
+                            f"({last}); {kept}. Usual causes: a learning rate too high (lr={lr:g}; try a tenth of "
+                            f"it), half-precision overflow (--set amp=false), or a NaN/inf in the data. Train again "
+                            f"with the fix under a new name (--set name=...)")
 
 
 class TrainingInterrupted(KeyboardInterrupt):

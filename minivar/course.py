@@ -20,7 +20,9 @@ and SUBMISSIONS/grades.md (a table of points per student and exercise, then each
 
 import ast
 import csv
+import io
 import json
+import math
 import os
 import re
 import shutil
@@ -29,6 +31,8 @@ import sys
 import tempfile
 import xml.etree.ElementTree as ET
 from pathlib import Path
+
+from .files import PathLock, write_text
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout this package runs from
 SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -288,6 +292,9 @@ def grade(submissions, graders=None, exercises=None, timeout: float = 120.0) -> 
     if not known:
         raise FileNotFoundError(f"no graders (test_exNN.py) in {graders}: run this in the instructor's checkout")
     exercises = list(exercises or known)
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+        raise ValueError(f"--timeout is each grader's time limit in seconds, a number > 0 (default 120), got "
+                         f"{timeout!r}")
     unknown = [e for e in exercises if e not in known]
     if unknown:
         raise ValueError(f"no grader for {', '.join(unknown)}; the graders: {', '.join(known)}")
@@ -298,18 +305,45 @@ def grade(submissions, graders=None, exercises=None, timeout: float = 120.0) -> 
         raise ValueError(f"{submissions} holds no student folders (one folder per student, each with its "
                          f"exercises/)")
     from tqdm.auto import tqdm
-    rows = []
-    for student in tqdm(students, desc="grading"):
-        rows += grade_submission(student, graders, exercises, timeout)
-    write_tables(rows, submissions, exercises)
+    # one grading of a folder at a time: two would mix their tables
+    with PathLock(submissions / "grades.csv", "grades", "wait for that grading to finish, or stop it"):
+        rows = []
+        for student in tqdm(students, desc="grading"):
+            rows += grade_submission(student, graders, exercises, timeout)
+        write_tables(merge_grades(submissions / "grades.csv", rows), submissions)
     return rows
 
 
-def write_tables(rows: list, out: Path, exercises: list):
-    with open(out / "grades.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["student", "exercise", "part", "name", "points", "message"])
-        writer.writeheader()
-        writer.writerows(rows)
+GRADE_FIELDS = ["student", "exercise", "part", "name", "points", "message"]
+
+
+def merge_grades(path: Path, rows: list) -> list:
+    """The rows of an earlier grades.csv that this grading did not redo (other exercises, or students graded then
+    but absent now), followed by this grading's rows: grading one exercise never drops the others' grades."""
+    redone = {(r["student"], r["exercise"]) for r in rows}
+    kept = []
+    if path.exists():
+        with open(path, newline="") as fh:
+            reader = csv.DictReader(fh)
+            if reader.fieldnames != GRADE_FIELDS:
+                raise ValueError(f"{path} is not a grades table of minivar (its columns: {reader.fieldnames}); move "
+                                 f"it away and grade again")
+            for r in reader:
+                if (r["student"], r["exercise"]) not in redone:
+                    kept.append({**r, "points": int(r["points"])})
+    merged = kept + rows
+    order = {e: i for i, e in enumerate(sorted({r["exercise"] for r in merged}))}
+    return sorted(merged, key=lambda r: (r["student"], order[r["exercise"]]))  # stable: parts keep their order
+
+
+def write_tables(rows: list, out: Path, exercises: list = None):
+    """grades.csv (a row per student, exercise and part) and grades.md (a table and what failed), atomically."""
+    exercises = exercises or sorted({r["exercise"] for r in rows})
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=GRADE_FIELDS)
+    writer.writeheader()
+    writer.writerows(rows)
+    write_text(out / "grades.csv", buf.getvalue())
     students = list(dict.fromkeys(r["student"] for r in rows))
     total = {e: len({r["part"] for r in rows if r["exercise"] == e}) for e in exercises}
     lines = ["# Grades", "", "| student | " + " | ".join(f"{e} ({total[e]})" for e in exercises) + " | total |",
@@ -323,7 +357,7 @@ def write_tables(rows: list, out: Path, exercises: list):
         lines += ["", "## What failed", ""]
         lines += [f"- **{r['student']}**, {r['exercise']} part {r['part']} (`{r['name']}`): "
                   f"{r['message'].replace('|', '/')}" for r in failures]
-    (out / "grades.md").write_text("\n".join(lines) + "\n")
+    write_text(out / "grades.md", "\n".join(lines) + "\n")
 
 
 __all__ = ["release", "grade", "strip_blocks", "blank_notebook", "grader_parts", "run_grader", "ReleaseError"]

@@ -248,6 +248,31 @@ def dataset_labels(dataset) -> torch.Tensor:
     return torch.as_tensor(np.asarray(dataset.labels), dtype=torch.long)
 
 
+# where each dataset's files live under its root (the repo's data/ by default)
+DATA_FILES = {"emoji": "emoji.npz", "cifar10": "cifar-10-batches-py", "imagenet64": "imagenet64", "folder": "."}
+
+
+def dataset_fingerprint(name: str, split: str, root=None) -> str:
+    """A short hash of what decides a split's images without reading them: the dataset, the folder it is read from,
+    and every data file's name, size and modification time there. Two roots, or a file added, replaced or touched,
+    give another fingerprint (what the token cache is keyed by, beside the tokenizer's weights)."""
+    import hashlib
+    import os
+    if name not in DATA_FILES:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
+    base = (Path(root) if root else DATA_DIR).resolve() / DATA_FILES[name]
+    h = hashlib.sha256(f"{name}\0{split}\0{base}".encode())
+    paths = [base] if base.is_file() else sorted(
+        Path(folder) / f for folder, _, names in os.walk(base) for f in names)  # os.walk: no symlink loops
+    for p in paths:
+        try:
+            st = p.stat()
+        except OSError:  # a dangling link: not an image anyone can read
+            continue
+        h.update(f"{p.relative_to(base.parent)}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:16]
+
+
 def load_dataset(name: str, split: str = "train", image_size: int = 32, root=None, flip: bool = False) -> Dataset:
     """Return a Dataset of (image in [-1, 1] with shape (3, H, W), label); `.classes` holds class names.
 

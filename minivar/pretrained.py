@@ -34,6 +34,7 @@ import torch
 
 from . import checkpoint, models, smoke
 from .checkpoint import PRETRAINED, file_sha256, read_log, save_checkpoint, shipped_manifest, shipped_names
+from .files import write_json, write_text
 from .models import Generator, Tokenizer, weights_checksum
 from .recipes import get as get_recipe
 from .recipes import load_run
@@ -161,7 +162,7 @@ def export(run, name=None, *, command: str, tokenizer=None, guidance=None, n: in
                            checkpoint.SHIPPED_DIR / f"{name}.pt")
     log = read_log(models.checkpoint_path(run).parent / "metrics.jsonl", upto_step=result.get("step"))
     if log:  # the curves the notebooks plot, one compact record per line
-        path.with_suffix(".metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in log))
+        write_text(path.with_suffix(".metrics.jsonl"), "".join(json.dumps(r) + "\n" for r in log))
     info = {"name": name, "kind": cfg.model, "file": path.name, "sha256": file_sha256(path),
             "bytes": path.stat().st_size, "parameters": sum(p.numel() for p in model.parameters()), "command": command,
             "tokenizer": config["tokenizer"] or None, "steps": result.get("step"),
@@ -177,14 +178,6 @@ def export(run, name=None, *, command: str, tokenizer=None, guidance=None, n: in
                                f"minivar.pretrained.measure(minivar.pretrained.load({name!r}))")
     write_json(path.with_suffix(".json"), info)
     return info
-
-
-def write_json(path, obj: dict):
-    """Write obj as indented JSON atomically: a reader sees the old file or the new one, never half of one."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
 
 
 __all__ = ["available", "manifest", "load", "training_log", "run_result", "load_or_train", "measure", "export",

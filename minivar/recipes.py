@@ -9,6 +9,7 @@ from the tokenizer (models.Generator.bind).
 """
 
 import dataclasses
+import math
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -94,8 +95,9 @@ class TrainConfig:
         for key in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "minutes", "ckpt_minutes", "perceptual_weight",
                     "disc_weight", "disc_lr", "ema"):
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= (key == "lr") * 1e-12:
-                raise ValueError(f"{key} must be a number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}; "
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= (key == "lr") * 1e-12 \
+                    or not math.isfinite(value):
+                raise ValueError(f"{key} must be a finite number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}; "
                                  f"--set {key}=...")
         if self.ema >= 1:
             codebook = " (for the VQ codebook's EMA: --set model.ema=true)" if hasattr(self.model_config, "ema") else ""

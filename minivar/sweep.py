@@ -29,6 +29,7 @@ import torch
 from . import recipes
 from .checkpoint import PRETRAINED
 from .data import load_dataset
+from .files import PathLock, append_csv_row, atomic_write, write_text
 from .metrics import evaluate_tokenizer
 from .viz import save_grid
 
@@ -45,13 +46,9 @@ def cell_name(size, dim, l2):
 
 
 def append_row(path: Path, fields: list, row: dict):
-    """One more row of a results CSV (its header first when the file is new); missing fields stay empty."""
-    new = not path.exists()
-    with open(path, "a", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=fields)
-        if new:
-            w.writeheader()
-        w.writerow({k: row.get(k, "") for k in fields})
+    """One more row of a results CSV (its header first when the file is new); missing fields stay empty. The
+    table is rewritten atomically (files.append_csv_row): a kill mid-write never breaks the rows before."""
+    append_csv_row(path, fields, row)
 
 
 def read_rows(path: Path) -> list:
@@ -66,50 +63,56 @@ def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=No
     if dataset not in GRIDS:
         raise ValueError(f"no codebook grid for {dataset!r}; choose one of {', '.join(GRIDS)}")
     grid = GRIDS[dataset]
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise ValueError(f"--steps is each cell's training steps, a whole number >= 1 (default: the grid's, "
+                         f"{grid['steps']}), got {steps!r}")
     steps = steps or grid["steps"]
     csv_path = Path(out_dir) / f"codebook_sweep_{dataset}.csv"
-    art_dir = Path(out_dir) / f"codebook_sweep_{dataset}"
-    art_dir.mkdir(parents=True, exist_ok=True)
-    done = {(r["codebook_size"], r["code_dim"], r["l2_norm"], r["steps"]) for r in read_rows(csv_path)}
-    machine = f"{platform.machine()}, {torch.get_num_threads()} threads"
-    if torch.cuda.is_available():
-        machine = torch.cuda.get_device_name()
-    cells = [(k, d, n) for n in (l2 or grid["l2"]) for d in (dims or grid["dims"]) for k in (sizes or grid["sizes"])]
-    test = load_dataset(dataset, "test", image_size=32)
-    loader = torch.utils.data.DataLoader(test, batch_size=128)
-    picks = torch.linspace(0, len(test) - 1, 12).long().tolist()
-    fixed = torch.stack([test[i][0] for i in picks])
-    from .train import train
-    for i, (size, dim, l2_norm) in enumerate(cells):
-        key = (str(size), str(dim), str(l2_norm), str(steps))
-        name = cell_name(size, dim, l2_norm)
-        if key in done:
-            continue
-        print(f"[{i + 1}/{len(cells)}] {dataset} {name}, {steps} steps", flush=True)
-        cfg = recipes.get(f"{dataset}-vqvae", [f"codebook_size={size}", f"embed_dim={dim}", f"l2_norm={l2_norm}",
-                                              f"max_steps={steps}", f"name={name}", f"out_dir={runs_dir}/{dataset}",
-                                              f"eval_every={steps}", f"ckpt_every={max(50, steps // 4)}",
-                                              "minutes=0"])
-        t0 = time.time()
-        result = train(cfg, resume=True, progress=progress)
-        model = result["model"]
-        dev = next(model.parameters()).device
-        ev = evaluate_tokenizer(model, loader, dev, fd=dataset == "emoji")
-        with torch.no_grad():
-            recon = model.decode(model.encode(fixed.to(dev))).float().clamp(-1, 1).cpu()
-            tokens = torch.cat([model.encode(x.to(dev)).flatten().cpu() for x, _ in loader])
-        save_grid(art_dir / f"{name}.png", torch.cat([fixed, recon]), nrow=len(fixed), scale=1)
-        np.savez_compressed(art_dir / f"{name}.npz", codebook=model.quantizer.codes().detach().cpu().half().numpy(),
-                            counts=torch.bincount(tokens, minlength=size).numpy())
-        row = {"dataset": dataset, "codebook_size": size, "code_dim": dim, "l2_norm": l2_norm, "steps": steps,
-               **{k: round(v, 4) for k, v in ev.items()}, "train_seconds": round(result["elapsed"], 1),
-               "date": datetime.date.today().isoformat(), "machine": machine,
-               "command": "python -m minivar " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py")
-               else "run_codebook_sweep()"}
-        append_row(csv_path, FIELDS, row)
-        print(f"    psnr {ev['psnr']:.2f} dB, usage {ev['usage']:.0%}, perplexity {ev['perplexity']:.0f}"
-              + (f", fd_emoji {ev['fd_emoji']:.1f}" if "fd_emoji" in ev else "") + f" ({time.time() - t0:.0f} s)",
-              flush=True)
+    with PathLock(csv_path, "this grid's table", "wait for that sweep to finish, or stop it"):
+        art_dir = Path(out_dir) / f"codebook_sweep_{dataset}"
+        art_dir.mkdir(parents=True, exist_ok=True)
+        done = {(r["codebook_size"], r["code_dim"], r["l2_norm"], r["steps"]) for r in read_rows(csv_path)}
+        machine = f"{platform.machine()}, {torch.get_num_threads()} threads"
+        if torch.cuda.is_available():
+            machine = torch.cuda.get_device_name()
+        cells = [(k, d, n) for n in (l2 or grid["l2"]) for d in (dims or grid["dims"])
+                 for k in (sizes or grid["sizes"])]
+        test = load_dataset(dataset, "test", image_size=32)
+        loader = torch.utils.data.DataLoader(test, batch_size=128)
+        picks = torch.linspace(0, len(test) - 1, 12).long().tolist()
+        fixed = torch.stack([test[i][0] for i in picks])
+        from .train import train
+        for i, (size, dim, l2_norm) in enumerate(cells):
+            key = (str(size), str(dim), str(l2_norm), str(steps))
+            name = cell_name(size, dim, l2_norm)
+            if key in done:
+                continue
+            print(f"[{i + 1}/{len(cells)}] {dataset} {name}, {steps} steps", flush=True)
+            cfg = recipes.get(f"{dataset}-vqvae", [f"codebook_size={size}", f"embed_dim={dim}", f"l2_norm={l2_norm}",
+                                                  f"max_steps={steps}", f"name={name}", f"out_dir={runs_dir}/{dataset}",
+                                                  f"eval_every={steps}", f"ckpt_every={max(50, steps // 4)}",
+                                                  "minutes=0"])
+            t0 = time.time()
+            result = train(cfg, resume=True, progress=progress)
+            model = result["model"]
+            dev = next(model.parameters()).device
+            ev = evaluate_tokenizer(model, loader, dev, fd=dataset == "emoji")
+            with torch.no_grad():
+                recon = model.decode(model.encode(fixed.to(dev))).float().clamp(-1, 1).cpu()
+                tokens = torch.cat([model.encode(x.to(dev)).flatten().cpu() for x, _ in loader])
+            save_grid(art_dir / f"{name}.png", torch.cat([fixed, recon]), nrow=len(fixed), scale=1)
+            with atomic_write(art_dir / f"{name}.npz", "wb") as fh:
+                np.savez_compressed(fh, codebook=model.quantizer.codes().detach().cpu().half().numpy(),
+                                    counts=torch.bincount(tokens, minlength=size).numpy())
+            row = {"dataset": dataset, "codebook_size": size, "code_dim": dim, "l2_norm": l2_norm, "steps": steps,
+                   **{k: round(v, 4) for k, v in ev.items()}, "train_seconds": round(result["elapsed"], 1),
+                   "date": datetime.date.today().isoformat(), "machine": machine,
+                   "command": "python -m minivar " + " ".join(sys.argv[1:]) if sys.argv[0].endswith("__main__.py")
+                   else "run_codebook_sweep()"}
+            append_row(csv_path, FIELDS, row)
+            print(f"    psnr {ev['psnr']:.2f} dB, usage {ev['usage']:.0%}, perplexity {ev['perplexity']:.0f}"
+                  + (f", fd_emoji {ev['fd_emoji']:.1f}" if "fd_emoji" in ev else "") + f" ({time.time() - t0:.0f} s)",
+                  flush=True)
     return read_rows(csv_path)
 
 
@@ -185,6 +188,16 @@ ABLATIONS = {
         # (the release weighs tokens alike, so the 8x8 scale carries half of the loss)
         ("VAR, label smoothing 0.1, 400 steps", "emoji-var", ["label_smoothing=0.1"], 2.5),
         ("VAR, every scale weighted alike, 400 steps", "emoji-var", ["loss_weighting=scale"], 2.5),
+
+        # guidance past 4 (VAR and FlowAR were best at the largest guidance notebook 08 swept), alone and with top-p
+        # 0.8, the nucleus that helped VAR most above; raster at its own best knobs with a stronger guidance too
+        *[(f"VAR, top-k all, top-p {p}, ramp to {g}", "pretrained:emoji-var", [], g, {"top_p": p})
+          for p, g in ((1.0, 6.0), (1.0, 8.0), (0.8, 4.0), (0.8, 6.0))],
+        ("raster, top-k all, top-p 1.0, guidance 3.0", "pretrained:emoji-raster", [], 3.0, {"top_p": 1.0}),
+        *[(f"FlowAR, ramp to {g}", "pretrained:emoji-flowar", [], g) for g in (6.0, 8.0)],
+
+        # more updates for the same images: the lever that moved the demo's VAR most (sheet 05c), at the recipe's size
+        ("VAR, batch 32, 800 steps (the same images)", "emoji-var", ["batch_size=32", "max_steps=800"], 2.5),
     ]),
     # The demo (python -m minivar demo) trains VAR for about 3.4 of its 4 minutes: ~400 steps of the 3 x 128 network
     # it had before this sheet, on 2 quiet cores. Which network and settings buy the most in that budget? Rows at the
@@ -233,49 +246,50 @@ def run_ablation(sheet: str, out_dir="benchmarks/results", runs_dir="runs/ablati
         raise ValueError(f"no ablation sheet {sheet!r}; choose one of {', '.join(ABLATIONS)}")
     spec = ABLATIONS[sheet]
     csv_path = Path(out_dir) / f"ablations_{sheet}.csv"
-    curves = Path(out_dir) / f"ablations_{sheet}"
-    curves.mkdir(parents=True, exist_ok=True)
-    done = {r["row"] for r in read_rows(csv_path)}
-    for i, (row, recipe, sets, guidance, *options) in enumerate(spec["rows"]):
-        options = options[0] if options else {}
-        if row in done:
-            continue
-        own = {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in sets)}
-        steps = int(own.get("max_steps", spec["steps"]))  # a row may set its own
-        sampling_only = recipe.startswith((PRETRAINED, SAME_RUN))
-        what = "sampling only" if sampling_only else f"{steps} steps"
-        print(f"[{i + 1}/{len(spec['rows'])}] sheet {sheet}: {row} ({recipe} {' '.join(sets)}, {what})", flush=True)
-        if recipe.startswith(PRETRAINED):
-            model, result = pretrained.load(recipe), pretrained.run_result(recipe)
-        elif recipe.startswith(SAME_RUN):
-            source = recipe[len(SAME_RUN):]
-            trained_above = {r[0]: r[1] for r in spec["rows"][:i]}
-            if trained_above.get(source, PRETRAINED).startswith((PRETRAINED, SAME_RUN)):
-                raise ValueError(f"row {row!r} of sheet {sheet} measures {recipe!r}, but no earlier row of the sheet "
-                                 f"named {source!r} trains a run; name one of the rows above it")
-            run_dir = Path(runs_dir) / sheet / row_slug(source)
-            model, result = models.load(run_dir), pretrained.run_result(str(run_dir))
-        else:  # the sheet's defaults, then the row's own settings, then where the run lives (not overridable)
-            cfg = recipes.get(recipe, [f"max_steps={steps}", "minutes=0", f"eval_every={max(50, steps // 5)}",
-                                       f"ckpt_every={max(50, steps // 4)}", *sets, f"name={row_slug(row)}",
-                                       f"out_dir={runs_dir}/{sheet}"])
-            result = train(cfg, resume=True, progress=progress)
-            if result["step"] != steps:
-                raise ValueError(f"{cfg.run_dir} holds a finished run of {result['step']} steps, not this row's "
-                                 f"{steps}: delete that folder and run the sheet again")
-            model = models.load(cfg.run_dir)
-            (curves / f"{row_slug(row)}.jsonl").write_text((cfg.run_dir / "metrics.jsonl").read_text())
-        stats = pretrained.measure(model, n=n, guidance=guidance, progress=progress, **options)
-        low, high = stats.pop("fd_emoji_ci95", ("", ""))
-        out = {"row": row, "recipe": recipe, "sets": " ".join(sets), "options": " ".join(
-               f"{k}={v}" for k, v in options.items()), "steps": result["step"],
-               "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
-               **{k: round(result[v], 4) for k, v in (("train_loss", "loss"), ("test_loss", "test_loss"))
-                  if v in result},
-               **stats, "fd_low": low, "fd_high": high, "train_seconds": round(result["elapsed"], 1),
-               "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, "
-               f"{torch.get_num_threads()} threads", "command": f"python -m minivar sweep ablation --sheet {sheet}"}
-        append_row(csv_path, ABLATION_FIELDS, out)
-        print("    " + ", ".join(f"{k} {out[k]}" for k in ("test_loss", "psnr", "usage", "fd_emoji", "fd_emoji_recon")
-                                 if k in out), flush=True)
+    with PathLock(csv_path, f"sheet {sheet}'s table", "wait for that sweep to finish, or stop it"):
+        curves = Path(out_dir) / f"ablations_{sheet}"
+        curves.mkdir(parents=True, exist_ok=True)
+        done = {r["row"] for r in read_rows(csv_path)}
+        for i, (row, recipe, sets, guidance, *options) in enumerate(spec["rows"]):
+            options = options[0] if options else {}
+            if row in done:
+                continue
+            own = {k.strip(): v.strip() for k, v in (item.split("=", 1) for item in sets)}
+            steps = int(own.get("max_steps", spec["steps"]))  # a row may set its own
+            sampling_only = recipe.startswith((PRETRAINED, SAME_RUN))
+            what = "sampling only" if sampling_only else f"{steps} steps"
+            print(f"[{i + 1}/{len(spec['rows'])}] sheet {sheet}: {row} ({recipe} {' '.join(sets)}, {what})", flush=True)
+            if recipe.startswith(PRETRAINED):
+                model, result = pretrained.load(recipe), pretrained.run_result(recipe)
+            elif recipe.startswith(SAME_RUN):
+                source = recipe[len(SAME_RUN):]
+                trained_above = {r[0]: r[1] for r in spec["rows"][:i]}
+                if trained_above.get(source, PRETRAINED).startswith((PRETRAINED, SAME_RUN)):
+                    raise ValueError(f"row {row!r} of sheet {sheet} measures {recipe!r}, but no earlier row of the "
+                                     f"sheet named {source!r} trains a run; name one of the rows above it")
+                run_dir = Path(runs_dir) / sheet / row_slug(source)
+                model, result = models.load(run_dir), pretrained.run_result(str(run_dir))
+            else:  # the sheet's defaults, then the row's own settings, then where the run lives (not overridable)
+                cfg = recipes.get(recipe, [f"max_steps={steps}", "minutes=0", f"eval_every={max(50, steps // 5)}",
+                                           f"ckpt_every={max(50, steps // 4)}", *sets, f"name={row_slug(row)}",
+                                           f"out_dir={runs_dir}/{sheet}"])
+                result = train(cfg, resume=True, progress=progress)
+                if result["step"] != steps:
+                    raise ValueError(f"{cfg.run_dir} holds a finished run of {result['step']} steps, not this row's "
+                                     f"{steps}: delete that folder and run the sheet again")
+                model = models.load(cfg.run_dir)
+                write_text(curves / f"{row_slug(row)}.jsonl", (cfg.run_dir / "metrics.jsonl").read_text())
+            stats = pretrained.measure(model, n=n, guidance=guidance, progress=progress, **options)
+            low, high = stats.pop("fd_emoji_ci95", ("", ""))
+            out = {"row": row, "recipe": recipe, "sets": " ".join(sets), "options": " ".join(
+                   f"{k}={v}" for k, v in options.items()), "steps": result["step"],
+                   "params_m": round(sum(p.numel() for p in model.parameters()) / 1e6, 3),
+                   **{k: round(result[v], 4) for k, v in (("train_loss", "loss"), ("test_loss", "test_loss"))
+                      if v in result},
+                   **stats, "fd_low": low, "fd_high": high, "train_seconds": round(result["elapsed"], 1),
+                   "date": datetime.date.today().isoformat(), "machine": f"{platform.machine()}, "
+                   f"{torch.get_num_threads()} threads", "command": f"python -m minivar sweep ablation --sheet {sheet}"}
+            append_row(csv_path, ABLATION_FIELDS, out)
+            shown = ("test_loss", "psnr", "usage", "fd_emoji", "fd_emoji_recon")
+            print("    " + ", ".join(f"{k} {out[k]}" for k in shown if k in out), flush=True)
     return read_rows(csv_path)

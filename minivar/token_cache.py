@@ -7,8 +7,9 @@
 The tokenizer is frozen while a generator trains, so encoding every image at every step would only repeat the
 same work: we encode each image (and its mirror image, the augmentation the tokenizer was trained with) once and
 store the codes in their own dtype (integer tokens as int16 when they fit, float latents as they are) in
-`cache_dir`, usually <tokenizer run>/tokens/. The cache remembers which weights made it (a checksum of the
-tokenizer's state dict) and is rebuilt when the tokenizer has changed, or when the file is damaged.
+`cache_dir`, usually <tokenizer run>/tokens/. The cache remembers what made it (a checksum of the tokenizer's
+state dict, and a fingerprint of the images: the dataset, its folder, its files' names, sizes and times) and is
+rebuilt when either has changed, or when the file is damaged.
 """
 
 from pathlib import Path
@@ -18,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import load_dataset
+from .data import dataset_fingerprint, dataset_labels, load_dataset
 from .models import weights_checksum
 
 CACHE_KEYS = ("codes", "labels", "made_by")
@@ -64,7 +65,9 @@ def token_dataset(tokenizer, dataset: str, split: str, cache_dir, root=None, fli
     flip = flip and split == "train"
     size = tokenizer.code_format()["image_size"]
     cache = Path(cache_dir) / f"{dataset}_{split}_{size}{'_flip' if flip else ''}.pt"
-    made_by = weights_checksum(tokenizer)
+    # everything that decides the codes: the tokenizer's weights and the images (dataset, its folder, its files);
+    # split, size and flip are in the file's name
+    made_by = f"{weights_checksum(tokenizer)}:{dataset_fingerprint(dataset, split, root)}"
     saved = None
     if cache.exists():
         try:
@@ -81,4 +84,22 @@ def token_dataset(tokenizer, dataset: str, split: str, cache_dir, root=None, fli
     return TensorDataset(codes if codes.is_floating_point() else codes.long(), saved["labels"])
 
 
-__all__ = ["token_dataset", "encode_dataset", "code_rows", "storage_dtype"]
+def training_data(cfg, tokenizer, progress=True):
+    """What a run (a recipes.TrainConfig) trains on -> (train set, test set, flip images in the loop?). A tokenizer
+    trains on images, flipped at random as a function of the step; a generator on its tokenizer's codes, encoded
+    once and cached beside the tokenizer (the mirror images' codes included)."""
+    root = cfg.data_root or None
+    if tokenizer is None:
+        size = cfg.model_config.image_size
+        return (load_dataset(cfg.dataset, "train", image_size=size, root=root),
+                load_dataset(cfg.dataset, "test", image_size=size, root=root), cfg.flip)
+    kw = dict(cache_dir=cfg.token_cache_dir, root=root, progress=progress)
+    train_set = token_dataset(tokenizer, cfg.dataset, "train", flip=cfg.flip, **kw)
+    n_classes = int(dataset_labels(train_set).max()) + 1
+    if n_classes > cfg.model_config.num_classes:
+        raise ValueError(f"{cfg.dataset} has {n_classes} classes but the generator's num_classes is "
+                         f"{cfg.model_config.num_classes}; --set num_classes={n_classes}")
+    return train_set, token_dataset(tokenizer, cfg.dataset, "test", flip=False, **kw), False
+
+
+__all__ = ["token_dataset", "training_data", "encode_dataset", "code_rows", "storage_dtype"]

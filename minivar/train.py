@@ -20,6 +20,7 @@ The one special case is the GAN of the GPU tokenizer recipes (LPIPS + PatchGAN, 
 reconstructions themselves, and its discriminator has an optimizer of its own.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -37,6 +38,8 @@ from .checkpoint import (
     CheckpointError,
     StopSignals,
     TrainingInterrupted,
+    check_resume,
+    diverged,
     load_checkpoint,
     prepare_run_dir,
     read_log,
@@ -45,11 +48,12 @@ from .checkpoint import (
     set_rng_state,
     stopped,
 )
-from .data import StepBatches, dataset_labels, flip_batch, load_dataset, preview_batch
+from .data import StepBatches, flip_batch, preview_batch
+from .files import run_lock, write_json
 from .losses import TokenizerLoss
 from .models import build, model_class, weights_checksum
 from .recipes import TrainConfig, load_run, load_tokenizer  # noqa: F401 (load_run: where notebooks find it)
-from .token_cache import token_dataset
+from .token_cache import training_data  # noqa: F401 (where the loop's data come from)
 from .viz import plot_curves, save_grid
 
 # ------------------------------------------------------------------------------------ distributed setup
@@ -70,24 +74,6 @@ def setup_distributed():
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world)))
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))  # ranks share the cores
     return rank, world, torch.device("cpu")
-
-
-def training_data(cfg: TrainConfig, tokenizer, progress=True):
-    """The one data branch -> (train set, test set, flip images in the loop?). A tokenizer trains on images, flipped
-    at random as a function of the step; a generator on its tokenizer's codes, encoded once and cached beside the
-    tokenizer (the mirror images' codes included)."""
-    root = cfg.data_root or None
-    if tokenizer is None:
-        size = cfg.model_config.image_size
-        return (load_dataset(cfg.dataset, "train", image_size=size, root=root),
-                load_dataset(cfg.dataset, "test", image_size=size, root=root), cfg.flip)
-    kw = dict(cache_dir=cfg.token_cache_dir, root=root, progress=progress)
-    train_set = token_dataset(tokenizer, cfg.dataset, "train", flip=cfg.flip, **kw)
-    n_classes = int(dataset_labels(train_set).max()) + 1
-    if n_classes > cfg.model_config.num_classes:
-        raise ValueError(f"{cfg.dataset} has {n_classes} classes but the generator's num_classes is "
-                         f"{cfg.model_config.num_classes}; --set num_classes={n_classes}")
-    return train_set, token_dataset(tokenizer, cfg.dataset, "test", flip=False, **kw), False
 
 
 # ------------------------------------------------------------------------------------------- one step
@@ -163,6 +149,7 @@ def restore(ckpt_path, cfg, model, opt, gan_state, tokenizer_checksum, dev, ema=
         raise ValueError(f"{ckpt_path} was trained with model {saved['model']} {saved['model_config']}, "
                          f"which differs from the requested one; resume with the same recipe and --set "
                          f"options, or start a new run (--set name=...)")
+    check_resume(saved, cfg.to_dict(), run_dir)  # what it learns from stays; its budget may change
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as e:
@@ -194,6 +181,11 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     (and return at once if that run is already finished). Returns the final metrics and the model."""
     rank, world, dev = setup_distributed()
     dev = dev or (best_device() if cfg.device == "auto" else torch.device(cfg.device))
+    with run_lock(cfg.run_dir) if rank == 0 else contextlib.nullcontext():  # one process owns a run (rank 0 writes)
+        return _train(cfg, resume, progress, rank, world, dev)
+
+
+def _train(cfg: TrainConfig, resume: bool, progress: bool, rank: int, world: int, dev) -> dict:
     run_dir, ckpt_path, log_path = cfg.run_dir, cfg.run_dir / "ckpt.pt", cfg.run_dir / "metrics.jsonl"
 
     # everything that can refuse the run comes before its folder is made
@@ -240,7 +232,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda")
     extra_state = {"tokenizer_checksum": checksum} if tokenizer is not None else {}
 
+    # a non-finite loss or gradient, noted on the device (no sync) and read at log steps and before any checkpoint
+    first_bad = torch.full((), -1, dtype=torch.long, device=dev)
+
     def checkpoint():
+        if int(first_bad.item()) >= 0:
+            raise diverged(int(first_bad.item()) + 1, read_log(log_path), ckpt_path, last_ckpt, cfg.lr)
         if rank == 0:
             save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
                              "elapsed": elapsed, "config": cfg.to_dict(), "rng": rng_state(), **extra_state,
@@ -273,7 +270,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
                                                     model.last_layer if gan else None, discriminator)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)  # 0: no clip
+            first_bad = torch.where((first_bad < 0) & ~(loss.isfinite() & grad_norm.isfinite()), step, first_bad)
             between_steps = False  # from here until `step += 1`, weights and step count disagree
             if gan is not None and gan.gan_active(step):  # the discriminator's turn, on detached images
                 with amp:
@@ -291,6 +289,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
             elapsed += time.time() - t0
             images_seen += x.shape[0] * world
             bar.update(min(time.time() - t0, bar.total - bar.n) if timed else 1)
+            if (step % cfg.log_every == 0 or step % cfg.eval_every == 0) and int(first_bad.item()) >= 0:
+                checkpoint()  # every rank (the same all-reduced gradients): it stops with the sentence
             if rank == 0 and (step % cfg.log_every == 0 or step % cfg.eval_every == 0):
                 # the only place numbers leave the GPU: a sync point, so not every step
                 record = {"step": step, "loss": loss.item(), **{k: float(v) for k, v in metrics.items()}, "lr": lr,
@@ -328,7 +328,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
         if records:
             result["loss"] = records[-1]["loss"]
         result.update(evaluate(model, test_loader, fixed, run_dir, step, cfg, amp))
-        (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+        write_json(run_dir / "result.json", result)
     if world > 1:
         dist.barrier()
     result["model"] = model.eval()

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .data import to_uint8_images
+from .files import atomic_write
 
 
 def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> np.ndarray:
@@ -23,13 +24,37 @@ def image_grid(images: torch.Tensor, nrow: int = 8, pad: int = 1) -> np.ndarray:
     return grid
 
 
-def save_grid(path, images: torch.Tensor, nrow: int = 8, scale: int = 2) -> Path:
-    """Save a grid PNG, each image enlarged `scale` times (nearest) so small images stay visible."""
-    from PIL import Image
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+
+
+def check_picture_path(path, option="--out") -> Path:
+    """A picture's path, checked before any work: an image suffix, not an existing folder."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; name the picture file to write, e.g. {path / 'samples.png'}")
+    if path.suffix.lower() not in PICTURE_SUFFIXES:
+        raise ValueError(f"{option} {path} must end in one of {', '.join(PICTURE_SUFFIXES)} (the suffix picks the "
+                         f"picture format), e.g. {path.with_suffix('.png')}")
+    return path
+
+
+def save_grid(path, images: torch.Tensor, nrow: int = 8, scale: int = 2) -> Path:
+    """Save a grid picture (PNG, or the format the suffix names), each image enlarged `scale` times (nearest) so
+    small images stay visible. Written atomically: an earlier picture at `path` is replaced whole or kept."""
+    from PIL import Image
+    path = check_picture_path(path, "the picture")
     img = Image.fromarray(image_grid(images, nrow))
-    img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(path)
+    fmt = Image.registered_extensions()[path.suffix.lower()]
+    with atomic_write(path, "wb") as fh:
+        img.resize((img.width * scale, img.height * scale), Image.NEAREST).save(fh, format=fmt)
+    return path
+
+
+def save_figure(fig, path, dpi: int = 100) -> Path:
+    """fig.savefig, written atomically (the format from the suffix: png, pdf, svg, ...)."""
+    path = Path(path)
+    with atomic_write(path, "wb") as fh:
+        fig.savefig(fh, format=path.suffix.lstrip(".").lower() or "png", dpi=dpi)
     return path
 
 
@@ -103,7 +128,7 @@ def plot_curves(records: list, keys=("loss",), path=None, title=None, ax=None):
         ax.set_title(title)
     if path is not None:
         ax.figure.tight_layout()
-        ax.figure.savefig(path, dpi=100)
+        save_figure(ax.figure, path)
         if own:
             plt.close(ax.figure)
     return ax
@@ -139,8 +164,7 @@ def plot_scales(per_scale: list, scales, row_labels=None, path=None, title=None,
         if heading:
             panel.suptitle(heading, fontsize=10)
     if path is not None:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=100)
+        save_figure(fig, path)
         plt.close(fig)
     return fig
 

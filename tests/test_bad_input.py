@@ -70,7 +70,7 @@ CLI = [  # (id, argv builder(runs, tmp), message)
     ("negative max_steps", lambda r, t: train_args(t, "max_steps=-5"), "max_steps must be a whole number >= 0"),
     ("batch_size 0", lambda r, t: train_args(t, "batch_size=0"), "batch_size must be a whole number >= 1"),
     ("negative batch_size", lambda r, t: train_args(t, "batch_size=-3"), "batch_size must be"),
-    ("zero learning rate", lambda r, t: train_args(t, "lr=0"), "lr must be a number > 0"),
+    ("zero learning rate", lambda r, t: train_args(t, "lr=0"), "lr must be a finite number > 0"),
     ("empty run name", lambda r, t: train_args(t, "name="), "name must be a plain folder name"),
     ("run name with a slash", lambda r, t: train_args(t, "name=a/b"), "name must be a plain folder name"),
     ("unknown device", lambda r, t: train_args(t, "device=tpu"), "device must be auto, cpu"),
@@ -113,6 +113,24 @@ CLI = [  # (id, argv builder(runs, tmp), message)
      "raster model does not take --constant-guidance"),
     ("an anneal window backwards", lambda r, t: ["train", "emoji-rar", "--set", "anneal_start=0.9", "--set",
                                                  "anneal_end=0.2"], "anneal_start <= anneal_end"),
+    # options that did nothing, or something else, without a word (issue 24): refused before any work
+    ("an infinite learning rate", lambda r, t: train_args(t, "lr=inf"), "lr must be a finite number > 0"),
+    ("an infinite time budget", lambda r, t: train_args(t, "minutes=inf"), "minutes must be a finite number >= 0"),
+    ("demo without a budget", lambda r, t: ["demo", "--minutes", "0", "--out", str(t / "d")],
+     "--minutes is the demo's training budget, a number > 0"),
+    ("demo with a negative budget", lambda r, t: ["demo", "--minutes", "-1", "--out", str(t / "d")],
+     "--minutes is the demo's training budget"),
+    ("demo fd on 3 samples", lambda r, t: ["demo", "--fd", "3", "--out", str(t / "d")], "0 to skip, or at least 10"),
+    ("codebook sweep of 0 steps", lambda r, t: ["sweep", "codebook", "--steps", "0", "--out", str(t)],
+     "--steps is each cell's training steps, a whole number >= 1"),
+    ("grading time limit 0", lambda r, t: ["course", "grade", str(t), "--timeout", "0"], "--timeout .* a number > 0"),
+    ("grading time limit -5", lambda r, t: ["course", "grade", str(t), "--timeout", "-5"], "--timeout .* > 0"),
+    # output paths checked before the sampling, not after it
+    ("--out is a folder", lambda r, t: ["sample", str(r["raster"]), "--out", str(t)], "is a folder; name the picture"),
+    ("--out of an unknown kind", lambda r, t: ["sample", str(r["raster"]), "--out", str(t / "grid.xyz")],
+     "must end in one of .png"),
+    ("--npz is a folder", lambda r, t: ["sample", str(r["raster"]), "--npz", str(t)], "is a folder; name the file"),
+    ("--fd on one sample", lambda r, t: ["sample", str(r["raster"]), "--fd", "--n", "1"], "at least 10 samples"),
 ]
 
 

@@ -150,8 +150,8 @@ def test_export_refuses_a_generator_whose_tokenizer_is_not_shipped_or_another(we
 def test_sample_and_train_take_pretrained_names(weights, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     main(["sample", "pretrained:gen", "--n", "3"])
-    assert (tmp_path / "runs" / "pretrained" / "gen" / "samples_guidance2.png").is_file()  # not in the package
-    assert "wrote runs/pretrained/gen/samples_guidance2.png: 3 of 3 samples" in capsys.readouterr().out
+    assert (tmp_path / "runs" / "pretrained" / "gen" / "samples_guidance2_seed0_n3.png").is_file()  # not in the package
+    assert "wrote runs/pretrained/gen/samples_guidance2_seed0_n3.png: 3 of 3 samples" in capsys.readouterr().out
     cfg = tiny_raster_config(tmp_path / "runs", "pretrained:tok", name="over-shipped", max_steps=3)
     train(cfg, progress=False)
     assert (tmp_path / "runs" / "tokens" / "tok" / "emoji_test_32.pt").is_file()  # cached under out_dir
