@@ -254,3 +254,30 @@ def test_resume_refuses_other_training_settings_and_takes_a_new_budget(tmp_path)
     longer = tiny_train_config(tmp_path, max_steps=4, eval_every=100)
     assert train(longer, resume=True, progress=False)["step"] == 4
     assert json.loads((cfg.run_dir / "config.json").read_text())["max_steps"] == 4  # the change is recorded
+
+
+def write_folder(root: Path, colour) -> Path:
+    from PIL import Image
+    for c, name in enumerate(("cat", "dog")):
+        (root / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (32, 32), tuple(int(v) for v in np.clip(np.array(colour) + 40 * c + 9 * i, 0, 255))).save(
+                root / name / f"{i}.png")
+    return root
+
+
+def test_the_token_cache_is_keyed_by_the_images_not_only_the_tokenizer(generator_run, tmp_path):
+    from minivar import load
+    from minivar.data import load_dataset
+    from minivar.token_cache import token_dataset
+    tokenizer = load(generator_run).tokenizer
+    a, b = write_folder(tmp_path / "A", (20, 60, 200)), write_folder(tmp_path / "B", (230, 120, 10))
+    kw = dict(cache_dir=tmp_path / "tokens", progress=False, flip=False)
+    codes_a = token_dataset(tokenizer, "folder", "train", root=a, **kw).tensors[0]
+    codes_b = token_dataset(tokenizer, "folder", "train", root=b, **kw).tensors[0]  # the same cache file name
+    images_b = torch.stack([x for x, _ in load_dataset("folder", "train", root=b)])
+    assert torch.equal(codes_b, tokenizer.encode(images_b).long()) and not torch.equal(codes_a, codes_b)
+    time.sleep(0.01)
+    write_folder(tmp_path / "extra", (0, 0, 0))
+    os.replace(tmp_path / "extra" / "cat" / "0.png", b / "cat" / "9.png")  # a file added to B
+    assert len(token_dataset(tokenizer, "folder", "train", root=b, **kw)) == 7
