@@ -47,7 +47,7 @@ def main(argv=None):
         print(f"{r['row']:<42} {r['steps']:>5} {float(r['params_m']):6.2f}M " + " ".join(vals)
               + f" {float(r['train_seconds']) / 60:8.1f}")
 
-    fig, axes = plt.subplots(1, 4, figsize=(19, 3.8))
+    fig, axes = plt.subplots(1, 4, figsize=(19, max(3.8, 1.2 + 0.28 * len(rows))))  # a readable line per row
     names = [r["row"] for r in rows]
     y = np.arange(len(rows))
     if tokenizer:
