@@ -78,18 +78,41 @@ def load_emoji(split, image_size=32, root=None, flip=False):
 # -------------------------------------------------------------------------------------------- cifar10
 
 def read_cifar_batches(folder: Path, split: str):
-    """Read the CIFAR-10 python pickle batches: data (N, 3072) uint8 channel-major, labels, meta."""
+    """Read the CIFAR-10 python pickle batches: data (N, 3072) uint8 channel-major, labels, meta. A missing,
+    truncated or foreign batch is named, with how to get a good copy."""
     names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    again = (f"delete {folder} and run again with internet access (it is downloaded and checked), or extract a "
+             f"good cifar-10-python.tar.gz from {CIFAR_URL} there")
+
+    def read(name, keys):
+        try:
+            with open(folder / name, "rb") as fh:
+                obj = pickle.load(fh, encoding="latin1")
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{folder / name} is missing: the CIFAR-10 folder is incomplete; {again}") from None
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, ImportError) as e:
+            raise ValueError(f"{folder / name} is truncated or not a CIFAR-10 batch ({type(e).__name__}); "
+                             f"{again}") from None
+        if not isinstance(obj, dict) or any(k not in obj for k in keys):
+            raise ValueError(f"{folder / name} is not a CIFAR-10 batch (it lacks {', '.join(keys)}); {again}")
+        return obj
+
     data, labels = [], []
     for name in names:
-        with open(folder / name, "rb") as fh:
-            batch = pickle.load(fh, encoding="latin1")
-        data.append(np.asarray(batch["data"], dtype=np.uint8))
+        batch = read(name, ("data", "labels"))
+        rows = np.asarray(batch["data"], dtype=np.uint8)
+        if rows.ndim != 2 or rows.shape[1] != 3 * 32 * 32 or len(rows) != len(batch["labels"]):
+            raise ValueError(f"{folder / name}: expected rows of 3072 bytes, one per label, got {rows.shape} for "
+                             f"{len(batch['labels'])} labels; {again}")
+        data.append(rows)
         labels.extend(batch["labels"])
-    with open(folder / "batches.meta", "rb") as fh:
-        classes = pickle.load(fh, encoding="latin1")["label_names"]
+    classes = read("batches.meta", ("label_names",))["label_names"]
+    labels = np.asarray(labels, dtype=np.int64)
+    if labels.min() < 0 or labels.max() >= len(classes):
+        raise ValueError(f"{folder}: labels {labels.min()}..{labels.max()} outside the {len(classes)} classes of "
+                         f"batches.meta; {again}")
     images = np.concatenate(data).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)  # (N, 32, 32, 3)
-    return images, np.asarray(labels, dtype=np.int64), classes
+    return images, labels, classes
 
 
 def load_cifar10(split, image_size=32, root=None, flip=False, download=True):
@@ -153,14 +176,19 @@ class ImageNet64(Dataset):
     def __init__(self, files, flip=False):
         self.parts, self.flip = [], flip
         for f in files:
-            data = npz_member_memmap(f, "data")
-            if data is None:
-                data = extract_npz_member(f, "data", f.with_suffix(".data.npy"))
-            if data.ndim != 2 or data.shape[1] != 3 * 64 * 64:
-                raise ValueError(f"{f}: expected 'data' of shape (N, 12288), got {data.shape}")
-            with np.load(f) as z:
-                labels = np.asarray(z["labels"], dtype=np.int64) - 1  # the files count classes from 1
-            self.parts.append((data, labels))
+            try:
+                data = npz_member_memmap(f, "data")
+                if data is None:
+                    data = extract_npz_member(f, "data", f.with_suffix(".data.npy"))
+                with np.load(f) as z:
+                    labels = np.asarray(z["labels"], dtype=np.int64)
+            except (KeyError, zipfile.BadZipFile, EOFError, OSError, ValueError) as e:
+                raise ValueError(f"{f} is truncated or not a downsampled-ImageNet batch (it needs arrays 'data' and "
+                                 f"'labels'; {type(e).__name__}: {str(e)[:120]}); {IMAGENET64_AGAIN}") from None
+            if data.ndim != 2 or data.shape[1] != 3 * 64 * 64 or len(data) != len(labels):
+                raise ValueError(f"{f}: expected 'data' of shape (N, 12288) and N labels, got {data.shape} and "
+                                 f"{len(labels)}; {IMAGENET64_AGAIN}")
+            self.parts.append((data, imagenet64_labels(labels, f)))
         self.offsets = np.cumsum([0] + [len(lab) for _, lab in self.parts])
         self.classes = [str(i) for i in range(1000)]
 
@@ -181,12 +209,40 @@ class ImageNet64(Dataset):
         return x, int(labels[j])
 
 
+IMAGENET64_AGAIN = ("download that file again (Imagenet64_train_part1/2.zip, Imagenet64_val.zip from image-net.org) "
+                    "and unzip it in place")
+
+
+def imagenet64_labels(labels: np.ndarray, path) -> np.ndarray:
+    """The official files count classes 1..1000; a file already converted to 0..999 (it holds a 0) is taken as it
+    is. Anything else is an error naming the file (a 0-based file whose class 0 is absent cannot be told apart;
+    the official train batches and val file hold every class)."""
+    if len(labels) and labels.min() >= 1 and labels.max() <= 1000:
+        labels = labels - 1
+    if len(labels) and (labels.min() < 0 or labels.max() > 999):
+        raise ValueError(f"{path}: labels {labels.min()}..{labels.max()} are neither 1..1000 (the official files) "
+                         f"nor 0..999; {IMAGENET64_AGAIN}")
+    return labels
+
+
 def load_imagenet64(split, image_size=64, root=None, flip=False):
+    import re
     if image_size != 64:
         raise ValueError(f"imagenet64 images are 64x64, got image_size={image_size}")
     folder = Path(root or DATA_DIR) / "imagenet64"
-    pattern = "train_data_batch_*.npz" if split == "train" else "val_data.npz"
-    files = sorted(folder.glob(pattern), key=lambda p: int(p.stem.rsplit("_", 1)[-1]) if split == "train" else 0)
+    if split == "train":  # train_data_batch_1.npz ... _10.npz; other names (a _1_old.npz copy) are not read
+        numbered = {int(m.group(1)): p for p in folder.glob("train_data_batch_*.npz")
+                    if (m := re.fullmatch(r"train_data_batch_(\d+)\.npz", p.name))}
+        gaps = sorted(set(range(1, max(numbered, default=0) + 1)) - set(numbered))
+        if gaps:
+            raise FileNotFoundError(f"{folder} lacks train_data_batch_{gaps[0]}.npz (it has batches up to "
+                                    f"{max(numbered)}): the training split would silently miss it; "
+                                    f"{IMAGENET64_AGAIN}")
+        files = [numbered[k] for k in sorted(numbered)]
+        pattern = "train_data_batch_<k>.npz"
+    else:
+        pattern = "val_data.npz"
+        files = [folder / pattern] if (folder / pattern).is_file() else []
     if not files:
         raise FileNotFoundError(
             f"no {pattern} in {folder}: download the 64x64 'Downsampled ImageNet' npz batches "
@@ -197,29 +253,87 @@ def load_imagenet64(split, image_size=64, root=None, flip=False):
 
 # ---------------------------------------------------------------------------------------------- folder
 
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+
+def image_files(folder: Path) -> list:
+    """Every image file under `folder`, each once: symbolic links are followed (a class folder may be a link to
+    another disk) but a folder already visited is not entered again (a link loop would never end), and two links to
+    one file count once."""
+    import os
+    seen_dirs, seen_files, files = set(), set(), []
+    for here, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(here)
+        if real in seen_dirs:
+            dirs[:] = []
+            continue
+        seen_dirs.add(real)
+        dirs.sort()
+        for name in sorted(names):
+            path = Path(here) / name
+            if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file():
+                key = os.path.realpath(path)
+                if key not in seen_files:
+                    seen_files.add(key)
+                    files.append(path)
+    return files
+
+
+def read_rgb(path):
+    """A PIL image as the user sees it, in RGB with 8 bits a channel: transparent pixels over white (not the colour
+    hidden under them), 16-bit images scaled to 8 bits (not clipped to white), palettes and greyscale widened."""
+    from PIL import Image
+    with Image.open(path) as img:
+        img.load()
+        if img.mode in ("I;16", "I;16B", "I;16L", "I"):  # 16-bit (or 32-bit integer) greyscale
+            a = np.asarray(img).astype(np.float64)
+            top = 65535.0 if a.max() > 255 else 255.0
+            img = Image.fromarray(np.clip(a / top * 255 + 0.5, 0, 255).astype(np.uint8), "L")
+        elif img.mode == "F":
+            a = np.asarray(img)
+            img = Image.fromarray(np.clip(a * (255 if a.max() <= 1 else 1) + 0.5, 0, 255).astype(np.uint8), "L")
+        if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            rgba = img.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            return Image.alpha_composite(white, rgba).convert("RGB")
+        return img.convert("RGB")
+
+
 class ImageFolderDataset(Dataset):
-    def __init__(self, root, image_size, flip=False):
-        from torchvision import datasets, transforms
-        self.inner = datasets.ImageFolder(str(root), transform=transforms.Compose([
+    """root/<class>/<image> (any depth below the class folder). `classes`: the class list to index by (the
+    training split's, so that a test split missing a class keeps every label meaning the same class)."""
+
+    def __init__(self, root, image_size, flip=False, classes=None):
+        from torchvision import transforms
+        root = Path(root)
+        here = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        self.classes = list(classes) if classes is not None else here
+        unknown = sorted(set(here) - set(self.classes))
+        if unknown:
+            raise ValueError(f"{root} has class folders the training split lacks: {', '.join(unknown[:5])}; every "
+                             f"class of the test split needs training images (or remove those folders)")
+        self.samples = [(path, self.classes.index(c)) for c in here for path in image_files(root / c)]
+        if not self.samples:
+            raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the class folders of {root}")
+        self.transform = transforms.Compose([
             transforms.Resize(image_size), transforms.CenterCrop(image_size),
             transforms.RandomHorizontalFlip() if flip else transforms.Lambda(lambda x: x),
-            transforms.PILToTensor()]))
-        self.classes = self.inner.classes
+            transforms.PILToTensor()])
 
     @property
     def labels(self) -> np.ndarray:
-        return np.asarray(self.inner.targets)
+        return np.asarray([y for _, y in self.samples], dtype=np.int64)
 
     def __len__(self):
-        return len(self.inner)
+        return len(self.samples)
 
     def __getitem__(self, i):
+        path, y = self.samples[i]
         try:
-            x, y = self.inner[i]
+            x = self.transform(read_rgb(path))
         except (OSError, ValueError, SyntaxError) as e:  # PIL's errors for truncated or unreadable files
-            raise ValueError(f"cannot read the image {self.inner.samples[i][0]} ({type(e).__name__}: {e}); remove "
-                             f"or replace that file") from None
-        x = x[:3] if x.shape[0] >= 3 else x.expand(3, -1, -1)  # drop alpha, widen greyscale
+            raise ValueError(f"cannot read the image {path} ({type(e).__name__}: {e}); remove or replace that "
+                             f"file") from None
         return x.float() / 127.5 - 1.0, y
 
 
@@ -235,7 +349,10 @@ def load_folder(split, image_size=32, root=None, flip=False):
         warnings.warn(f"{root} has no train/ and test/ sub-folders, so the test split is the training images: test "
                       f"metrics will flatter the model. Split it into {root}/train/<class>/ and {root}/test/<class>/",
                       stacklevel=3)
-    return ImageFolderDataset(tree, image_size, flip)
+    classes = None
+    if split == "test" and tree is sub and (root / "train").is_dir():  # labels index the training split's classes
+        classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir() and not d.name.startswith("."))
+    return ImageFolderDataset(tree, image_size, flip, classes)
 
 
 LOADERS = {"emoji": load_emoji, "cifar10": load_cifar10, "imagenet64": load_imagenet64, "folder": load_folder}

@@ -7,6 +7,7 @@ import errno
 import json
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -281,3 +282,94 @@ def test_the_token_cache_is_keyed_by_the_images_not_only_the_tokenizer(generator
     write_folder(tmp_path / "extra", (0, 0, 0))
     os.replace(tmp_path / "extra" / "cat" / "0.png", b / "cat" / "9.png")  # a file added to B
     assert len(token_dataset(tokenizer, "folder", "train", root=b, **kw)) == 7
+
+
+# --------------------------------------------------------------------------- data read as a user would expect
+
+def test_a_folder_test_split_keeps_the_training_classes_and_files_are_read_once(tmp_path):
+    from PIL import Image
+
+    from minivar.data import load_dataset
+    for split, classes in (("train", ("cat", "dog", "fox")), ("test", ("dog", "fox"))):
+        for c in classes:
+            (tmp_path / split / c).mkdir(parents=True)
+            Image.new("RGB", (8, 8), (10, 20, 30)).save(tmp_path / split / c / "0.png")
+    test = load_dataset("folder", "test", root=tmp_path, image_size=8)
+    assert [test.classes[y] for _, y in test] == ["dog", "fox"] and test.classes == ["cat", "dog", "fox"]
+    os.symlink(tmp_path / "train" / "cat", tmp_path / "train" / "cat" / "loop")  # a link loop
+    os.symlink(tmp_path / "train" / "cat" / "0.png", tmp_path / "train" / "cat" / "again.png")  # the same file twice
+    assert len(load_dataset("folder", "train", root=tmp_path, image_size=8)) == 3
+    (tmp_path / "test" / "owl").mkdir()
+    Image.new("RGB", (8, 8)).save(tmp_path / "test" / "owl" / "0.png")
+    with pytest.raises(ValueError, match="class folders the training split lacks: owl"):
+        load_dataset("folder", "test", root=tmp_path, image_size=8)
+
+
+def test_sixteen_bit_and_transparent_images_load_as_they_look(tmp_path):
+    from PIL import Image
+
+    from minivar.data import load_dataset
+    (tmp_path / "a").mkdir()
+    Image.fromarray(np.full((8, 8), 32768, np.uint16)).save(tmp_path / "a" / "grey16.png")  # mid grey, 16 bits
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[..., 0] = 255  # red under fully transparent pixels: the picture shows nothing there
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a" / "clear.png")
+    d = load_dataset("folder", "train", root=tmp_path, image_size=8)
+    clear, grey = d[0][0], d[1][0]  # sorted by name
+    torch.testing.assert_close(clear, torch.ones_like(clear))  # white, as a viewer draws it
+    assert abs(float(grey.mean())) < 0.02  # mid grey, not clipped to white
+
+
+def write_imagenet_file(path, labels, width=12288, **extra):
+    np.savez(path, data=np.zeros((len(labels), width), np.uint8), labels=np.asarray(labels), **extra)
+
+
+def test_imagenet64_labels_and_files_are_checked(tmp_path):
+    from minivar.data import load_dataset
+    folder = tmp_path / "imagenet64"
+    folder.mkdir()
+    write_imagenet_file(folder / "val_data.npz", [0, 5, 999])  # already 0-based: taken as is
+    assert load_dataset("imagenet64", "test", image_size=64, root=tmp_path).labels.tolist() == [0, 5, 999]
+    write_imagenet_file(folder / "val_data.npz", [1, 6, 1000])  # the official 1-based files
+    assert load_dataset("imagenet64", "test", image_size=64, root=tmp_path).labels.tolist() == [0, 5, 999]
+    write_imagenet_file(folder / "val_data.npz", [0, 1000])
+    with pytest.raises(ValueError, match="val_data.npz: labels 0..1000"):
+        load_dataset("imagenet64", "test", image_size=64, root=tmp_path)
+    np.savez(folder / "val_data.npz", images=np.zeros((2, 12288), np.uint8))  # other keys
+    with pytest.raises(ValueError, match="val_data.npz is truncated or not a downsampled-ImageNet batch"):
+        load_dataset("imagenet64", "test", image_size=64, root=tmp_path)
+    write_imagenet_file(folder / "val_data.npz", [1, 2], width=100)
+    with pytest.raises(ValueError, match=r"expected 'data' of shape \(N, 12288\)"):
+        load_dataset("imagenet64", "test", image_size=64, root=tmp_path)
+    (folder / "val_data.npz").write_bytes(b"PK\x03\x04 cut short")
+    with pytest.raises(ValueError, match="truncated"):
+        load_dataset("imagenet64", "test", image_size=64, root=tmp_path)
+    for k in (1, 3):
+        write_imagenet_file(folder / f"train_data_batch_{k}.npz", [1, 2])
+    write_imagenet_file(folder / "train_data_batch_1_old.npz", [1, 2])  # a stray copy: not read, no crash
+    with pytest.raises(FileNotFoundError, match="lacks train_data_batch_2.npz"):
+        load_dataset("imagenet64", "train", image_size=64, root=tmp_path)
+    write_imagenet_file(folder / "train_data_batch_2.npz", [1, 2])
+    assert len(load_dataset("imagenet64", "train", image_size=64, root=tmp_path)) == 6
+
+
+def test_an_incomplete_or_damaged_cifar10_folder_names_the_file(tmp_path):
+    from minivar.data import load_dataset
+    from tests.test_data import write_cifar
+    write_cifar(tmp_path)
+    folder = tmp_path / "cifar-10-batches-py"
+    (folder / "data_batch_3").unlink()
+    with pytest.raises(FileNotFoundError, match="data_batch_3 is missing.*delete .*cifar-10-batches-py"):
+        load_dataset("cifar10", "train", root=tmp_path)
+    (folder / "batches.meta").write_bytes(b"")
+    with pytest.raises(ValueError, match="batches.meta is truncated or not a CIFAR-10 batch"):
+        load_dataset("cifar10", "test", root=tmp_path)
+    write_cifar(tmp_path / "again")
+    folder = tmp_path / "again" / "cifar-10-batches-py"
+    data = {"data": np.zeros((4, 100), np.uint8), "labels": [0, 1, 2, 3]}
+    (folder / "test_batch").write_bytes(pickle.dumps(data))
+    with pytest.raises(ValueError, match="expected rows of 3072 bytes"):
+        load_dataset("cifar10", "test", root=tmp_path / "again")
+    (folder / "test_batch").write_bytes(pickle.dumps(data)[:20])
+    with pytest.raises(ValueError, match="test_batch is truncated"):
+        load_dataset("cifar10", "test", root=tmp_path / "again")
