@@ -32,6 +32,7 @@ from common import RESULTS, record  # noqa: E402
 from minivar import load  # noqa: E402
 from minivar.data import dataset_labels, load_dataset  # noqa: E402
 from minivar.metrics import fd_emoji_ci  # noqa: E402
+from minivar.viz import save_figure
 
 
 @torch.no_grad()
@@ -128,7 +129,7 @@ def plot(rows, strips, original, path):
             unit = "scales" if name == "VAR" else "rows"
             a.set_title("test emoji" if j == 0 else f"{unit} 1..{j - 1} given" if j > 1 else "nothing given",
                         fontsize=7)
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

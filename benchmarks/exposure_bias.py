@@ -32,6 +32,7 @@ from common import RESULTS, record  # noqa: E402
 from minivar import load  # noqa: E402
 from minivar.data import dataset_labels, load_dataset  # noqa: E402
 from minivar.sampling import sample  # noqa: E402
+from minivar.viz import save_figure
 
 
 def own_draws(logits, generator):
@@ -152,7 +153,7 @@ def plot(rows, path):
     axes[0].set_ylabel("cross-entropy of the true token (nats)")
     fig.suptitle("Exposure bias: the same test emoji scored given true context and given the model's own draws")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 

@@ -22,6 +22,7 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from minivar.checkpoint import read_log  # noqa: E402
 from minivar.sweep import row_slug  # noqa: E402
+from minivar.viz import save_figure
 
 
 def smooth(values, k=10):
@@ -91,7 +92,7 @@ def main(argv=None):
                  + f"{rows[0]['machine']}, {rows[0]['date']}")
     plt.tight_layout()
     out = results / f"ablations_{args.sheet}.png"
-    fig.savefig(out, dpi=90)
+    save_figure(fig, out, dpi=90)
     print(f"wrote {out}")
     if args.sheet == "05b":
         points = plot_scale(results, results / "ablations_05b_scale.png")
@@ -145,7 +146,7 @@ def plot_scale(results: Path, out: Path):
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
     plt.tight_layout()
-    fig.savefig(out, dpi=100)
+    save_figure(fig, out, dpi=100)
     plt.close(fig)
     return points
 

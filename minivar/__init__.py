@@ -22,6 +22,22 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+def device_named(name: str) -> torch.device:
+    """"auto" (the best here), "cpu", "cuda", "cuda:N" or "mps" -> the device, after checking this machine has it:
+    a missing one is named now, with the way out, not as an error from deep inside loading or training."""
+    if name == "auto":
+        return device()
+    if name not in ("cpu", "cuda", "mps") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise ValueError(f"unknown device {name!r}; choose auto, cpu, cuda, cuda:N or mps")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this machine has no CUDA GPU that torch can use; choose cpu (or auto)")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s), numbered from 0")
+    if name == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+        raise ValueError("device 'mps': this machine has no Apple GPU that torch can use; choose cpu (or auto)")
+    return torch.device(name)
+
+
 def smoke() -> bool:
     """True when MINIVAR_SMOKE=1: notebooks and loops shrink so they run in seconds (CI, quick checks)."""
     return os.environ.get("MINIVAR_SMOKE", "0") not in ("", "0", "false", "False")

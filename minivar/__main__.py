@@ -143,6 +143,15 @@ def cmd_demo(args):
           f"your VAR stays in {var_cfg.run_dir}: python -m minivar sample {var_cfg.run_dir} --n 64")
 
 
+def physical_memory() -> int:
+    """Bytes of RAM on this machine (0 where the OS does not say)."""
+    import os
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
 FD_MIN_SAMPLES = 10  # fd_emoji's covariance (and its bootstrap) from fewer is noise
 
 
@@ -150,7 +159,7 @@ def cmd_sample(args):
     """Sample a trained generator; write a grid (one column per class) and optionally fd_emoji."""
     import torch
 
-    from . import device
+    from . import device_named
     from .train import load_run
     from .viz import check_picture_path, save_grid
     if args.n < 1 or args.batch_size < 1:
@@ -160,7 +169,7 @@ def cmd_sample(args):
                          f"{FD_MIN_SAMPLES} samples (--n 1000 is the course's standard), got --n {args.n}")
     if args.out:
         check_picture_path(args.out)
-    dev = device() if args.device == "auto" else torch.device(args.device)
+    dev = device_named(args.device)
     model, cfg, tokenizer = load_run(args.run, dev)
     if tokenizer is None:
         raise ValueError(f"{args.run} is a {cfg.model} run (a tokenizer), not a generator; sample a run of a "
@@ -189,6 +198,12 @@ def cmd_sample(args):
                      "steps", "guidance_high", "heun", "guidance_power", "guidance_ramp") if p in takes]
             raise ValueError(f"a {cfg.model} model does not take --{flag.get(name, name).replace('_', '-')}; its "
                              f"options: {', '.join(known)}")
+    side = tokenizer.code_format()["image_size"]
+    need, have = args.n * 3 * side * side * 4, physical_memory()  # the samples are kept as float images
+    if have and need > have // 2:
+        raise ValueError(f"--n {args.n} would hold {need / 2**30:.1f} GiB of images in memory (this machine has "
+                         f"{have / 2**30:.0f} GiB): draw fewer, e.g. --n {max(1, have // 4 // (need // args.n))}, or "
+                         f"several smaller runs with other --seed values")
     n_cls = model.cfg.num_classes
     classes = parse_classes(args.classes, n_cls) if args.classes else list(range(n_cls))
     labels = torch.tensor(classes * (args.n // len(classes) + 1))[:args.n]

@@ -58,6 +58,16 @@ class VQVAEConfig:
 def check_autoencoder_config(cfg):
     """What every autoencoder config of the course must satisfy (VQ and KL alike)."""
     cfg.ch_mult = tuple(cfg.ch_mult)
+    sizes = ("image_size", "ch", "z_channels", "embed_dim", "codebook_size")
+    for key in [k for k in sizes if hasattr(cfg, k)]:
+        value = getattr(cfg, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{key} must be a whole number >= 1, got {value!r}; --set {key}=...")
+    if not cfg.ch_mult or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in cfg.ch_mult):
+        raise ValueError(f"ch_mult must be whole numbers >= 1, one per level (e.g. 1,2,2), got {cfg.ch_mult}; "
+                         f"--set ch_mult=...")
+    if isinstance(cfg.num_res_blocks, bool) or not isinstance(cfg.num_res_blocks, int) or cfg.num_res_blocks < 0:
+        raise ValueError(f"num_res_blocks must be a whole number >= 0, got {cfg.num_res_blocks!r}")
     down = 2 ** (len(cfg.ch_mult) - 1)
     if cfg.image_size % down:
         raise ValueError(f"image_size {cfg.image_size} is not divisible by 2**(len(ch_mult)-1) = {down}")

@@ -26,8 +26,28 @@ class CheckpointError(RuntimeError):
     pass
 
 
+def state_checksum(state: dict) -> str:
+    """sha256 (16 hex digits) of a state dict's tensors: names, shapes, dtypes and bytes, in name order."""
+    h = hashlib.sha256()
+    for name, t in sorted(state.items()):
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()[:16]
+
+
+def weights_of(ckpt: dict) -> dict:
+    """The tensors a checkpoint's weights checksum covers: the model's, and their moving average if kept."""
+    return {**{f"model.{k}": v for k, v in ckpt["model"].items()},
+            **{f"ema.{k}": v for k, v in (ckpt.get("ema") or {}).items()}}
+
+
 def save_checkpoint(obj: dict, path) -> Path:
+    """Write obj atomically; a model's checkpoint also carries the checksum of its weights, which load_checkpoint
+    verifies (a flipped bit or a bad copy is then named instead of loaded)."""
     path = Path(path)
+    if isinstance(obj.get("model"), dict):
+        obj = {**obj, "weights_sha256": state_checksum(weights_of(obj))}
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a process killed while it was saving
         stale.unlink(missing_ok=True)
@@ -64,10 +84,23 @@ def load_checkpoint(path, map_location="cpu", required=("model", "config")) -> d
                               f"written by minivar, or it was tampered with. Nothing in it was run. ({detail})"
                               ) from e  # (torch words it "unsupported GLOBAL posix.system": compare case-blind)
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise CheckpointError(f"{path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: {e}). "
-                              f"Delete it and train again, or point to an earlier checkpoint") from e
+        text = str(e)
+        if isinstance(e, RuntimeError) and any(w in text for w in ("CUDA", "MPS", "device")):  # the place, not the file
+            raise CheckpointError(f"{path} cannot be loaded onto {map_location}: {text.splitlines()[0][:200]}. The "
+                                  f"file is fine; choose a device this machine has (--device cpu, or auto)") from None
+        if isinstance(e, (OSError,)) and not isinstance(e, zipfile.BadZipFile) and "zip" not in text.lower():
+            raise CheckpointError(f"{path} cannot be read ({e.strerror or text}); check the path and its "
+                                  f"permissions") from None
+        raise CheckpointError(f"{path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: "
+                              f"{text.splitlines()[0][:200] if text else ''}). Point to an earlier checkpoint, or "
+                              f"delete it and train again") from e
     if not isinstance(ckpt, dict) or any(key not in ckpt for key in required):
         raise CheckpointError(f"{path} is not a minivar checkpoint (expected a dict with {', '.join(required)})")
+    expected = ckpt.get("weights_sha256")
+    if expected is not None and isinstance(ckpt.get("model"), dict) and state_checksum(weights_of(ckpt)) != expected:
+        raise CheckpointError(f"{path} is damaged: its weights no longer match the checksum saved with them (a "
+                              f"flipped bit, a bad copy). Point to an earlier checkpoint or a good copy, or train "
+                              f"again")
     return ckpt
 
 
@@ -90,9 +123,16 @@ def shipped_manifest(name: str, folder=None) -> dict:
         known = ", ".join(shipped_names(folder)) or "none (this copy of minivar ships without weights)"
         raise FileNotFoundError(f"no shipped checkpoint named {name!r}; the shipped ones: {known}")
     try:
-        return json.loads(path.read_text())
+        info = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise CheckpointError(f"the manifest {path} is damaged ({e}); reinstall minivar (pip install -e .)") from None
+    fields = {"file": str, "sha256": str, "kind": str}
+    bad = [k for k, t in fields.items() if not isinstance(info, dict) or not isinstance(info.get(k), t)]
+    if bad or len(info["sha256"]) != 64:
+        raise CheckpointError(f"the manifest {path} is not a shipped model's manifest (it lacks a valid "
+                              f"{', '.join(bad) or 'sha256'}): restore it with `git checkout -- {path}` or reinstall "
+                              f"minivar")
+    return info
 
 
 def file_sha256(path) -> str:
@@ -170,7 +210,7 @@ def prepare_run_dir(run_dir, config: dict, step: int):
 
 # the fields a resumed run may change: when it stops, how often it reports and saves, where it runs
 RESUMABLE = {"max_steps", "minutes", "eval_every", "ckpt_every", "ckpt_minutes", "log_every", "eval_batches",
-             "num_workers", "device", "amp"}
+             "num_workers", "device", "amp", "name", "out_dir"}  # (a run folder may be moved or renamed)
 
 
 def check_resume(saved: dict, asked: dict, run_dir):

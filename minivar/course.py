@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import math
+import numbers
 import os
 import re
 import shutil
@@ -124,7 +125,7 @@ def release(out, root=None, force: bool = False) -> dict:
         dst.parent.mkdir(parents=True, exist_ok=True)
         if rel.endswith(".ipynb"):
             nb, removed = blank_notebook(json.loads(src.read_text()), rel)
-            dst.write_text(json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+            write_text(dst, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
             secrets += removed
         elif rel.endswith((".md", ".py")):
             text = src.read_text()
@@ -133,7 +134,7 @@ def release(out, root=None, force: bool = False) -> dict:
             text, code = strip_blocks(text, SOLUTION_BEGIN, SOLUTION_END, stub, where=rel)
             summary["keys"] += bool(keys)
             secrets += keys + code
-            dst.write_text(text)
+            write_text(dst, text)
         else:
             shutil.copy2(src, dst)
         summary["files"] += 1
@@ -292,7 +293,8 @@ def grade(submissions, graders=None, exercises=None, timeout: float = 120.0) -> 
     if not known:
         raise FileNotFoundError(f"no graders (test_exNN.py) in {graders}: run this in the instructor's checkout")
     exercises = list(exercises or known)
-    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout <= 0:
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not math.isfinite(timeout) \
+            or timeout <= 0:
         raise ValueError(f"--timeout is each grader's time limit in seconds, a number > 0 (default 120), got "
                          f"{timeout!r}")
     unknown = [e for e in exercises if e not in known]

@@ -91,8 +91,11 @@ class FlowARConfig:
 
 def check_sampler(steps: int, guidance_high: float):
     """The ODE sampler's settings, in range (the config's defaults and generate's arguments alike)."""
-    if steps < 1 or not 0 <= guidance_high <= 1:
-        raise ValueError(f"steps must be at least 1 and guidance_high a time in [0, 1] (1 = guide at every step): set "
+    import numbers
+    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1 or \
+            not isinstance(guidance_high, numbers.Real) or not 0 <= guidance_high <= 1:
+        raise ValueError(f"steps must be a whole number >= 1 and guidance_high a time in [0, 1] (1 = guide at every "
+                         f"step): set "
                          f"sample_steps / guidance_high, generate(steps=..., guidance_high=...) or --steps / "
                          f"--guidance-high; got {steps} and {guidance_high}")
 
@@ -241,6 +244,10 @@ class FlowAR(Generator):
         high = self.cfg.guidance_high if guidance_high is None else guidance_high
         check_sampler(steps, high)
         B, K, C, full = labels.shape[0], len(self.scales), self.cfg.latent_channels, self.cfg.grid
+        if B == 0:  # no labels, no samples (of the right shape)
+            self.train(was_training)
+            empty = [torch.zeros(0, C, s, s, device=self.device) for s in self.scales]
+            return empty if every_scale else empty[-1]
         guided = guidance != 1.0
         if guided:  # second half: the same samples without their class
             labels = torch.cat([labels, torch.full_like(labels, self.class_embedding.null_class)])

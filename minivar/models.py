@@ -26,13 +26,20 @@ A generator's config field `guidance` is its default s (schedules such as VAR's 
 """
 
 import dataclasses
-import hashlib
+import numbers
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 
-from .checkpoint import PRETRAINED, CheckpointError, load_checkpoint, shipped_checkpoint
+from .checkpoint import (
+    PRETRAINED,
+    CheckpointError,
+    load_checkpoint,
+    shipped_checkpoint,
+    shipped_manifest,
+    state_checksum,
+)
 from .metrics import evaluate_tokenizer
 
 MODELS = {}  # kind (the name in recipes and checkpoints) -> model class; filled by @register
@@ -165,10 +172,17 @@ class Generator(Model):
                              f"tokenizer; build with minivar.models.build({self.kind!r}, config, tokenizer) "
                              f"(the training loop does), or set them")
         self._tokenizer = None  # kept in a tuple by bind(): not a submodule, not in this model's state dict
+        self.trained_on = None  # the weights_checksum of the tokenizer it was trained on, when loaded from a run
 
     def bind(self, tokenizer):
-        """Attach the frozen tokenizer whose codes this model predicts; refuses one that does not fit."""
+        """Attach the frozen tokenizer whose codes this model predicts; refuses one that does not fit, or (for a
+        model loaded from a run) one with other weights than it was trained on: its codes would mean other images."""
         fit_to_tokenizer(self.kind, self.cfg, self.from_tokenizer, tokenizer, fill=False)
+        if self.trained_on and weights_checksum(tokenizer) != self.trained_on:
+            raise ValueError(f"this {self.kind} model was trained on a tokenizer with other weights (checksum "
+                             f"{self.trained_on}, this one {weights_checksum(tokenizer)}): its codes would decode to "
+                             f"other images. Bind the tokenizer it was trained on (minivar.load(run) does), or train "
+                             f"the generator again over this one")
         self._tokenizer = (tokenizer,)
         return self
 
@@ -184,8 +198,8 @@ class Generator(Model):
     def guidance_or_default(self, guidance) -> float:
         """The guidance scale to use: the given one, or the config's default; s < 0 is refused."""
         guidance = self.cfg.guidance if guidance is None else guidance
-        if isinstance(guidance, bool) or not isinstance(guidance, (int, float)) or not guidance >= 0:
-            raise ValueError(f"guidance must be a number >= 0 (1 = no guidance, 0 = the unconditional model), "
+        if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not 0 <= guidance < float("inf"):
+            raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance, 0 = the unconditional model), "
                              f"got {guidance!r}")
         return float(guidance)
 
@@ -210,12 +224,18 @@ class Generator(Model):
         decoded by the tokenizer: what a metric over 1,000 samples needs without holding 1,000 token maps."""
         from tqdm.auto import tqdm
         labels = self.check_labels(labels)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-        chunks = tqdm(labels.split(batch_size), desc="sampling", disable=not progress)
-        return torch.cat([self.tokenizer.decode(self.generate(chunk, guidance=guidance, generator=generator,
-                                                              **options)).float().clamp(-1, 1).cpu()
-                          for chunk in chunks])
+        images = []
+        for chunk in tqdm(labels.split(batch_size), desc="sampling", disable=not progress):
+            x = self.tokenizer.decode(self.generate(chunk, guidance=guidance, generator=generator, **options)).float()
+            if not torch.isfinite(x).all():  # NaN would be clamped to nothing and drawn black, without a word
+                shown = ", ".join(f"{k}={v}" for k, v in options.items())
+                raise ValueError(f"the samples came out as NaN or inf (guidance {self.guidance_or_default(guidance):g}"
+                                 f"{', ' + shown if shown else ''}): the guidance or an option is too extreme for "
+                                 f"this model; choose milder values (guidance 1-10)")
+            images.append(x.clamp(-1, 1).cpu())
+        return torch.cat(images) if images else torch.empty(0, 3, *(2 * [self.tokenizer.cfg.image_size]))
 
     @torch.no_grad()
     def preview(self, batch, generator=None) -> torch.Tensor:
@@ -270,12 +290,7 @@ def build(kind: str, config, tokenizer=None) -> Model:
 
 def weights_checksum(model: nn.Module) -> str:
     """sha256 of every tensor of the state dict (names, shapes, dtypes and bytes): which weights a model holds."""
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()[:16]
+    return state_checksum(model.state_dict())
 
 
 def checkpoint_path(path) -> Path:
@@ -303,7 +318,12 @@ def load(path, map_location="cpu") -> Model:
     ckpt_path = checkpoint_path(path)
     if not ckpt_path.exists():
         raise FileNotFoundError(f"no checkpoint at {ckpt_path}: train the run first (python -m minivar train ...)")
-    return model_from_checkpoint(load_checkpoint(ckpt_path, map_location), ckpt_path, map_location)
+    ckpt = load_checkpoint(ckpt_path, map_location)
+    if str(path).startswith(PRETRAINED) and ckpt["config"].get("model") != shipped_manifest(str(path))["kind"]:
+        raise CheckpointError(f"{ckpt_path} holds a {ckpt['config'].get('model')} model but its manifest says "
+                              f"{shipped_manifest(str(path))['kind']}: restore both with `git checkout -- "
+                              f"{ckpt_path.parent}` or reinstall minivar")
+    return model_from_checkpoint(ckpt, ckpt_path, map_location)
 
 
 def model_from_checkpoint(ckpt: dict, ckpt_path: Path, map_location="cpu") -> Model:
@@ -331,6 +351,7 @@ def model_from_checkpoint(ckpt: dict, ckpt_path: Path, map_location="cpu") -> Mo
             raise CheckpointError(f"the tokenizer {saved['tokenizer']} holds other weights than the ones {ckpt_path} "
                                   f"was trained on (it was trained further or replaced): train the generator again, "
                                   f"or restore that tokenizer run")
+        model.trained_on = expected  # a later bind() to another tokenizer is refused too
         model.bind(tokenizer.requires_grad_(False))
     return model.to(map_location).eval()
 

@@ -249,6 +249,10 @@ class MultiScaleVQVAE(Tokenizer):
     def decode_scales(self, tokens: list, every_scale: bool = False):
         """Token maps -> images (B, 3, H, W) clamped to [-1, 1]; every_scale=True: the list of images decoded
         from the cumulative f_hat after each scale (a picture of every scale)."""
+        if isinstance(tokens, (list, tuple)) and len(tokens) != len(self.cfg.scales):
+            raise ValueError(f"decoding needs the token maps of all {len(self.cfg.scales)} scales "
+                             f"{list(self.cfg.scales)}, got {len(tokens)}: an image from fewer is the reconstruction "
+                             f"so far, quantizer.tokens_to_fhat(tokens) then decode_fhat(f_hat), if that is meant")
         f_hats = self.quantizer.tokens_to_fhat(tokens, cumulative=True)
         images = [self.decode_fhat(f).clamp(-1, 1) for f in (f_hats if every_scale else f_hats[-1:])]
         return images if every_scale else images[0]

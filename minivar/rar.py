@@ -39,6 +39,7 @@ falls within rounding of a boundary (the fixtures' tokens are identical).
 """
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -334,7 +335,7 @@ class RAR(Generator):
         labels = self.check_labels(labels)  # everything is checked before the first step (and before eval mode)
         guidance = self.guidance_or_default(guidance)
         power = self.cfg.guidance_power if guidance_power is None else guidance_power
-        if isinstance(power, bool) or not isinstance(power, (int, float)) or not power >= 0:
+        if isinstance(power, bool) or not isinstance(power, numbers.Real) or not power >= 0:
             raise ValueError(f"guidance_power must be a number >= 0 (0 = constant guidance), got {power!r}")
         check_options(temperature, top_k, top_p)
         B, N, dev = labels.shape[0], self.cfg.seq_len, labels.device

@@ -154,6 +154,9 @@ class RasterAR(Generator):
         labels = self.check_labels(labels)
         guidance = self.guidance_or_default(guidance)
         B, N = labels.shape[0], self.cfg.seq_len
+        if B == 0:  # no labels, no samples (of the right shape)
+            self.train(was_training)
+            return torch.zeros(0, self.cfg.grid, self.cfg.grid, dtype=torch.long, device=labels.device)
         guided = guidance != 1.0
         if guided:  # second half: the same sequences without their class
             labels = torch.cat([labels, torch.full_like(labels, self.null_class)])

@@ -10,6 +10,7 @@ from the tokenizer (models.Generator.bind).
 
 import dataclasses
 import math
+import numbers
 import typing
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -78,6 +79,9 @@ class TrainConfig:
             raise ValueError(f"model {self.model!r} is a tokenizer, it trains on images: leave tokenizer unset "
                              f"(it names a generator's tokenizer run)")
         self.check_numbers()
+        if len(self.name.encode()) > 200:  # file systems stop at 255 bytes a name; the lock file adds a few
+            raise ValueError(f"name is {len(self.name.encode())} bytes long; a run folder's name must be at most 200 "
+                             f"(--set name=a-shorter-one)")
         if not self.name or self.name in (".", "..") or "/" in self.name or "\\" in self.name:
             raise ValueError(f"name must be a plain folder name (the run goes to <out_dir>/<name>), got {self.name!r}; "
                              f"--set name=my-run (and --set out_dir=... for another parent folder)")
@@ -90,11 +94,17 @@ class TrainConfig:
                          ("log_every", 1), ("eval_batches", 1), ("warmup_steps", 0), ("num_workers", 0),
                          ("disc_start", 0), ("seed", 0)):
             value = getattr(self, key)
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                value = int(value)  # numpy integers too, stored as the plain ints a JSON config holds
+                setattr(self, key, value)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{key} must be a whole number >= {low}, got {value!r}; --set {key}=...")
         for key in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "minutes", "ckpt_minutes", "perceptual_weight",
                     "disc_weight", "disc_lr", "ema"):
             value = getattr(self, key)
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                value = float(value) if not isinstance(value, int) else value
+                setattr(self, key, value)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= (key == "lr") * 1e-12 \
                     or not math.isfinite(value):
                 raise ValueError(f"{key} must be a finite number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}; "
@@ -138,7 +148,12 @@ def load_tokenizer(cfg: TrainConfig, device):
             "e.g. `python -m minivar train emoji-vqvae-l2` (`emoji-msvq` for VAR)"
         raise FileNotFoundError(f"no tokenizer checkpoint at {path}: train it first, {how}, "
                                 f"or point --set tokenizer=... at a run folder")
-    return load(path, device).requires_grad_(False)
+    tokenizer = load(path, device)
+    if isinstance(tokenizer, Generator):
+        raise ValueError(f"{cfg.tokenizer} is a {tokenizer.kind} run, a generator, not a tokenizer: --set tokenizer= "
+                         f"names the tokenizer whose codes the generator learns (e.g. pretrained:emoji-msvq for VAR, "
+                         f"pretrained:emoji-vqvae-l2 for raster)")
+    return tokenizer.requires_grad_(False)
 
 
 def _emoji_vqvae():

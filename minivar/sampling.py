@@ -11,6 +11,8 @@ Hugging Face helper writes -inf into the caller's logits in place; harmless ther
 plots the logits after sampling.)
 """
 
+import math
+
 import torch
 
 
@@ -57,8 +59,12 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
 
 def check_options(temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0):
     """Refuse sampling settings outside their range, naming it (before any sampling starts)."""
-    if isinstance(temperature, bool) or not temperature >= 0:
-        raise ValueError(f"temperature must be a number >= 0 (0 = always the most likely token), got {temperature}")
+    if isinstance(temperature, bool) or not temperature >= 0 or not math.isfinite(temperature):
+        raise ValueError(f"temperature must be a finite number >= 0 (0 = always the most likely token), got "
+                         f"{temperature}")
+    if 0 < temperature < 1e-6:  # dividing by it overflows the logits; it would only mean "the most likely" anyway
+        raise ValueError(f"temperature {temperature:g}: a temperature this small makes the logits overflow; use 0 "
+                         f"for the most likely token, or 1e-3 and more")
     if isinstance(top_k, bool) or int(top_k) != top_k or top_k < 0:
         raise ValueError(f"top_k must be a whole number >= 0 (0 = keep every token), got {top_k}")
     if not 0 < top_p <= 1:
@@ -77,7 +83,12 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p
     check_options(temperature)
     if temperature == 0:
         return logits.argmax(-1)
-    probs = filter_logits(logits.float() / temperature, top_k, top_p).softmax(-1)
+    scaled = logits.float() / temperature
+    if not torch.isfinite(scaled).all():  # else softmax gives NaN and torch's multinomial a puzzling error
+        raise ValueError(f"sampling met logits that are not finite numbers (NaN or inf) after dividing by the "
+                         f"temperature {temperature:g}: a temperature this small (use 1e-3 or more, or 0 for the most "
+                         f"likely token) or a guidance this large makes them overflow; choose milder values")
+    probs = filter_logits(scaled, top_k, top_p).softmax(-1)
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 

@@ -18,6 +18,7 @@ its training curve in <out_dir>/ablations_<sheet>/; benchmarks/plot_ablation.py 
 
 import csv
 import datetime
+import numbers
 import platform
 import sys
 import time
@@ -63,7 +64,7 @@ def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=No
     if dataset not in GRIDS:
         raise ValueError(f"no codebook grid for {dataset!r}; choose one of {', '.join(GRIDS)}")
     grid = GRIDS[dataset]
-    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1):
         raise ValueError(f"--steps is each cell's training steps, a whole number >= 1 (default: the grid's, "
                          f"{grid['steps']}), got {steps!r}")
     steps = steps or grid["steps"]
@@ -198,6 +199,11 @@ ABLATIONS = {
 
         # more updates for the same images: the lever that moved the demo's VAR most (sheet 05c), at the recipe's size
         ("VAR, batch 32, 800 steps (the same images)", "emoji-var", ["batch_size=32", "max_steps=800"], 2.5),
+        # ... and at the shipped model's length: the images emoji-var saw (2000 steps of 64), in twice the updates
+        ("VAR, batch 32, 4000 steps (the shipped model's images)", "emoji-var",
+         ["batch_size=32", "max_steps=4000", "eval_every=500", "ckpt_every=500"], 2.5),
+        ("VAR, batch 32, 4000 steps: top-p 0.8, ramp to 4.0",
+         SAME_RUN + "VAR, batch 32, 4000 steps (the shipped model's images)", [], 4.0, {"top_p": 0.8}),
     ]),
     # The demo (python -m minivar demo) trains VAR for about 3.4 of its 4 minutes: ~400 steps of the 3 x 128 network
     # it had before this sheet, on 2 quiet cores. Which network and settings buy the most in that budget? Rows at the

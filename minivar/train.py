@@ -33,7 +33,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 from tqdm.auto import tqdm
 
-from . import device as best_device
+from . import device_named
 from .checkpoint import (
     CheckpointError,
     StopSignals,
@@ -180,7 +180,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
     """Train `cfg` to its step or time budget. With resume=True, continue from <run_dir>/ckpt.pt if it exists
     (and return at once if that run is already finished). Returns the final metrics and the model."""
     rank, world, dev = setup_distributed()
-    dev = dev or (best_device() if cfg.device == "auto" else torch.device(cfg.device))
+    dev = dev or device_named(cfg.device)
     with run_lock(cfg.run_dir) if rank == 0 else contextlib.nullcontext():  # one process owns a run (rank 0 writes)
         return _train(cfg, resume, progress, rank, world, dev)
 

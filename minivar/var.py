@@ -292,6 +292,9 @@ class VAR(Generator):
         prefix = self.check_prefix(prefix, labels.shape[0])
         guidance = self.guidance_or_default(guidance)
         B, K, D = labels.shape[0], len(self.cfg.scales), self.cfg.dim
+        if B == 0:  # no labels, no samples (of the right shape)
+            self.train(was_training)
+            return [torch.zeros(0, s, s, dtype=torch.long, device=labels.device) for s in self.cfg.scales]
         guided = guidance != 1.0
         if guided:  # second half: the same samples without their class
             labels = torch.cat([labels, torch.full_like(labels, self.class_embedding.null_class)])

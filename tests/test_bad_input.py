@@ -85,7 +85,8 @@ CLI = [  # (id, argv builder(runs, tmp), message)
                                               "name=tiny"], "--resume"),
     ("top-p above 1", lambda r, t: ["sample", str(r["raster"]), "--top-p", "1.5"], r"top_p must lie in \(0, 1\]"),
     ("negative top-k", lambda r, t: ["sample", str(r["raster"]), "--top-k", "-3"], "top_k must be a whole number"),
-    ("negative guidance", lambda r, t: ["sample", str(r["raster"]), "--guidance", "-1"], "guidance must be a number"),
+    ("negative guidance", lambda r, t: ["sample", str(r["raster"]), "--guidance", "-1"],
+     "guidance must be a finite number"),
     ("negative temperature", lambda r, t: ["sample", str(r["raster"]), "--temperature", "-1"], "temperature"),
     ("classes not numbers", lambda r, t: ["sample", str(r["raster"]), "--classes", "a,b"], "comma-separated"),
     ("class out of range", lambda r, t: ["sample", str(r["raster"]), "--classes", "0,99"], r"\[0, 9\)"),
@@ -131,6 +132,21 @@ CLI = [  # (id, argv builder(runs, tmp), message)
      "must end in one of .png"),
     ("--npz is a folder", lambda r, t: ["sample", str(r["raster"]), "--npz", str(t)], "is a folder; name the file"),
     ("--fd on one sample", lambda r, t: ["sample", str(r["raster"]), "--fd", "--n", "1"], "at least 10 samples"),
+    ("more samples than memory", lambda r, t: ["sample", str(r["raster"]), "--n", str(10**12)],
+     "would hold .* GiB of images in memory"),
+    ("an unknown device", lambda r, t: ["sample", str(r["raster"]), "--device", "tpu"], "unknown device 'tpu'"),
+    ("infinite guidance", lambda r, t: ["sample", str(r["raster"]), "--guidance", "inf"],
+     "guidance must be a finite number"),
+    ("a temperature that overflows", lambda r, t: ["sample", str(r["raster"]), "--temperature", "1e-45"],
+     "temperature 1e-45: a temperature this small makes the logits overflow"),
+    ("FlowAR guidance that blows up", lambda r, t: ["sample", str(r["flowar"]), "--guidance", "1e30", "--n", "2"],
+     "came out as NaN or inf .*guidance 1e\\+30"),
+    ("FlowAR steps 0", lambda r, t: ["sample", str(r["flowar"]), "--steps", "0"], "--steps must be at least 1"),
+    ("a zero-width tokenizer", lambda r, t: train_args(t, "ch=0"), "ch must be a whole number >= 1"),
+    ("runs/ is a file", lambda r, t: train_args(t / "a-file"), "cannot write the run folder there"),
+    ("a 300-character run name", lambda r, t: train_args(t, "name=" + "x" * 300), "at most 200"),
+    ("a generator run as the tokenizer", lambda r, t: ["train", "emoji-raster", "--set", f"tokenizer={r['raster']}",
+                                                       "--set", f"out_dir={t}"], "a generator, not a tokenizer"),
 ]
 
 
@@ -139,6 +155,8 @@ def test_cli_refuses_with_one_clear_line(make_argv, message, runs, tmp_path, cap
     (tmp_path / "a-file").write_text("not a folder")
     assert main(make_argv(runs, tmp_path)) == 2
     err = capsys.readouterr().err.strip()
+    # a refusal that can only come mid-sampling (non-finite samples) follows the progress bar's line
+    err = "\n".join(line for line in err.splitlines() if not re.match(r"^[\w -]+:\s+\d+%\|", line))
     assert err.startswith("error: ") and len(err.splitlines()) == 1 and "Traceback" not in err, err
     assert re.search(message, err), err
 
@@ -175,7 +193,7 @@ def test_the_valid_rar_options_sample(runs, tmp_path, capsys):
 
 
 def test_failed_validations_leave_no_run_folder(tmp_path):
-    for sets in (["max_steps=-5"], ["device=tpu"], ["image_size=30"]):
+    for sets in (["max_steps=-5"], ["device=tpu"], ["image_size=30"], ["ch=0"], ["lr=inf"]):
         assert main(train_args(tmp_path, *sets)) == 2
     assert main(["train", "emoji-raster", "--set", f"out_dir={tmp_path}", "--set", "vocab_size=7", "--set",
                  f"tokenizer={tmp_path}/none"]) == 2
@@ -255,7 +273,9 @@ API = [  # (id, call(runs, tmp), exception, message)
      ValueError, "float latents"),
     ("negative guidance", lambda r, t: tiny_raster(r).generate([0], guidance=-1.0), ValueError, "guidance must be"),
     ("FlowAR with 0 ODE steps", lambda r, t: minivar.load(r["flowar"]).generate([0], steps=0), ValueError,
-     "steps must be at least 1.*generate\\(steps=...,"),
+     "steps must be a whole number >= 1.*generate\\(steps=...,"),
+    ("FlowAR with 1.5 ODE steps", lambda r, t: minivar.load(r["flowar"]).generate([0], steps=1.5), ValueError,
+     "steps must be a whole number >= 1"),
     ("a FlowAR config guiding past t = 1", lambda r, t: recipes.get("emoji-flowar", ["guidance_high=1.5"]), ValueError,
      "guidance_high a time in \\[0, 1\\].*set sample_steps / guidance_high"),
     ("RAR orders that repeat a position", lambda r, t: minivar.load(r["rar"]).generate(
@@ -282,7 +302,66 @@ API = [  # (id, call(runs, tmp), exception, message)
     ("emoji at 48 px", lambda r, t: load_dataset("emoji", image_size=48), ValueError, "32 or 64"),
     ("folder without a root", lambda r, t: load_dataset("folder"), ValueError, "data_root"),
     ("batch larger than the data", lambda r, t: StepBatches(10, 16), ValueError, "fewer than one batch"),
+    # models given what they cannot use (issue 24)
+    ("a multi-scale decode missing a scale", lambda r, t: decode_missing_scale(), ValueError,
+     "needs the token maps of all 6 scales"),
+    ("float token ids", lambda r, t: tiny_vqvae().decode(torch.zeros(1, 16, 16)), TypeError, "integer token"),
+    ("negative token ids", lambda r, t: tiny_vqvae().decode(-torch.ones(1, 16, 16, dtype=torch.long)), ValueError,
+     "must lie in \\[0, 32\\)"),
+    ("token ids past the codebook", lambda r, t: tiny_vqvae().decode(torch.full((1, 16, 16), 32)), ValueError,
+     "must lie in \\[0, 32\\)"),
+    ("a generator bound to other tokenizer weights", lambda r, t: bind_other_weights(r), ValueError,
+     "trained on a tokenizer with other weights"),
+    ("a checkpoint with a flipped bit", lambda r, t: flipped_bit(r, t), CheckpointError,
+     "no longer match the checksum"),
+    ("a checkpoint loaded onto a missing GPU", lambda r, t: load_checkpoint(r["tokenizer"] / "ckpt.pt", "cuda:7")
+     if not torch.cuda.is_available() else pytest.skip("has a GPU"), CheckpointError, "file is fine; choose a device"),
+    ("a manifest without sha256", lambda r, t: bad_manifest(t, drop="sha256"), CheckpointError, "lacks a valid sha256"),
+    ("a manifest that is a list", lambda r, t: bad_manifest(t, as_list=True), CheckpointError,
+     "not a shipped model's manifest"),
+    ("a manifest of another kind", lambda r, t: bad_manifest(t, kind="var"), CheckpointError, "its manifest says var"),
 ]
+
+
+def decode_missing_scale():
+    import minivar.pretrained as pretrained
+    tok = pretrained.load("emoji-msvq")
+    return tok.decode(tok.encode(torch.zeros(1, 3, 32, 32))[:5])
+
+
+def bind_other_weights(runs):
+    gen = minivar.load(runs["raster"])
+    other = minivar.load(runs["tokenizer"])
+    with torch.no_grad():
+        next(other.parameters()).add_(0.01)  # the same kind and shape, other weights
+    return gen.bind(other)
+
+
+def flipped_bit(runs, tmp):
+    ckpt = load_checkpoint(runs["tokenizer"] / "ckpt.pt")
+    name = next(k for k, v in ckpt["model"].items() if v.is_floating_point())
+    ckpt["model"][name].view(-1)[0] += 1e-3  # what one flipped bit does to one weight, written back unchecked
+    torch.save(ckpt, tmp / "flipped.pt")
+    return load_checkpoint(tmp / "flipped.pt")
+
+
+def bad_manifest(tmp, drop=None, as_list=False, kind=None):
+    import shutil
+
+    from minivar import checkpoint, pretrained
+    folder = tmp / "weights"
+    folder.mkdir()
+    for f in ("emoji-msvq.pt", "emoji-msvq.json"):
+        shutil.copy(checkpoint.SHIPPED_DIR / f, folder / f)
+    info = json.loads((folder / "emoji-msvq.json").read_text())
+    info.pop(drop, None)
+    info["kind"] = kind or info["kind"]
+    (folder / "emoji-msvq.json").write_text(json.dumps([info] if as_list else info))
+    old, checkpoint.SHIPPED_DIR = checkpoint.SHIPPED_DIR, folder
+    try:
+        return pretrained.load("emoji-msvq")
+    finally:
+        checkpoint.SHIPPED_DIR = old
 
 
 @pytest.mark.parametrize("call, error, message", [c[1:] for c in API], ids=[c[0] for c in API])

@@ -117,7 +117,9 @@ def test_config_checks_name_the_fix():
     model = MultiScaleVQVAE(MultiScaleVQVAEConfig(image_size=32, ch=8, ch_mult=(1, 2, 2), z_channels=8, embed_dim=4,
                                                   codebook_size=16, scales=(1, 2, 4, 8)))
     with pytest.raises(ValueError, match=r"sizes \[1, 2, 4, 8\]"):
-        model.decode_scales([torch.zeros(1, 2, 2, dtype=torch.long)])
+        model.decode_scales([torch.zeros(1, 2, 2, dtype=torch.long)] * 4)
+    with pytest.raises(ValueError, match=r"all 4 scales \[1, 2, 4, 8\], got 1"):  # not an image from one scale
+        model.decode_scales([torch.zeros(1, 1, 1, dtype=torch.long)])
     with pytest.raises(ValueError, match=r"\(B, 3, 32, 32\)"):
         model.encode_scales(torch.zeros(1, 3, 16, 16))
     tokens = model.encode(torch.zeros(2, 3, 32, 32))  # the contract's codes: one map per scale

@@ -373,3 +373,17 @@ def test_an_incomplete_or_damaged_cifar10_folder_names_the_file(tmp_path):
     (folder / "test_batch").write_bytes(pickle.dumps(data)[:20])
     with pytest.raises(ValueError, match="test_batch is truncated"):
         load_dataset("cifar10", "test", root=tmp_path / "again")
+
+
+# ------------------------------------------------------------------------- generators at the edges of their input
+
+@pytest.mark.parametrize("name", ["emoji-raster", "emoji-var", "emoji-flowar", "emoji-rar"])
+def test_no_labels_give_no_samples_and_numpy_numbers_are_numbers(name):
+    from minivar import pretrained
+    model = pretrained.load(name)
+    out = model.generate(torch.zeros(0, dtype=torch.long))
+    shapes = [tuple(t.shape) for t in out] if isinstance(out, list) else [tuple(out.shape)]
+    assert all(s[0] == 0 for s in shapes)
+    assert model.sample_images(torch.zeros(0, dtype=torch.long)).shape == (0, 3, 32, 32)
+    images = model.sample_images(np.array([1, 2]), guidance=np.float32(2.0), generator=torch.Generator().manual_seed(0))
+    assert images.shape == (2, 3, 32, 32) and torch.isfinite(images).all()
