@@ -40,6 +40,9 @@ def atomic_write(path, mode: str = "w", newline=None):
         raise ValueError(f"atomic_write writes a whole file: mode 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.tmp*"):  # left by a writer that was killed mid-write
+        if not alive(stale.name.rsplit(".tmp", 1)[-1]):
+            stale.unlink(missing_ok=True)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")  # the pid: two writers never share a temporary file
     try:
         with open(tmp, mode, newline=newline) as fh:
@@ -53,6 +56,19 @@ def atomic_write(path, mode: str = "w", newline=None):
                                f"another place") from None
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def alive(pid: str) -> bool:
+    """Whether the process `pid` (digits) still runs on this machine (a temporary file it writes is not stale)."""
+    if not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True  # it exists, someone else's
+    return True
 
 
 def write_text(path, text: str) -> Path:

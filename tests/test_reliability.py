@@ -154,6 +154,9 @@ def test_every_writer_keeps_the_earlier_file_when_a_write_fails_midway(tmp_path,
             fh.write("{")
             raise RuntimeError("the writer failed")
     assert manifest.read_bytes() == before[manifest]
+    (tmp_path / ".m.json.tmp999999999").write_text("{")  # left by a writer killed mid-write
+    write_json(manifest, {"ok": 2})
+    assert not (tmp_path / ".m.json.tmp999999999").exists() and json.loads(manifest.read_text()) == {"ok": 2}
 
 
 @pytest.fixture(scope="module")
