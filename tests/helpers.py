@@ -29,6 +29,16 @@ def tiny_raster_config(tmp_path, tokenizer_dir, **kw) -> TrainConfig:
     return TrainConfig(**{**base, **kw})
 
 
+def tiny_generator_runs(root):
+    """A tiny tokenizer run and a raster generator run over it, 2 steps each -> (tokenizer config, generator config)."""
+    from minivar.train import train
+    tok = tiny_train_config(root, max_steps=2, eval_every=100, ckpt_every=100)
+    train(tok, progress=False)
+    gen = tiny_raster_config(root, tok.run_dir, max_steps=2, eval_every=100)
+    train(gen, progress=False)
+    return tok, gen
+
+
 def crash_at_call(monkeypatch, n, exc):
     """Make the n-th training step raise `exc`, as a kill or Ctrl-C would interrupt a real run (monkeypatch.undo()
     puts the real step back)."""

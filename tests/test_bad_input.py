@@ -17,7 +17,7 @@ from minivar.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from minivar.data import load_dataset
 from minivar.official import load_llamagen_vq, load_maskgit_vq, load_rar, load_var
 from minivar.train import StepBatches, train
-from tests.helpers import tiny_raster_config, tiny_train_config, tiny_vqvae_config
+from tests.helpers import tiny_generator_runs, tiny_raster_config, tiny_train_config, tiny_vqvae_config
 
 
 @pytest.fixture(scope="module")
@@ -27,10 +27,7 @@ def runs(tmp_path_factory):
     from minivar.kl_autoencoder import KLAutoencoderConfig
     from minivar.rar import RARConfig
     root = tmp_path_factory.mktemp("runs")
-    tok = tiny_train_config(root, max_steps=2, eval_every=100, ckpt_every=100)
-    train(tok, progress=False)
-    gen = tiny_raster_config(root, tok.run_dir, max_steps=2, eval_every=100)
-    train(gen, progress=False)
+    tok, gen = tiny_generator_runs(root)
     kl = tiny_train_config(root, name="kl", model="klvae", max_steps=2, eval_every=100, ckpt_every=100,
                            model_config=KLAutoencoderConfig(image_size=32, ch=8, ch_mult=(1, 2), z_channels=4))
     train(kl, progress=False)

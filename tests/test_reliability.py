@@ -26,7 +26,7 @@ from minivar.files import FolderInUse, PathLock, append_csv_row, atomic_write, w
 from minivar.sweep import run_ablation
 from minivar.train import train
 from minivar.viz import save_grid
-from tests.helpers import tiny_raster_config, tiny_train_config
+from tests.helpers import tiny_generator_runs, tiny_train_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -161,12 +161,7 @@ def test_every_writer_keeps_the_earlier_file_when_a_write_fails_midway(tmp_path,
 
 @pytest.fixture(scope="module")
 def generator_run(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gen")
-    tok = tiny_train_config(root, max_steps=2, eval_every=100, ckpt_every=100)
-    train(tok, progress=False)
-    gen = tiny_raster_config(root, tok.run_dir, max_steps=2, eval_every=100)
-    train(gen, progress=False)
-    return gen.run_dir
+    return tiny_generator_runs(tmp_path_factory.mktemp("gen"))[1].run_dir
 
 
 def test_sample_npz_written_whole_or_not_and_default_grids_never_overwrite_each_other(generator_run, tmp_path,
