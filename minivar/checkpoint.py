@@ -10,6 +10,7 @@ removes the temporary file such a kill left behind).
 
 import hashlib
 import json
+import math
 import os
 import pickle
 import signal
@@ -88,7 +89,7 @@ def load_checkpoint(path, map_location="cpu", required=("model", "config")) -> d
         if isinstance(e, RuntimeError) and any(w in text for w in ("CUDA", "MPS", "device")):  # the place, not the file
             raise CheckpointError(f"{path} cannot be loaded onto {map_location}: {text.splitlines()[0][:200]}. The "
                                   f"file is fine; choose a device this machine has (--device cpu, or auto)") from None
-        if isinstance(e, (OSError,)) and not isinstance(e, zipfile.BadZipFile) and "zip" not in text.lower():
+        if isinstance(e, OSError) and "zip" not in text.lower():  # (BadZipFile is no OSError: it is the bytes)
             raise CheckpointError(f"{path} cannot be read ({e.strerror or text}); check the path and its "
                                   f"permissions") from None
         raise CheckpointError(f"{path} is corrupt or truncated and cannot be loaded ({type(e).__name__}: "
@@ -236,7 +237,6 @@ class TrainingDiverged(RuntimeError):
 
 def diverged(step: int, records: list, ckpt_path: Path, saved_step: int, lr: float) -> TrainingDiverged:
     """The sentence a diverged run stops with: which step, the last finite loss, what is kept, the usual causes."""
-    import math
     finite = [r for r in records if math.isfinite(r.get("loss", math.nan))]
     last = (f"the last finite loss logged was {finite[-1]['loss']:.4g} at step {finite[-1]['step']}" if finite else
             "no finite loss was logged")

@@ -178,9 +178,10 @@ class Generator(Model):
         """Attach the frozen tokenizer whose codes this model predicts; refuses one that does not fit, or (for a
         model loaded from a run) one with other weights than it was trained on: its codes would mean other images."""
         fit_to_tokenizer(self.kind, self.cfg, self.from_tokenizer, tokenizer, fill=False)
-        if self.trained_on and weights_checksum(tokenizer) != self.trained_on:
+        given = weights_checksum(tokenizer) if self.trained_on else None
+        if given and given != self.trained_on:
             raise ValueError(f"this {self.kind} model was trained on a tokenizer with other weights (checksum "
-                             f"{self.trained_on}, this one {weights_checksum(tokenizer)}): its codes would decode to "
+                             f"{self.trained_on}, this one {given}): its codes would decode to "
                              f"other images. Bind the tokenizer it was trained on (minivar.load(run) does), or train "
                              f"the generator again over this one")
         self._tokenizer = (tokenizer,)
@@ -319,10 +320,10 @@ def load(path, map_location="cpu") -> Model:
     if not ckpt_path.exists():
         raise FileNotFoundError(f"no checkpoint at {ckpt_path}: train the run first (python -m minivar train ...)")
     ckpt = load_checkpoint(ckpt_path, map_location)
-    if str(path).startswith(PRETRAINED) and ckpt["config"].get("model") != shipped_manifest(str(path))["kind"]:
+    kind = shipped_manifest(str(path))["kind"] if str(path).startswith(PRETRAINED) else ckpt["config"].get("model")
+    if ckpt["config"].get("model") != kind:
         raise CheckpointError(f"{ckpt_path} holds a {ckpt['config'].get('model')} model but its manifest says "
-                              f"{shipped_manifest(str(path))['kind']}: restore both with `git checkout -- "
-                              f"{ckpt_path.parent}` or reinstall minivar")
+                              f"{kind}: restore both with `git checkout -- {ckpt_path.parent}` or reinstall minivar")
     return model_from_checkpoint(ckpt, ckpt_path, map_location)
 
 
@@ -351,8 +352,8 @@ def model_from_checkpoint(ckpt: dict, ckpt_path: Path, map_location="cpu") -> Mo
             raise CheckpointError(f"the tokenizer {saved['tokenizer']} holds other weights than the ones {ckpt_path} "
                                   f"was trained on (it was trained further or replaced): train the generator again, "
                                   f"or restore that tokenizer run")
-        model.trained_on = expected  # a later bind() to another tokenizer is refused too
         model.bind(tokenizer.requires_grad_(False))
+        model.trained_on = expected  # after bind (checked just above): a later bind() to another one is refused
     return model.to(map_location).eval()
 
 
