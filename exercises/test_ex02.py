@@ -2,19 +2,19 @@
 
 import pytest
 import torch
-from _grading import implementations, load
+from _grading import exercise, implementations
 
 from minivar.vq import VectorQuantizer, usage_stats
 
 
-@pytest.fixture(params=implementations("ex02"))
+@pytest.fixture(scope="module", params=implementations("ex02"))
 def ex(request):
-    return load("ex02_codebook", request.param)
+    yield from exercise("ex02_codebook", request.param)
 
 
 def test_part1_l2_nearest_code(ex):
-    torch.manual_seed(0)
-    z, codebook = torch.randn(64, 4) * 3, torch.randn(32, 4)
+    g = torch.Generator().manual_seed(0)
+    z, codebook = torch.randn(64, 4, generator=g) * 3, torch.randn(32, 4, generator=g)
     got = ex.l2_nearest_code(z, codebook)
     ref = VectorQuantizer(32, 4, l2_norm=True)
     ref.codebook.weight.data.copy_(codebook)
@@ -31,6 +31,14 @@ def test_part2_usage_and_perplexity(ex):
     usage, ppl = ex.usage_and_perplexity(idx, 16)
     assert usage == pytest.approx(0.25), f"Part 2 (usage_and_perplexity): 4 of 16 codes used is 0.25, got {usage}"
     assert ppl == pytest.approx(4.0), f"Part 2 (usage_and_perplexity): 4 codes used equally -> perplexity 4, got {ppl}"
+    for idx, K in [(torch.tensor([3, 3, 7, 12, 12, 12]), 16), (torch.tensor([[9, 0], [9, 9]]), 10),
+                   (torch.randint(0, 50, (500,), generator=torch.Generator().manual_seed(1)) * 3, 200)]:
+        usage, _ = ex.usage_and_perplexity(idx, K)
+        used = len(set(idx.flatten().tolist()))
+        assert usage == pytest.approx(used / K), \
+            (f"Part 2 (usage_and_perplexity): indices {idx.flatten().tolist()[:8]}{'...' if idx.numel() > 8 else ''} "
+             f"use {used} of {K} codes, usage {used / K:.4f}; got {usage}. Count the codes that occur, not the "
+             f"largest index")
     idx = torch.randint(0, 50, (500,), generator=torch.Generator().manual_seed(1))
     usage, ppl = ex.usage_and_perplexity(idx, 64)
     ref = usage_stats(idx, 64)

@@ -3,20 +3,21 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from _grading import implementations, load
+from _grading import exercise, implementations
+from _probes import CachedToy
 
 from minivar import sampling
 
 
-@pytest.fixture(params=implementations("ex03"))
+@pytest.fixture(scope="module", params=implementations("ex03"))
 def ex(request):
-    return load("ex03_raster_ar", request.param)
+    yield from exercise("ex03_raster_ar", request.param)
 
 
 def test_part1_teacher_forcing_loss(ex):
     g = torch.Generator().manual_seed(0)
     for B, N, V in [(2, 4, 5), (1, 1, 3), (3, 16, 32), (4, 9, 2)]:
-        logits = torch.randn(B, N + 1, V, generator=g, requires_grad=True)
+        logits = torch.randn(B, N + 1, V, generator=g)
         tokens = torch.randint(0, V, (B, N), generator=g)
         case = f"with B={B}, N={N} tokens, V={V}"
         loss = ex.teacher_forcing_loss(logits, tokens)
@@ -30,8 +31,8 @@ def test_part1_teacher_forcing_loss(ex):
                 " (the mean cross-entropy of each token under the logits that had not yet seen it)"
             pytest.fail(f"Part 1 (teacher_forcing_loss): {case}, the loss is {float(loss):.4f}, expected "
                         f"{float(expected):.4f}.{hint}", pytrace=False)
-        loss.backward()
-        assert logits.grad[:, -1].abs().max() == 0, \
+        grad = ex.gradients("teacher_forcing_loss", (logits, tokens))[0]
+        assert grad is not None and grad[:, -1].abs().max() == 0, \
             f"Part 1 (teacher_forcing_loss): {case}, the last position's logits got a gradient; it predicts nothing"
 
 
@@ -53,38 +54,8 @@ def test_part2_top_k_top_p_filter(ex):
             f"Part 2 (top_k_top_p_filter): with top_k={k}, top_p={p}, the kept logits changed; keep them as they are"
 
 
-class CachedToy:
-    """A tiny autoregressive model over V codes that keeps a cache of what it was given: the logits at a position
-    depend on every input so far, so a loop that skips, repeats or re-feeds positions draws other tokens."""
-
-    def __init__(self, V, n_classes, seed, dim=16):
-        g = torch.Generator().manual_seed(seed)
-        self.cls, self.tok = torch.randn(n_classes, dim, generator=g), torch.randn(V, dim, generator=g)
-        self.mix, self.out = torch.randn(dim, dim, generator=g) / dim ** 0.5, torch.randn(dim, V, generator=g) * 1.5
-        self.state, self.fed, self.calls = None, 0, []
-
-    def __call__(self, inputs, start):
-        if not isinstance(inputs, torch.Tensor) or inputs.ndim != 2 or inputs.dtype != torch.long:
-            pytest.fail(f"Part 3 (sample_with_cache): step() takes inputs (B, L) long, got "
-                        f"{getattr(inputs, 'dtype', type(inputs).__name__)} {tuple(getattr(inputs, 'shape', ()))}",
-                        pytrace=False)
-        if start != self.fed:
-            pytest.fail(f"Part 3 (sample_with_cache): step(inputs, start={start}) after the model has read "
-                        f"{self.fed} positions; with a cache, each position is given once, in order (the next "
-                        f"one is {self.fed})", pytrace=False)
-        self.calls.append((start, inputs.shape[1]))
-        logits = []
-        for j in range(inputs.shape[1]):
-            pos = start + j
-            e = self.cls[inputs[:, j]] if pos == 0 else self.tok[inputs[:, j]]
-            self.state = e if self.state is None else torch.tanh(self.state @ self.mix + e)
-            logits.append(self.state @ self.out)
-        self.fed += inputs.shape[1]
-        return torch.stack(logits, 1)
-
-
 def greedy_reference(V, n_classes, seed, labels, n):
-    model, x, out = CachedToy(V, n_classes, seed), labels[:, None], []
+    model, x, out = CachedToy(V, n_classes, seed), labels[:, None], []  # the student's toy's twin
     for i in range(n):
         token = model(x, i)[:, -1].argmax(-1)
         out.append(token)
@@ -95,7 +66,7 @@ def greedy_reference(V, n_classes, seed, labels, n):
 def test_part3_sample_with_cache_loop(ex):
     for B, V, C, n, seed in [(3, 7, 4, 5, 0), (1, 3, 1, 1, 1), (4, 16, 9, 12, 2)]:
         labels = torch.arange(B) % C
-        model = CachedToy(V, C, seed)
+        model = ex.probe("CachedToy", V, C, seed)
         try:
             got = ex.sample_with_cache(model, labels, n, temperature=0)
         except NotImplementedError:
@@ -109,7 +80,7 @@ def test_part3_sample_with_cache_loop(ex):
         assert len(wrong) == 0, (f"Part 3 (sample_with_cache): {case}, token {int(wrong[0][1])} of row "
                                  f"{int(wrong[0][0])} is {int(got[tuple(wrong[0])])}, expected "
                                  f"{int(expected[tuple(wrong[0])])} (the argmax of the last position's logits)")
-        fed = sum(length for _, length in model.calls)
+        fed = sum(length for _, length in model.state["calls"])
         assert fed in (n, n + 1), f"Part 3 (sample_with_cache): {case}, the model read {fed} positions; n + 1 " \
                                   f"inputs at most (the class, then each token once)"
 
@@ -120,7 +91,7 @@ def test_part4_sample_with_cache_draws(ex):
     first = CachedToy(V, C, 3)(labels[:1, None], 0)[0, -1]  # the logits of the first token
     for temperature, top_k in [(1.0, 0), (0.5, 0), (1.0, 3), (2.0, 0)]:
         try:
-            got = ex.sample_with_cache(CachedToy(V, C, 3), labels, 1, temperature, top_k,
+            got = ex.sample_with_cache(ex.probe("CachedToy", V, C, 3), labels, 1, temperature, top_k,
                                        generator=torch.Generator().manual_seed(0))
         except NotImplementedError:
             pytest.fail("Part 4 (sample_with_cache): not done yet", pytrace=False)
@@ -131,12 +102,14 @@ def test_part4_sample_with_cache_draws(ex):
         assert not len(off), (f"Part 4 (sample_with_cache): at temperature {temperature}, top_k {top_k}, token "
                               f"{int(off[0])} was drawn {freq[off[0]]:.2%} of the time, expected "
                               f"{probs[off[0]]:.2%} (softmax(logits / temperature) over the top_k most likely)")
-    labels = torch.tensor([0, 1, 1])
-    a = ex.sample_with_cache(CachedToy(V, C, 4), labels, 6, 1.0, 0, generator=torch.Generator().manual_seed(5))
-    b = ex.sample_with_cache(CachedToy(V, C, 4), labels, 6, 1.0, 0, generator=torch.Generator().manual_seed(5))
+    labels = torch.arange(64) % C  # 384 tokens: two draws from other random numbers cannot agree by chance
+    a = ex.sample_with_cache(ex.probe("CachedToy", V, C, 4), labels, 6, 1.0, 0,
+                             generator=torch.Generator().manual_seed(5))
+    b = ex.sample_with_cache(ex.probe("CachedToy", V, C, 4), labels, 6, 1.0, 0,
+                             generator=torch.Generator().manual_seed(5))
     assert torch.equal(a, b), "Part 4 (sample_with_cache): the same generator seed drew other tokens: draw with " \
                               "torch.multinomial(..., generator=generator)"
-    draws = {tuple(ex.sample_with_cache(CachedToy(V, C, 4), labels, 6, 1.0, 0,
+    draws = {tuple(ex.sample_with_cache(ex.probe("CachedToy", V, C, 4), labels, 6, 1.0, 0,
                                         generator=torch.Generator().manual_seed(s)).flatten().tolist())
              for s in range(6)}
     assert len(draws) > 1, "Part 4 (sample_with_cache): six seeds drew the same tokens: at temperature 1 the tokens " \

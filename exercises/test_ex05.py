@@ -3,14 +3,15 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from _grading import implementations, load
+from _grading import exercise, implementations
+from _probes import ToyVAR
 
 from minivar import var
 
 
-@pytest.fixture(params=implementations("ex05"))
+@pytest.fixture(scope="module", params=implementations("ex05"))
 def ex(request):
-    return load("ex05_next_scale", request.param)
+    yield from exercise("ex05_next_scale", request.param)
 
 
 def test_part1_block_causal_mask(ex):
@@ -56,46 +57,6 @@ def test_part2_next_scale_loss(ex):
         assert not per_scale.requires_grad, f"Part 2 (next_scale_loss): {case}, detach per_scale (it is for plots)"
 
 
-class ToyVAR:
-    """A tiny next-scale model with a cache: a scale's logits depend on the class and on every input given so far,
-    so a loop that skips the next input, repeats a scale or feeds the wrong features draws other tokens."""
-
-    def __init__(self, scales, V, n_classes, labels, seed, C=5):
-        g = torch.Generator().manual_seed(seed)
-        self.scales, self.V, self.C, self.labels = scales, V, C, labels
-        self.cls = torch.randn(n_classes, C, generator=g)
-        self.pos = [torch.randn(s * s, C, generator=g) for s in scales]
-        self.out, self.code = torch.randn(C, V, generator=g) * 2, torch.randn(V, C, generator=g)
-        self.memory, self.calls = self.cls[labels], 0
-
-    def __call__(self, k, x):
-        if k != self.calls:
-            pytest.fail(f"Part 3 (generate_scales): step({k}, ...) after {self.calls} scales; with a cache each "
-                        f"scale is given once, in order (the next one is {self.calls})", pytrace=False)
-        s = self.scales[k]
-        if k == 0 and x is not None:
-            pytest.fail("Part 3 (generate_scales): scale 0 takes x = None (the class alone starts)", pytrace=False)
-        if k > 0 and (not isinstance(x, torch.Tensor) or tuple(x.shape) != (len(self.labels), s * s, self.C)):
-            pytest.fail(f"Part 3 (generate_scales): scale {k} takes next_input(maps), features "
-                        f"{(len(self.labels), s * s, self.C)}, got {tuple(getattr(x, 'shape', ())) or x!r}",
-                        pytrace=False)
-        if k > 0:
-            self.memory = torch.tanh(self.memory + x.mean(1))
-        self.calls += 1
-        return (self.memory[:, None] + self.pos[k][None]) @ self.out  # (B, s*s, V)
-
-    def next_input(self, maps):
-        k = len(maps)
-        shapes = [tuple(m.shape) for m in maps] if isinstance(maps, (list, tuple)) else None
-        want = [(len(self.labels), s, s) for s in self.scales[:k]]
-        if shapes != want or any(m.dtype != torch.long for m in maps):
-            pytest.fail(f"Part 3 (generate_scales): next_input takes the list of token maps drawn so far, "
-                        f"long tensors {want}, got {shapes}", pytrace=False)
-        f = sum(F.interpolate(self.code[m].permute(0, 3, 1, 2), size=(self.scales[k],) * 2, mode="nearest")
-                for m in maps)
-        return f.flatten(2).transpose(1, 2)  # (B, s_k^2, C)
-
-
 def greedy_reference(scales, V, C, labels, seed):
     toy, maps = ToyVAR(scales, V, C, labels, seed), []
     for k, s in enumerate(scales):
@@ -106,9 +67,9 @@ def greedy_reference(scales, V, C, labels, seed):
 def test_part3_generate_scales_loop(ex):
     for B, scales, V, C, seed in [(3, (1, 2, 3), 7, 4, 0), (1, (1,), 3, 1, 1), (4, (1, 2, 4, 6), 12, 9, 2)]:
         labels = torch.arange(B) % C
-        toy = ToyVAR(scales, V, C, labels, seed)
+        toy = ex.probe("ToyVAR", scales, V, C, labels, seed)
         try:
-            got = ex.generate_scales(toy, labels, scales, toy.next_input, temperature=0)
+            got = ex.generate_scales(toy, labels, scales, toy.method("next_input"), temperature=0)
         except NotImplementedError:
             pytest.fail("Part 3 (generate_scales): not done yet", pytrace=False)
         case = f"with {B} labels, scales {scales}, greedy"
@@ -123,16 +84,17 @@ def test_part3_generate_scales_loop(ex):
                                     f"token at (b, row, col) = {tuple(wrong[0].tolist())} is "
                                     f"{int(m[tuple(wrong[0])])}, expected {int(e[tuple(wrong[0])])}; a scale's "
                                     f"logits are its tokens in raster order")
-        assert toy.calls == len(scales), f"Part 3 (generate_scales): {case}, step ran {toy.calls} times"
+        assert toy.state["calls"] == len(scales), \
+            f"Part 3 (generate_scales): {case}, step ran {toy.state['calls']} times"
 
 
 def test_part4_generate_scales_draws(ex):
     B, scales, V = 4000, (1, 2), 6
     labels = torch.zeros(B, dtype=torch.long)
     for temperature in (1.0, 0.6):
-        toy = ToyVAR(scales, V, 1, labels, 3)
+        toy = ex.probe("ToyVAR", scales, V, 1, labels, 3)
         try:
-            maps = ex.generate_scales(toy, labels, scales, toy.next_input, temperature,
+            maps = ex.generate_scales(toy, labels, scales, toy.method("next_input"), temperature,
                                       generator=torch.Generator().manual_seed(0))
         except NotImplementedError:
             pytest.fail("Part 4 (generate_scales): not done yet", pytrace=False)
@@ -148,10 +110,9 @@ def test_part4_generate_scales_draws(ex):
         assert same < 0.9, f"Part 4 (generate_scales): at temperature {temperature}, {same:.0%} of the 2x2 maps " \
                            f"repeat one token: draw every token of a scale from its own distribution"
     labels = torch.tensor([0, 0, 0])
-    a = ex.generate_scales(ToyVAR(scales, V, 1, labels, 4), labels, scales, ToyVAR(scales, V, 1, labels, 4).next_input,
-                           1.0, generator=torch.Generator().manual_seed(5))
-    b = ex.generate_scales(ToyVAR(scales, V, 1, labels, 4), labels, scales, ToyVAR(scales, V, 1, labels, 4).next_input,
-                           1.0, generator=torch.Generator().manual_seed(5))
+    a, b = (ex.generate_scales(ex.probe("ToyVAR", scales, V, 1, labels, 4), labels, scales,
+                               ex.probe("ToyVAR", scales, V, 1, labels, 4).method("next_input"), 1.0,
+                               generator=torch.Generator().manual_seed(5)) for _ in range(2))
     assert all(torch.equal(x, y) for x, y in zip(a, b)), \
         "Part 4 (generate_scales): the same generator seed drew other tokens: draw with torch.multinomial(..., " \
         "generator=generator)"

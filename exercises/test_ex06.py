@@ -2,39 +2,25 @@
 
 import pytest
 import torch
-from _grading import implementations, load
+from _grading import exercise, implementations
+from _probes import LinearField
 
 from minivar import flow_matching, flowar
 
 
-@pytest.fixture(params=implementations("ex06"))
+@pytest.fixture(scope="module", params=implementations("ex06"))
 def ex(request):
-    return load("ex06_flow_matching", request.param)
-
-
-class LinearField(torch.nn.Module):
-    """A velocity network simple enough to reason about, random enough that a wrong formula shows."""
-
-    def __init__(self, channels, cond_dim, seed):
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.a = torch.randn(channels, channels, generator=g)
-        self.b = torch.randn(cond_dim, channels, generator=g)
-
-    def forward(self, x, t, z):
-        assert t.shape == (x.shape[0],), (f"the head takes one time per sample, t of shape ({x.shape[0]},); got "
-                                          f"{tuple(t.shape)} (pass t itself, not a copy reshaped for broadcasting)")
-        return x @ self.a + z @ self.b + t.view(-1, 1, 1)
+    yield from exercise("ex06_flow_matching", request.param)
 
 
 def test_part1_flow_loss(ex):
     for seed, (B, N, C, D) in enumerate([(3, 4, 2, 5), (1, 1, 3, 2), (5, 16, 4, 8)]):
         g = torch.Generator().manual_seed(seed)
-        head = LinearField(C, D, seed)
+        head, theirs = LinearField(C, D, seed), ex.probe("LinearField", C, D, seed)  # twins: ours, the student's
         x, z = torch.randn(B, N, C, generator=g), torch.randn(B, N, D, generator=g)
         noise = torch.randn(B, N, C, generator=g)
         for t in (torch.rand(B, generator=g), torch.zeros(B), torch.ones(B)):
-            got = ex.flow_loss(head, x, z, t, noise)
+            got = ex.flow_loss(theirs, x, z, t, noise)
             assert isinstance(got, torch.Tensor) and got.shape == (B,), \
                 f"Part 1 (flow_loss): return one loss per sample, shape ({B},); got {getattr(got, 'shape', got)}"
             expected = flow_matching.flow_matching_loss(head, x, z, t, noise)
@@ -52,10 +38,10 @@ def test_part1_flow_loss(ex):
 def test_part2_guided_euler_step(ex):
     for seed, (B, N, C, D) in enumerate([(2, 4, 2, 3), (1, 9, 3, 2), (4, 1, 4, 4)]):
         g = torch.Generator().manual_seed(10 + seed)
-        head = LinearField(C, D, seed)
+        head, theirs = LinearField(C, D, seed), ex.probe("LinearField", C, D, seed)
         x, z = torch.randn(2 * B, N, C, generator=g), torch.randn(2 * B, N, D, generator=g)
         for t, t_next, scale in ((1.0, 0.75, 1.0), (0.5, 0.3, 3.0), (0.2, 0.0, 0.0)):
-            got = ex.guided_euler_step(head, x, t, t_next, z, scale)
+            got = ex.guided_euler_step(theirs, x, t, t_next, z, scale)
             assert isinstance(got, torch.Tensor) and got.shape == x.shape, \
                 f"Part 2 (guided_euler_step): return x at t_next, shape {tuple(x.shape)}"
             v = flow_matching.guided_velocity(head, x.double(), t, z, scale, guided=True, dtype=torch.float32)

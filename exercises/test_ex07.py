@@ -4,14 +4,14 @@ import math
 
 import pytest
 import torch
-from _grading import implementations, load
+from _grading import exercise, implementations
 
 from minivar import rar
 
 
-@pytest.fixture(params=implementations("ex07"))
+@pytest.fixture(scope="module", params=implementations("ex07"))
 def ex(request):
-    return load("ex07_randomized_ar", request.param)
+    yield from exercise("ex07_randomized_ar", request.param)
 
 
 def test_part1_random_order_ratio(ex):
@@ -37,18 +37,29 @@ def test_part2_sample_orders(ex):
         not_perm = (got.sort(1).values != torch.arange(n)).any(1)
         assert not not_perm.any(), \
             f"Part 2 (sample_orders): row {int(not_perm.nonzero()[0])} is not a permutation of 0..{n - 1}"
-        raster = (got == torch.arange(n)).all(1).float().mean().item()
         expected = (1 - ratio) + ratio / math.factorial(min(n, 12))  # a random permutation can be raster by chance
-        if batch >= 500:
-            tol = 4 * math.sqrt(expected * (1 - expected) / batch) + 1e-3
-            assert abs(raster - expected) <= tol, \
-                (f"Part 2 (sample_orders): at ratio {ratio}, {raster:.1%} of the rows are raster; expected about "
-                 f"{expected:.1%} (each row is random with probability ratio, on its own coin)")
+        if batch >= 500:  # the share of raster rows, in each half of the batch: one coin per row, anywhere
+            for half, rows in (("first", got[:batch // 2]), ("second", got[batch // 2:])):
+                raster = (rows == torch.arange(n)).all(1).float().mean().item()
+                tol = 4 * math.sqrt(expected * (1 - expected) / len(rows)) + 1e-3
+                assert abs(raster - expected) <= tol, \
+                    (f"Part 2 (sample_orders): at ratio {ratio}, {raster:.1%} of the {half} half's rows are raster; "
+                     f"expected about {expected:.1%} (each row is random with probability ratio, on its own coin)")
+        if ratio == 1.0 and n >= 16:  # uniform over all n! orders: no two of a few thousand rows agree
+            distinct = len(set(map(tuple, got.tolist())))
+            assert distinct == batch, \
+                (f"Part 2 (sample_orders): {batch} random orders of {n} positions hold only {distinct} different "
+                 f"ones; a uniform permutation (argsort of noise, torch.randperm) almost never repeats")
         if ratio == 1.0 and batch >= 500:  # uniform: every position equally likely first, and second
             for k in (0, 1):
                 freq = torch.bincount(got[:, k], minlength=n).float() / batch
                 assert (freq - 1 / n).abs().max() < 5 / n, \
                     f"Part 2 (sample_orders): step {k} of the random orders is not uniform over the grid positions"
+    counts = {int((ex.sample_orders(400, 9, 0.5, torch.Generator().manual_seed(s)) != torch.arange(9)).any(1).sum())
+              for s in range(5)}
+    assert len(counts) > 1, \
+        f"Part 2 (sample_orders): five seeds gave the same number of random rows ({counts.pop()} of 400): each row " \
+        f"tosses its own coin, so that number varies from seed to seed"
     a = ex.sample_orders(64, 16, 0.5, torch.Generator().manual_seed(3))
     b = ex.sample_orders(64, 16, 0.5, torch.Generator().manual_seed(3))
     assert torch.equal(a, b), "Part 2 (sample_orders): the same generator seed must give the same orders: draw " \

@@ -309,10 +309,14 @@ def cmd_course_release(args):
 def cmd_course_grade(args):
     from .course import grade
     exercises = [e.strip() for e in args.exercises.split(",") if e.strip()]
-    rows = grade(args.submissions, exercises=exercises or None, timeout=args.timeout)
+    t0 = time.perf_counter()
+    rows = grade(args.submissions, exercises=exercises or None, timeout=args.timeout, jobs=args.jobs,
+                 import_timeout=args.import_timeout, memory_gb=args.memory)
     students = len({r["student"] for r in rows})
-    print(f"graded {students} submissions: {sum(r['points'] for r in rows)} of {len(rows)} parts passed\n"
-          f"wrote {Path(args.submissions) / 'grades.md'} and grades.csv")
+    flagged = len({r["student"] for r in rows if r["flags"]})
+    print(f"graded {students} submissions: {sum(r['points'] for r in rows)} of {len(rows)} parts passed "
+          f"({time.perf_counter() - t0:.0f} s)" + (f"; {flagged} flagged for a human to read" if flagged else "")
+          + f"\nwrote {Path(args.submissions) / 'grades.md'} and grades.csv")
 
 
 def main(argv=None):
@@ -402,7 +406,12 @@ def main(argv=None):
     q.add_argument("submissions", help="a folder holding one folder per student, each with its exercises/")
     q.add_argument("--exercises", default="", help="comma-separated, e.g. ex01,ex03 (default: every grader)")
     q.add_argument("--timeout", type=float, default=120.0,
-                   help="seconds one exercise's grader may run per student (default 120)")
+                   help="seconds one part of a grader may run per student (default 120)")
+    q.add_argument("--import-timeout", type=float, default=60.0,
+                   help="seconds to import a student's file, torch included (default 60)")
+    q.add_argument("--memory", type=float, default=8.0,
+                   help="GB of address space for a student's process (default 8; torch alone maps about 3.3)")
+    q.add_argument("--jobs", type=int, default=1, help="students graded at once (default 1; up to your cores)")
     q.set_defaults(func=cmd_course_grade)
 
     argv = sys.argv[1:] if argv is None else list(argv)

@@ -11,15 +11,21 @@ What the instructor's checkout keeps and the release leaves out:
   `<!-- BEGIN KEY -->` and `<!-- END KEY -->`: answer keys.
 The release is then searched for every line of those solutions and keys; one found stops it with an error.
 
-Grading runs the instructor's graders (exercises/test_exNN.py) on each student's exNN_*.py in a subprocess of its
-own with a time limit, never in this process: a student's endless loop costs one timeout, not the grading. (The
-subprocess is not a sandbox: it runs the students' code with your rights. Grade in a container or a throwaway
-account when that matters.) Results: SUBMISSIONS/grades.csv (a row per student and part, with the failure message)
-and SUBMISSIONS/grades.md (a table of points per student and exercise, then each failure).
+Grading reads the instructor's graders (exercises/test_exNN.py) once, hashed, into this process, reads each
+student's exNN_*.py once, and runs the student's file in a sandbox (minivar/sandbox.py): a child process that cannot
+import minivar nor reach the graders or solutions on a relative path, that answers with values only, within limits
+of time (per part, and for the import), memory and output, and whose whole session (with anything it detached) is
+killed when its exercise ends. The comparisons and the report stay here. A file that reaches outside its own
+computation (system modules, exec, frames, assignments to torch) is flagged for a human. What a sandbox does not
+stop: code that reads or writes files by an absolute path with your rights; grade in a container or a throwaway
+account for that. Results: SUBMISSIONS/grades.csv (a row per student and part, with the failure message) and
+SUBMISSIONS/grades.md (points in the lab handouts' rubric weights, the flags, then each failure).
 """
 
 import ast
 import csv
+import hashlib
+import importlib.util
 import io
 import json
 import math
@@ -30,10 +36,10 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import xml.etree.ElementTree as ET
+import threading
 from pathlib import Path
 
-from .files import PathLock, write_text
+from .files import PathLock, write_bytes, write_text
 
 ROOT = Path(__file__).resolve().parent.parent  # the checkout this package runs from
 SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -197,61 +203,194 @@ def grader_parts(grader: Path) -> list:
     return [(int(m.group(1)), name) for name in names if (m := re.match(r"test_part(\d+)_", name))]
 
 
+class Graders:
+    """The instructor's graders, read once: their text hashed, their test functions imported into this process from
+    a private copy. A student's code never runs here (each runs in a minivar.sandbox child), so nothing it does
+    can change these functions; `check()` puts back a grader file changed on disk all the same, and names it."""
+
+    FILES = ("_grading.py", "_probes.py")
+
+    def __init__(self, folder: Path, exercises: list):
+        self.folder, self.exercises = folder, exercises
+        names = [f"test_{e}.py" for e in exercises] + [f for f in self.FILES if (folder / f).exists()]
+        self.texts = {n: (folder / n).read_bytes() for n in names}
+        self.hashes = {n: hashlib.sha256(t).hexdigest() for n, t in self.texts.items()}
+        self.copy, self.lock = Path(tempfile.mkdtemp(prefix="minivar-graders-")), threading.Lock()
+        for n, t in self.texts.items():
+            (self.copy / n).write_bytes(t)
+        self.tests, self.stubs = self._import(), {}
+        for e in exercises:
+            stub = next(iter(sorted(folder.glob(f"{e}_*.py"))), None)  # the released file's name, when there
+            self.stubs[e] = stub.name if stub else None
+        self.weights = rubric_weights(folder / "labs", {e: len(t) for e, t in self.tests.items()})
+
+    def _import(self) -> dict:
+        """{exercise: [(part, name, function)]}, imported from the private copy (its own _grading and _probes)."""
+        saved = {m: sys.modules.pop(m) for m in ("_grading", "_probes") if m in sys.modules}
+        sys.path.insert(0, str(self.copy))
+        try:
+            tests = {}
+            for e in self.exercises:
+                spec = importlib.util.spec_from_file_location(f"minivar_grader_{e}", self.copy / f"test_{e}.py")
+                module = importlib.util.module_from_spec(spec)
+                spec.loader.exec_module(module)
+                tests[e] = [(n, name, getattr(module, name)) for n, name in grader_parts(self.copy / f"test_{e}.py")]
+        finally:
+            sys.path.remove(str(self.copy))
+            for m in ("_grading", "_probes"):
+                sys.modules.pop(m, None)
+            sys.modules.update(saved)
+        return tests
+
+    def check(self) -> list:
+        """The grader files that changed on disk since grading began (a submission wrote them), each put back as it
+        was read: the grading itself runs on what was read, so a change cannot alter any grade."""
+        changed = []
+        with self.lock:
+            for n, h in self.hashes.items():
+                path = self.folder / n
+                now = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else "missing"
+                if now != h:
+                    changed.append(n)
+                    write_bytes(path, self.texts[n])
+        return changed
+
+    def close(self):
+        shutil.rmtree(self.copy, ignore_errors=True)
+
+
+def rubric_weights(labs: Path, parts: dict) -> dict:
+    """{exercise: points of one part} from the lab handouts' rubric rows, e.g. `| exercise 03, four parts ... |
+    4 × 0.75 |` (0.75 a part) or `| exercise 01, graded automatically (all parts) | 3 |` (3 shared by the parts);
+    1 a part where no handout says."""
+    weights = {e: 1.0 for e in parts}
+    for md in sorted(labs.glob("*.md")) if labs.is_dir() else []:
+        for line in md.read_text().splitlines():
+            m = re.match(r"\|\s*exercise (\d\d)\b[^|]*\|\s*([\d.]+)\s*(?:[×x*]\s*([\d.]+))?\s*\|", line)
+            if m and f"ex{m.group(1)}" in parts:
+                e = f"ex{m.group(1)}"
+                weights[e] = float(m.group(3)) if m.group(3) else float(m.group(2)) / max(parts[e], 1)
+    return weights
+
+
+# what a file that reaches outside its own functions tends to use: flagged in grades.md for a human to read
+SUSPECT_MODULES = {"importlib", "ctypes", "os", "subprocess", "sys", "atexit", "builtins", "signal", "socket",
+                   "multiprocessing", "threading", "shutil", "inspect", "gc", "pickle", "marshal", "codecs", "runpy",
+                   "pty", "resource", "pathlib", "io", "tempfile", "glob", "sysconfig", "site"}
+SUSPECT_CALLS = {"exec", "eval", "compile", "__import__", "open", "globals", "vars", "setattr", "delattr",
+                 "breakpoint", "input"}
+SUSPECT_ATTRS = {"_getframe", "f_globals", "f_locals", "f_back", "__builtins__", "__subclasses__", "__globals__",
+                 "__code__", "__dict__", "modules", "meta_path", "path_hooks"}
+
+
+def suspicious(source: str) -> list:
+    """["line N: what"] for every place a file reaches outside its own computation: imports of the modules above,
+    exec/eval/__import__/open..., frame and module internals, and assignments to anything of torch."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    torch_names = {"torch"}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            torch_names |= {a.asname or a.name.split(".")[0] for a in node.names if a.name.split(".")[0] == "torch"}
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "torch":
+            torch_names |= {a.asname or a.name for a in node.names}
+    found = []
+    for node in ast.walk(tree):
+        line = getattr(node, "lineno", 0)
+        if isinstance(node, ast.Import):
+            found += [(line, f"imports {a.name}") for a in node.names if a.name.split(".")[0] in SUSPECT_MODULES]
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in SUSPECT_MODULES:
+            found.append((line, f"imports from {node.module}"))
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in SUSPECT_CALLS:
+            found.append((line, f"calls {node.func.id}()"))
+        elif isinstance(node, ast.Attribute) and node.attr in SUSPECT_ATTRS:
+            found.append((line, f"uses .{node.attr}"))
+        elif isinstance(node, ast.Name) and node.id in ("__builtins__", "__loader__", "__spec__"):
+            found.append((line, f"uses {node.id}"))
+        elif isinstance(node, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+            targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) else [node.target]
+            for t in targets:
+                base = t
+                while isinstance(base, (ast.Attribute, ast.Subscript)):
+                    base = base.value
+                if t is not base and isinstance(base, ast.Name) and base.id in torch_names:
+                    found.append((line, f"assigns to {ast.unparse(t)} (part of torch)"))
+    return [f"line {n}: {what}" for n, what in sorted(set(found))]
+
+
 def student_folder(submission: Path) -> Path:
     """Where a submission holds its exNN_*.py: its exercises/ folder, or the submission folder itself."""
     return submission / "exercises" if (submission / "exercises").is_dir() else submission
 
 
-def run_grader(exercise: str, student_file: Path, graders: Path, timeout: float, select=None) -> dict:
-    """Run one exercise's grader on one student file, in a fresh folder and its own process, within `timeout`
-    seconds -> {test name: failure message, or "" when it passed}. Raises TimeoutError."""
-    with tempfile.TemporaryDirectory(prefix=f"grade-{exercise}-") as tmp:
-        tmp = Path(tmp)
-        for name in GRADER_FILES + (f"test_{exercise}.py",):
-            shutil.copy(graders / name, tmp / name)
-        stub = next(graders.glob(f"{exercise}_*.py"), student_file)  # the name the grader loads
-        shutil.copy(student_file, tmp / stub.name)
-        report = tmp / "report.xml"
-        cmd = [sys.executable, "-m", "pytest", f"test_{exercise}.py", "-m", exercise, "-p", "no:cacheprovider",
-               "-q", "--no-header", f"--junitxml={report}", "-o", "addopts=", "--rootdir", str(tmp)]
-        if select:
-            cmd += ["-k", select]
-        env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "MINIVAR_SMOKE": "1"}
-        proc = subprocess.Popen(cmd, cwd=tmp, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        try:
-            output = proc.communicate(timeout=timeout)[0].decode(errors="replace")
-        except subprocess.TimeoutExpired:
-            kill_group(proc)
-            raise TimeoutError(f"still running after {timeout:g} s (an endless loop?)") from None
-        if not report.exists():
-            tail = output.strip().splitlines()[-1:] or ["no output"]
-            raise RuntimeError(f"the grader could not run: {tail[0][:200]}")
-        return junit_results(report)
+MAX_SOURCE = 1 << 20  # bytes: a larger "exercise file" is not one
 
 
-def kill_group(proc):
-    import signal
+def submitted_file(submission: Path, exercise: str, stub: str) -> dict:
+    """The file graded for one exercise, read now (what the student's code later does to the folder changes
+    nothing) -> {file, source, others} or {file, problem}. The released file's name wins over other candidates
+    (ex02_codebook.py over ex02_codebook_final.py); links and files that lie outside the submission are refused."""
+    folder = student_folder(submission)
+    found = sorted(folder.glob(f"{exercise}_*.py"))
+    if not found:
+        where = folder.relative_to(submission.parent)
+        return {"file": "", "problem": f"no {exercise}_*.py in {where}"}
+    chosen = next((f for f in found if f.name == stub), found[0])
+    others = [f.name for f in found if f != chosen]
+    base = submission.resolve()
+    if chosen.is_symlink() or base not in chosen.resolve().parents:
+        return {"file": chosen.name, "others": others,
+                "problem": f"{chosen.name} is a link to {os.path.realpath(chosen)}: hand in the file itself"}
+    if chosen.stat().st_size > MAX_SOURCE:
+        return {"file": chosen.name, "others": others,
+                "problem": f"{chosen.name} is {chosen.stat().st_size >> 10} KB: an exercise file is a few KB of code"}
     try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError, AttributeError):  # gone already; or Windows
-        proc.kill()
-    proc.communicate()
+        source = chosen.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        return {"file": chosen.name, "others": others, "problem": f"{chosen.name} is not UTF-8 text"}
+    return {"file": chosen.name, "source": source, "others": others}
 
 
-def junit_results(report: Path) -> dict:
-    """{test function name: "" if it passed, else the first line of its failure or error message}."""
-    results = {}
-    for case in ET.parse(report).getroot().iter("testcase"):
-        name = case.get("name", "").split("[")[0]
-        problem = case.find("failure")
-        if problem is None:
-            problem = case.find("error")
-        if case.find("skipped") is not None and problem is None:
-            continue
-        message = "" if problem is None else first_line(problem.get("message") or problem.text or "failed")
-        results[name] = message
-    return results
+def check_source(name: str, source: str) -> str:
+    """"" when the file can be imported at all, else why not (a syntax error with its line, a use of minivar)."""
+    try:
+        compile(source, name, "exec", dont_inherit=True)  # compiles, runs nothing
+    except SyntaxError as e:
+        return f"SyntaxError on line {e.lineno}: {e.msg}"
+    except ValueError as e:  # null bytes
+        return f"{name} cannot be read as Python: {e}"
+    from .sandbox import uses_minivar
+    line = uses_minivar(source)
+    if line:
+        return (f"{name} line {line} uses minivar, which holds the reference answers the graders compare with: "
+                f"solve the exercise with torch alone")
+    return ""
+
+
+def part_outcome(test, ex) -> str:
+    """Run one grader part against the student's sandbox -> "" if it passed, else the message a student reads."""
+    from .sandbox import StudentError, StudentTimeout
+    try:
+        test(ex)
+        return ""
+    except NotImplementedError as e:
+        return f"not done yet ({str(e) or 'NotImplementedError'})"
+    except StudentTimeout as e:
+        return first_line(e.message)
+    except StudentError as e:
+        return first_line(str(e))
+    except AssertionError as e:
+        return first_line(str(e) or "failed")
+    except Exception as e:  # noqa: BLE001 - the grader tripped over what the student returned
+        if type(e).__name__ == "Failed":  # pytest.fail()
+            return first_line(getattr(e, "msg", str(e)))
+        return first_line(f"{type(e).__name__}: {e}")
+    except BaseException as e:  # pytest.fail raises an OutcomeException, not an Exception
+        if type(e).__name__ in ("Failed", "OutcomeException"):
+            return first_line(getattr(e, "msg", str(e)) or "failed")
+        raise
 
 
 def first_line(message: str) -> str:
@@ -259,44 +398,59 @@ def first_line(message: str) -> str:
     return message.splitlines()[0][:300] if message else "failed"
 
 
-def grade_submission(submission: Path, graders: Path, exercises: list, timeout: float) -> list:
-    """Rows {student, exercise, part, name, points, message} of one submission."""
-    rows, folder = [], student_folder(submission)
-    for ex in exercises:
-        parts = grader_parts(graders / f"test_{ex}.py")
-        files = sorted(folder.glob(f"{ex}_*.py"))
-        results, missing = {}, None
-        if not files:
-            missing = f"no {ex}_*.py in {folder.relative_to(submission.parent)}"
-        else:
-            try:
-                results = run_grader(ex, files[0], graders, timeout)
-            except TimeoutError:  # then part by part, so one endless part does not cost the others
-                for _, name in parts:
-                    try:
-                        results.update(run_grader(ex, files[0], graders, timeout, select=name))
-                    except (TimeoutError, RuntimeError) as e:
-                        results[name] = str(e)
-            except RuntimeError as e:
-                missing = str(e)
-        for number, name in parts:
-            message = missing or results.get(name, "not run (the grader stopped before it)")
-            rows.append({"student": submission.name, "exercise": ex, "part": number, "name": name,
-                         "points": int(message == ""), "message": message})
+def grade_submission(student: str, files: dict, graders: Graders, limits) -> list:
+    """Rows {student, exercise, part, name, points, weight, file, others, flags, message} of one submission, from
+    its files as read when grading began ({exercise: submitted_file(...)})."""
+    from .sandbox import Restarting
+    rows = []
+    for e in graders.exercises:
+        got = files[e]
+        problem = got.get("problem") or check_source(got["file"], got["source"])
+        flags = suspicious(got.get("source", ""))
+        probes = graders.copy / "_probes.py"
+        ex = None if problem else Restarting(got["source"], got["file"], probes if probes.exists() else None, limits,
+                                             reap=True)
+        results = []
+        for number, name, test in graders.tests[e]:
+            message = problem
+            if not message:
+                try:
+                    ex.get().time_limit(limits.call_timeout)
+                    message = part_outcome(test, ex)
+                except Exception as err:  # noqa: BLE001 - the file would not import: every part says why
+                    message = problem = f"{got['file']} could not be imported: {first_line(str(err))}"
+            results.append((number, name, message))
+        if ex is not None:
+            ex.close()
+        flags += [f"{n} changed on disk while this file was graded (put back; with --jobs, maybe by a submission "
+                  f"graded at the same time)" for n in graders.check()]
+        rows += [{"student": student, "exercise": e, "part": number, "name": name, "points": int(message == ""),
+                  "weight": graders.weights[e], "file": got["file"], "others": " ".join(got.get("others", [])),
+                  "flags": "; ".join(flags), "message": message} for number, name, message in results]
     return rows
 
 
-def grade(submissions, graders=None, exercises=None, timeout: float = 120.0) -> list:
-    """Grade every student folder in `submissions` -> rows; also writes grades.csv and grades.md there."""
+def grade(submissions, graders=None, exercises=None, timeout: float = 120.0, jobs: int = 1,
+          import_timeout: float = 60.0, memory_gb: float = 8.0) -> list:
+    """Grade every student folder in `submissions` -> rows; also writes grades.csv and grades.md there.
+
+    Each student's file runs in a sandbox (minivar/sandbox.py) of its own; `timeout` bounds each part,
+    `import_timeout` the import of the file, `memory_gb` its address space; `jobs` students are graded at once."""
+    from .sandbox import Limits, enable_reaper
     submissions, graders = Path(submissions), Path(graders or ROOT / "exercises")
     known = sorted(p.stem.removeprefix("test_") for p in graders.glob("test_ex*.py"))
     if not known:
         raise FileNotFoundError(f"no graders (test_exNN.py) in {graders}: run this in the instructor's checkout")
     exercises = list(exercises or known)
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real) or not math.isfinite(timeout) \
-            or timeout <= 0:
-        raise ValueError(f"--timeout is each grader's time limit in seconds, a number > 0 (default 120), got "
-                         f"{timeout!r}")
+    for name, value, what in (("--timeout", timeout, "each part's time limit in seconds, a number > 0 (default "
+                                                      "120)"),
+                              ("--import-timeout", import_timeout, "the time limit for importing a student's file, "
+                                                                   "in seconds (default 60)"),
+                              ("--memory", memory_gb, "a student process's memory limit in GB (default 8)")):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
+            raise ValueError(f"{name} is {what}, got {value!r}")
+    if isinstance(jobs, bool) or not isinstance(jobs, numbers.Integral) or not 1 <= jobs <= 64:
+        raise ValueError(f"--jobs is how many students to grade at once, a whole number from 1 to 64, got {jobs!r}")
     unknown = [e for e in exercises if e not in known]
     if unknown:
         raise ValueError(f"no grader for {', '.join(unknown)}; the graders: {', '.join(known)}")
@@ -306,17 +460,29 @@ def grade(submissions, graders=None, exercises=None, timeout: float = 120.0) -> 
     if not students:
         raise ValueError(f"{submissions} holds no student folders (one folder per student, each with its "
                          f"exercises/)")
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
     from tqdm.auto import tqdm
+    limits = Limits(import_timeout=import_timeout, call_timeout=timeout, memory_gb=memory_gb)
+    enable_reaper()
     # one grading of a folder at a time: two would mix their tables
     with PathLock(submissions / "grades.csv", "grades", "wait for that grading to finish, or stop it"):
-        rows = []
-        for student in tqdm(students, desc="grading"):
-            rows += grade_submission(student, graders, exercises, timeout)
+        g = Graders(graders, exercises)
+        try:  # every file read before any student's code runs: none can change another's
+            files = {s.name: {e: submitted_file(s, e, g.stubs[e]) for e in exercises} for s in students}
+            rows = []
+            with ThreadPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(grade_submission, s.name, files[s.name], g, limits) for s in students]
+                for f in tqdm(as_completed(futures), total=len(futures), desc="grading"):
+                    rows += f.result()
+        finally:
+            g.close()
         write_tables(merge_grades(submissions / "grades.csv", rows), submissions)
     return rows
 
 
-GRADE_FIELDS = ["student", "exercise", "part", "name", "points", "message"]
+GRADE_FIELDS = ["student", "exercise", "part", "name", "points", "weight", "file", "others", "flags", "message"]
+OLD_FIELDS = ["student", "exercise", "part", "name", "points", "message"]  # minivar's tables before the weights
 
 
 def merge_grades(path: Path, rows: list) -> list:
@@ -327,19 +493,21 @@ def merge_grades(path: Path, rows: list) -> list:
     if path.exists():
         with open(path, newline="") as fh:
             reader = csv.DictReader(fh)
-            if reader.fieldnames != GRADE_FIELDS:
+            if reader.fieldnames not in (GRADE_FIELDS, OLD_FIELDS):
                 raise ValueError(f"{path} is not a grades table of minivar (its columns: {reader.fieldnames}); move "
                                  f"it away and grade again")
             for r in reader:
                 if (r["student"], r["exercise"]) not in redone:
-                    kept.append({**r, "points": int(r["points"])})
+                    kept.append({"weight": 1.0, "file": "", "others": "", "flags": "", **r,
+                                 "points": int(r["points"])})
     merged = kept + rows
     order = {e: i for i, e in enumerate(sorted({r["exercise"] for r in merged}))}
     return sorted(merged, key=lambda r: (r["student"], order[r["exercise"]]))  # stable: parts keep their order
 
 
 def write_tables(rows: list, out: Path, exercises: list = None):
-    """grades.csv (a row per student, exercise and part) and grades.md (a table and what failed), atomically."""
+    """grades.csv (a row per student, exercise and part) and grades.md (points in the rubric's weights, the files
+    graded, what a human should read, what failed), atomically."""
     exercises = exercises or sorted({r["exercise"] for r in rows})
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=GRADE_FIELDS)
@@ -347,14 +515,33 @@ def write_tables(rows: list, out: Path, exercises: list = None):
     writer.writerows(rows)
     write_text(out / "grades.csv", buf.getvalue())
     students = list(dict.fromkeys(r["student"] for r in rows))
-    total = {e: len({r["part"] for r in rows if r["exercise"] == e}) for e in exercises}
-    lines = ["# Grades", "", "| student | " + " | ".join(f"{e} ({total[e]})" for e in exercises) + " | total |",
-             "|---|" + "---|" * (len(exercises) + 1)]
+    parts = {e: sorted({int(r["part"]) for r in rows if r["exercise"] == e}) for e in exercises}
+    weight = {e: float(next(r["weight"] for r in rows if r["exercise"] == e)) for e in exercises}
+    best = {e: weight[e] * len(parts[e]) for e in exercises}
+    num = lambda x: f"{x:g}"  # noqa: E731
+    lines = ["# Grades", "", "Points in the lab handouts' rubric weights (an exercise's parts share its points; "
+             "`graded by hand` items of the rubric are not here).", "",
+             "| student | " + " | ".join(f"{e} ({len(parts[e])} parts, {num(best[e])} pts)" for e in exercises)
+             + " | total |", "|---|" + "---|" * (len(exercises) + 1)]
     for s in students:
         mine = [r for r in rows if r["student"] == s]
-        points = [sum(r["points"] for r in mine if r["exercise"] == e) for e in exercises]
-        lines.append(f"| {s} | " + " | ".join(map(str, points)) + f" | {sum(points)} / {sum(total.values())} |")
-    failures = [r for r in rows if not r["points"]]
+        points = [sum(int(r["points"]) * weight[e] for r in mine if r["exercise"] == e) for e in exercises]
+        lines.append(f"| {s} | " + " | ".join(num(round(p, 4)) for p in points)
+                     + f" | {num(round(sum(points), 4))} / {num(sum(best.values()))} |")
+    firsts = list({(r["student"], r["exercise"]): r for r in rows}.values())
+    graded = [r for r in firsts if r.get("others")]
+    if graded:
+        lines += ["", "## Files graded where a submission held several", ""]
+        lines += [f"- **{r['student']}**, {r['exercise']}: graded `{r['file']}`; not graded: "
+                  + ", ".join(f"`{o}`" for o in r["others"].split()) for r in graded]
+    flagged = [r for r in firsts if r.get("flags")]
+    if flagged:
+        lines += ["", "## For a human to read", "",
+                  "These files reach outside their own computation (imports of the system, `exec`, frames, "
+                  "assignments to torch). Their code ran in a sandbox and their points stand as the graders gave "
+                  "them; read each to see why it does what it does.", ""]
+        lines += [f"- **{r['student']}**, `{r['file']}`: {r['flags'].replace('|', '/')}" for r in flagged]
+    failures = [r for r in rows if not int(r["points"])]
     if failures:
         lines += ["", "## What failed", ""]
         lines += [f"- **{r['student']}**, {r['exercise']} part {r['part']} (`{r['name']}`): "
@@ -362,4 +549,5 @@ def write_tables(rows: list, out: Path, exercises: list = None):
     write_text(out / "grades.md", "\n".join(lines) + "\n")
 
 
-__all__ = ["release", "grade", "strip_blocks", "blank_notebook", "grader_parts", "run_grader", "ReleaseError"]
+__all__ = ["release", "grade", "strip_blocks", "blank_notebook", "grader_parts", "suspicious", "rubric_weights",
+           "ReleaseError"]

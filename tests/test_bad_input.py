@@ -123,6 +123,10 @@ CLI = [  # (id, argv builder(runs, tmp), message)
      "--steps is each cell's training steps, a whole number >= 1"),
     ("grading time limit 0", lambda r, t: ["course", "grade", str(t), "--timeout", "0"], "--timeout .* a number > 0"),
     ("grading time limit -5", lambda r, t: ["course", "grade", str(t), "--timeout", "-5"], "--timeout .* > 0"),
+    ("grading jobs 0", lambda r, t: ["course", "grade", str(t), "--jobs", "0"], "--jobs .* from 1 to 64"),
+    ("grading memory -1", lambda r, t: ["course", "grade", str(t), "--memory", "-1"], "--memory .* GB .* got -1"),
+    ("grading import time nan", lambda r, t: ["course", "grade", str(t), "--import-timeout", "nan"],
+     "--import-timeout .* seconds"),
     # output paths checked before the sampling, not after it
     ("--out is a folder", lambda r, t: ["sample", str(r["raster"]), "--out", str(t)], "is a folder; name the picture"),
     ("--out of an unknown kind", lambda r, t: ["sample", str(r["raster"]), "--out", str(t / "grid.xyz")],

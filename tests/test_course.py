@@ -1,5 +1,6 @@
 """The instructor's commands: the student release holds no solution or key and its graders work; grading runs each
-submission in its own process with a time limit and writes the points table."""
+submission in a sandbox with a time limit and writes the points table (tests/test_grading_isolation.py: the
+dishonest ones)."""
 
 import csv
 import json
@@ -124,7 +125,7 @@ def test_grading_runs_each_submission_apart_with_a_time_limit_and_writes_the_tab
     assert all("no ex07_*.py" in points["erin", p][1] for p in (1, 2, 3))
     table = (subs / "grades.md").read_text()
     assert "| alice | 3 | 3 / 3 |" in table and "| bob | 0 | 0 / 3 |" in table and "| carol | 2 | 2 / 3 |" in table
-    assert "**carol**, ex07 part 1 (`test_part1_random_order_ratio`): still running" in table
+    assert "**carol**, ex07 part 1 (`test_part1_random_order_ratio`): random_order_ratio() was still running" in table
     assert main(["course", "grade", str(subs), "--exercises", "ex99"]) == 2
     assert "no grader for ex99; the graders: ex01" in capsys.readouterr().err
 
