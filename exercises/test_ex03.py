@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from _grading import exercise, implementations
+from _grading import expected as ref
 from _probes import CachedToy
 
 from minivar import sampling
@@ -23,9 +23,8 @@ def test_part1_teacher_forcing_loss(ex):
         loss = ex.teacher_forcing_loss(logits, tokens)
         assert isinstance(loss, torch.Tensor) and loss.ndim == 0, \
             f"Part 1 (teacher_forcing_loss): {case}, return a scalar tensor (the mean over the B * N predictions)"
-        expected = F.cross_entropy(logits[:, :-1].reshape(-1, V), tokens.reshape(-1))
+        expected, shifted = ref("ex03", f"part1 {B} {N} {V}", "ex03_teacher_forcing", logits, tokens)
         if not torch.allclose(loss, expected, rtol=1e-5, atol=1e-6):
-            shifted = F.cross_entropy(logits[:, 1:].reshape(-1, V), tokens.reshape(-1))
             hint = " logits[:, i + 1] has already read t_i: it cannot be what predicts it" \
                 if N > 0 and torch.allclose(loss, shifted, rtol=1e-5) else \
                 " (the mean cross-entropy of each token under the logits that had not yet seen it)"
@@ -54,15 +53,6 @@ def test_part2_top_k_top_p_filter(ex):
             f"Part 2 (top_k_top_p_filter): with top_k={k}, top_p={p}, the kept logits changed; keep them as they are"
 
 
-def greedy_reference(V, n_classes, seed, labels, n):
-    model, x, out = CachedToy(V, n_classes, seed), labels[:, None], []  # the student's toy's twin
-    for i in range(n):
-        token = model(x, i)[:, -1].argmax(-1)
-        out.append(token)
-        x = token[:, None]
-    return torch.stack(out, 1)
-
-
 def test_part3_sample_with_cache_loop(ex):
     for B, V, C, n, seed in [(3, 7, 4, 5, 0), (1, 3, 1, 1, 1), (4, 16, 9, 12, 2)]:
         labels = torch.arange(B) % C
@@ -75,7 +65,7 @@ def test_part3_sample_with_cache_loop(ex):
         assert isinstance(got, torch.Tensor) and tuple(got.shape) == (B, n) and got.dtype == torch.long, \
             f"Part 3 (sample_with_cache): {case}, expected a long tensor {(B, n)}, got " \
             f"{getattr(got, 'dtype', type(got).__name__)} {tuple(getattr(got, 'shape', ()))}"
-        expected = greedy_reference(V, C, seed, labels, n)
+        expected = ref("ex03", f"part3 {B} {V} {C} {n} {seed}", "ex03_greedy", V, C, seed, labels, n)
         wrong = (got != expected).nonzero()
         assert len(wrong) == 0, (f"Part 3 (sample_with_cache): {case}, token {int(wrong[0][1])} of row "
                                  f"{int(wrong[0][0])} is {int(got[tuple(wrong[0])])}, expected "

@@ -2,8 +2,8 @@
 
 import pytest
 import torch
-import torch.nn.functional as F
 from _grading import exercise, implementations
+from _grading import expected as ref
 from _probes import ToyVAR
 
 from minivar import var
@@ -37,17 +37,14 @@ def test_part2_next_scale_loss(ex):
         out = ex.next_scale_loss(logits, maps)
         assert isinstance(out, tuple) and len(out) == 2, "Part 2 (next_scale_loss): return (loss, per_scale)"
         loss, per_scale = out
-        targets = torch.cat([m.flatten(1) for m in maps], 1)
-        per_token = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")
+        mean, expected, by_scale = ref("ex05", f"part2 {B} {scales} {V}", "ex05_next_scale_loss", logits, maps)
         assert isinstance(loss, torch.Tensor) and loss.ndim == 0, f"Part 2 (next_scale_loss): {case}, loss is a scalar"
-        if not torch.allclose(loss, per_token.mean(), rtol=1e-5, atol=1e-6):
-            by_scale = torch.stack([c.mean() for c in per_token.split([s * s for s in scales], 1)]).mean()
+        if not torch.allclose(loss, mean, rtol=1e-5, atol=1e-6):
             hint = " That is the mean of the per-scale means: every token must count the same" if \
                 torch.allclose(loss, by_scale, rtol=1e-5) else \
                 " Which slice of the L logits belongs to which scale, and in what order is each map read?"
             pytest.fail(f"Part 2 (next_scale_loss): {case}, the loss is {float(loss):.4f}, expected "
-                        f"{float(per_token.mean()):.4f}.{hint}", pytrace=False)
-        expected = torch.stack([c.mean() for c in per_token.split([s * s for s in scales], 1)])
+                        f"{float(mean):.4f}.{hint}", pytrace=False)
         assert isinstance(per_scale, torch.Tensor) and per_scale.shape == (len(scales),), \
             f"Part 2 (next_scale_loss): {case}, per_scale must be a tensor ({len(scales)},)"
         bad = ((per_scale - expected).abs() > 1e-4).nonzero().flatten()
@@ -55,13 +52,6 @@ def test_part2_next_scale_loss(ex):
                               f"({scales[int(bad[0])]}x{scales[int(bad[0])]}) is {float(per_scale[bad[0]]):.4f}, "
                               f"expected {float(expected[bad[0]]):.4f}")
         assert not per_scale.requires_grad, f"Part 2 (next_scale_loss): {case}, detach per_scale (it is for plots)"
-
-
-def greedy_reference(scales, V, C, labels, seed):
-    toy, maps = ToyVAR(scales, V, C, labels, seed), []
-    for k, s in enumerate(scales):
-        maps.append(toy(k, None if k == 0 else toy.next_input(maps)).argmax(-1).view(len(labels), s, s))
-    return maps
 
 
 def test_part3_generate_scales_loop(ex):
@@ -75,7 +65,8 @@ def test_part3_generate_scales_loop(ex):
         case = f"with {B} labels, scales {scales}, greedy"
         assert isinstance(got, (list, tuple)) and len(got) == len(scales), \
             f"Part 3 (generate_scales): {case}, return a list of {len(scales)} token maps"
-        for k, (m, e) in enumerate(zip(got, greedy_reference(scales, V, C, labels, seed))):
+        reference = ref("ex05", f"part3 {B} {scales} {V} {C} {seed}", "ex05_greedy", scales, V, C, labels, seed)
+        for k, (m, e) in enumerate(zip(got, reference)):
             assert isinstance(m, torch.Tensor) and tuple(m.shape) == tuple(e.shape) and m.dtype == torch.long, \
                 f"Part 3 (generate_scales): {case}, map {k} must be a long tensor {tuple(e.shape)}, got " \
                 f"{getattr(m, 'dtype', type(m).__name__)} {tuple(getattr(m, 'shape', ()))}"

@@ -300,10 +300,13 @@ def cmd_sweep(args):
 
 def cmd_course_release(args):
     from .course import release
-    summary = release(args.out, force=args.force)
+    clear = [c.strip() for c in args.clear_outputs.split(",") if c.strip()]
+    summary = release(args.out, force=args.force, clear_outputs=clear)
+    cleared = f", outputs left out of {summary['cleared']} notebooks" if summary.get("cleared") else ""
     print(f"wrote the student copy to {args.out}: {summary['files']} files, {summary['blanked_cells']} notebook "
-          f"cells blanked, answer keys taken out of {summary['keys']} files, no solutions\n"
-          f"students check their work with `pytest -m exNN` in it")
+          f"cells blanked, answer keys taken out of {summary['keys']} files{cleared}, no solutions\n"
+          f"students check their work with `pytest -m exNN` in it; `pytest` there runs each notebook up to its "
+          f"first blank")
 
 
 def cmd_course_grade(args):
@@ -401,6 +404,8 @@ def main(argv=None):
     q = course.add_parser("release", help="write the student copy: no solutions, no answer keys, graders included")
     q.add_argument("--out", required=True, help="an empty (or new) folder for the student copy")
     q.add_argument("--force", action="store_true", help="replace what --out holds")
+    q.add_argument("--clear-outputs", default="", help="notebooks whose outputs the copy leaves out, e.g. 03,05 "
+                   "or all (for labs that ask students to predict them; default: none)")
     q.set_defaults(func=cmd_course_release)
     q = course.add_parser("grade", help="grade a folder of submissions (one folder per student) -> grades.csv/md")
     q.add_argument("submissions", help="a folder holding one folder per student, each with its exercises/")

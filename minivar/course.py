@@ -4,12 +4,20 @@
     python -m minivar course grade submissions/            # one folder per student, each holding its exercises/
 
 What the instructor's checkout keeps and the release leaves out:
-- exercises/solutions/ (the reference answers), tests/, benchmarks/ and CI files;
+- exercises/solutions/ (the reference answers), exercises/_references.py (the graders' own answers: the copy's
+  graders read them recorded, from exercises/expected/), tests/ but for the official code's golden tensors
+  (tests/fixtures/*.pt, which notebooks read), and CI files; benchmarks/ goes, since notebooks and sheets read its
+  recorded results;
+- in README.md, what lies between `<!-- BEGIN INSTRUCTORS ONLY -->` and `<!-- END INSTRUCTORS ONLY -->`; what lies
+  in a `<!-- STUDENTS ONLY ... END STUDENTS ONLY -->` comment comes out of the comment (the students' test command
+  among it); in pyproject.toml, nbmake's options, so `pytest` in the copy runs each notebook up to its first blank
+  (conftest.py) and passes on a fresh copy;
 - in notebooks, the code between `### BEGIN SOLUTION` and `### END SOLUTION` in a cell (nbgrader's convention):
   the release puts a `raise NotImplementedError` there and clears that cell's outputs;
 - in Markdown files (lab handouts, ablation sheets, notebooks' text cells), everything between
   `<!-- BEGIN KEY -->` and `<!-- END KEY -->`: answer keys.
-The release is then searched for every line of those solutions and keys; one found stops it with an error.
+The release is then searched, notebook outputs included, for every line of those solutions and keys; one found stops
+it with an error. `clear_outputs` leaves chosen notebooks' outputs out as well.
 
 Grading reads the instructor's graders (exercises/test_exNN.py) once, hashed, into this process, reads each
 student's exNN_*.py once, and runs the student's file in a sandbox (minivar/sandbox.py): a child process that cannot
@@ -46,8 +54,13 @@ SOLUTION_BEGIN, SOLUTION_END = "### BEGIN SOLUTION", "### END SOLUTION"
 KEY_BEGIN, KEY_END = "<!-- BEGIN KEY -->", "<!-- END KEY -->"
 STUDENT_STUB = "raise NotImplementedError(\"your code here\")"
 RELEASED = ("README.md", "pyproject.toml", "environment.yml", "conftest.py", "minivar", "notebooks", "exercises",
-            "data")
-WITHHELD = ("exercises/solutions",)
+            "data", "benchmarks")  # benchmarks/: the recorded results the notebooks and sheets read
+WITHHELD = ("exercises/solutions", "exercises/_references.py")
+# README.md: what only the instructor reads goes; what only students read is kept in an HTML comment there
+INSTRUCTORS_BEGIN, INSTRUCTORS_END = "<!-- BEGIN INSTRUCTORS ONLY -->", "<!-- END INSTRUCTORS ONLY -->"
+STUDENTS_BEGIN, STUDENTS_END = "<!-- STUDENTS ONLY", "END STUDENTS ONLY -->"
+# pyproject.toml: in the copy, notebooks run up to their first blank (conftest.py), not through nbmake
+NBMAKE_OPTS = "--nbmake --nbmake-timeout=60 "
 GRADER_FILES = ("_grading.py", "conftest.py")
 
 
@@ -107,13 +120,48 @@ def release_files(root: Path) -> list:
         skip = {"runs", "__pycache__", ".venv", ".ipynb_checkpoints", ".pytest_cache", ".ruff_cache", ".git"}
         listed = [str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
                   and not skip & set(p.relative_to(root).parts) and not p.name.endswith(".egg-info")]
-    keep = [f for f in listed if f.split("/")[0] in RELEASED and not f.startswith(WITHHELD)]
+    keep = [f for f in listed if (f.split("/")[0] in RELEASED or is_golden(f)) and not f.startswith(WITHHELD)]
     return sorted(keep)
 
 
-def release(out, root=None, force: bool = False) -> dict:
-    """Write the student copy of the course checkout `root` into `out` -> a summary (files, blanked cells...)."""
+def student_readme(text: str, where="README.md") -> str:
+    """The students' README: the instructors' blocks out, the students' blocks (kept in an HTML comment, where
+    `{test-command}` stands for the test-command marker, which cannot nest in a comment) in."""
+    text, _ = strip_blocks(text, INSTRUCTORS_BEGIN, INSTRUCTORS_END, where=where)
+    out, inside = [], False
+    for line in text.splitlines(keepends=True):
+        if line.strip() == STUDENTS_BEGIN and not inside:
+            inside = True
+        elif line.strip() == STUDENTS_END and inside:
+            inside = False
+        else:
+            out.append("<!-- test-command -->\n" if inside and line.strip() == "{test-command}" else line)
+    if inside:
+        raise ReleaseError(f"{where}: {STUDENTS_BEGIN!r} is never closed with {STUDENTS_END!r}")
+    return "".join(out)
+
+
+def is_golden(rel: str) -> bool:
+    """The official code's golden tensors (tests/fixtures/*.pt and their README), which notebooks 03-07 compare the
+    package with: data, released; the rest of tests/ (the wrong answers among it) is not."""
+    return re.fullmatch(r"tests/fixtures/[\w.-]+\.pt|tests/fixtures/README\.md", rel) is not None
+
+
+def release(out, root=None, force: bool = False, clear_outputs=()) -> dict:
+    """Write the student copy of the course checkout `root` into `out` -> a summary (files, blanked cells...).
+
+    clear_outputs: notebooks (their two-digit numbers, or "all") whose outputs the copy leaves out, for the labs
+    whose handouts ask students to predict what those outputs show."""
     root, out = Path(root or ROOT), Path(out)
+    clear_outputs = [str(c) for c in clear_outputs]
+    bad = [c for c in clear_outputs if c != "all" and not re.fullmatch(r"\d\d", c)]
+    if bad:
+        raise ReleaseError(f"--clear-outputs takes notebook numbers (e.g. 03,05) or all, got {', '.join(bad)}")
+    numbers = {p.name[:2] for p in (root / "notebooks").glob("*.ipynb")}
+    unknown = [c for c in clear_outputs if c != "all" and c not in numbers]
+    if unknown:
+        raise ReleaseError(f"--clear-outputs: no notebook {', '.join(unknown)}; the notebooks: "
+                           f"{', '.join(sorted(numbers))}")
     if not (root / "exercises" / "solutions").is_dir() or not (root / "notebooks").is_dir():
         raise ReleaseError(f"{root} is not an instructor's checkout of minivar (no exercises/solutions/ or "
                            f"notebooks/): run this from a git clone of the course, not from an installed package")
@@ -125,28 +173,42 @@ def release(out, root=None, force: bool = False) -> dict:
         if not force:
             raise ReleaseError(f"{out} is not empty: choose a new folder, or pass --force to replace it")
         shutil.rmtree(out)
-    secrets, summary = [], {"files": 0, "blanked_cells": 0, "keys": 0}
+    secrets, prose, summary = [], [], {"files": 0, "blanked_cells": 0, "keys": 0}
     for rel in release_files(root):
         src, dst = root / rel, out / rel
         dst.parent.mkdir(parents=True, exist_ok=True)
         if rel.endswith(".ipynb"):
             nb, removed = blank_notebook(json.loads(src.read_text()), rel)
+            if "all" in clear_outputs or Path(rel).name[:2] in clear_outputs:
+                for cell in nb["cells"]:
+                    if cell["cell_type"] == "code":
+                        cell["outputs"], cell["execution_count"] = [], None
+                summary["cleared"] = summary.get("cleared", 0) + 1
             write_text(dst, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
             secrets += removed
+        elif rel == "README.md":
+            write_text(dst, student_readme(src.read_text()))
+        elif rel == "pyproject.toml":
+            text = src.read_text()
+            if NBMAKE_OPTS not in text:
+                raise ReleaseError(f"pyproject.toml's addopts no longer hold {NBMAKE_OPTS.strip()!r}: update "
+                                   f"course.NBMAKE_OPTS, so the copy runs its notebooks up to their blanks")
+            write_text(dst, text.replace(NBMAKE_OPTS, ""))
         elif rel.endswith((".md", ".py")):
             text = src.read_text()
             text, keys = strip_blocks(text, KEY_BEGIN, KEY_END, where=rel)
             stub = solution_stub if rel.endswith(".py") else None
             text, code = strip_blocks(text, SOLUTION_BEGIN, SOLUTION_END, stub, where=rel)
             summary["keys"] += bool(keys)
-            secrets += keys + code
+            secrets += code
+            prose += keys
             write_text(dst, text)
         else:
             shutil.copy2(src, dst)
         summary["files"] += 1
     secrets += [line for p in sorted((root / "exercises" / "solutions").glob("*.py"))
                 for line in solution_lines(p.read_text())]
-    leaked = find_leaks(out, secrets)
+    leaked = find_leaks(out, secrets, prose)
     if leaked:
         shutil.rmtree(out)
         raise ReleaseError(f"the release would hold solution or key text ({len(leaked)} lines), so it was deleted: "
@@ -170,23 +232,40 @@ def solution_lines(source: str) -> list:
     return body
 
 
-def find_leaks(out: Path, secrets) -> list:
-    """(file, code) for every distinctive secret line (20+ characters of code) found anywhere in a released file."""
-    # long, and computing something: not `return a, b`, not a loop or branch header (`for k, s in enumerate(x):`)
+MIN_LEAK = 10  # characters of code (spaces, comments and a leading `return` taken out) that make a line an answer
+MIN_PROSE = 30  # characters of an answer key's line that make it that key's, not a phrase any text may hold
+
+
+def find_leaks(out: Path, secrets, prose=()) -> list:
+    """(file, code) for every distinctive secret line found anywhere in a released file: a line of solution code,
+    as `code_of` reduces it, of at least MIN_LEAK characters that compute something (`z+(z_q-z).detach()`, not
+    `returnout`, not a loop header), or a line of an answer key of at least MIN_PROSE; looked for in every text file
+    and in notebooks' cells and outputs."""
     headers = re.compile(r"\s*(for|if|elif|while|with|def|else|try|except)\b.*:\s*(#.*)?$")
     distinctive = {code_of(line) for line in secrets if not headers.match(line)}
-    distinctive = {code for code in distinctive if len(code) >= 20 and not re.fullmatch(r"[\w.,]+", code)}
+    distinctive = {code for code in distinctive if len(code) >= MIN_LEAK and not re.fullmatch(r"[\w.,]+", code)}
+    distinctive |= {code_of(line) for line in prose if len(code_of(line)) >= MIN_PROSE}
     leaks = []
-    for p in sorted(out.rglob("*")):  # not minivar/: the package is the reference, released on purpose (the graders
-        # refuse a student file that uses it)
+    for p in sorted(out.rglob("*")):  # not minivar/: the package is the reference, released on purpose (graded
+        # files run where it cannot be imported)
         if p.is_file() and p.suffix in (".py", ".md", ".ipynb", ".txt", ".toml", ".yml") and \
                 p.relative_to(out).parts[0] != "minivar":
             text = p.read_text(errors="replace")
-            if p.suffix == ".ipynb":  # compare the code as written, not its JSON escaping
-                text = "\n".join("".join(c["source"]) for c in json.loads(text)["cells"])
+            if p.suffix == ".ipynb":  # the code as written (not its JSON escaping), and what the cells printed
+                text = "\n".join(cell_text(c) for c in json.loads(text)["cells"])
             code = "\n".join(code_of(line) for line in text.splitlines())
             leaks += [(str(p.relative_to(out)), line) for line in sorted(distinctive) if line in code]
     return leaks
+
+
+def cell_text(cell: dict) -> str:
+    """A notebook cell's source and the text of its outputs (printed streams, text/plain and text/html data)."""
+    parts = ["".join(cell.get("source", []))]
+    for o in cell.get("outputs", []):
+        parts.append("".join(o.get("text", [])))
+        for kind in ("text/plain", "text/html", "text/markdown"):
+            parts.append("".join(o.get("data", {}).get(kind, [])))
+    return "\n".join(parts)
 
 
 def code_of(line: str) -> str:
@@ -208,14 +287,17 @@ class Graders:
     a private copy. A student's code never runs here (each runs in a minivar.sandbox child), so nothing it does
     can change these functions; `check()` puts back a grader file changed on disk all the same, and names it."""
 
-    FILES = ("_grading.py", "_probes.py")
+    FILES = ("_grading.py", "_probes.py", "_references.py")  # beside the graders, where they exist
+    MODULES = ("_grading", "_probes", "_references")
 
     def __init__(self, folder: Path, exercises: list):
         self.folder, self.exercises = folder, exercises
-        names = [f"test_{e}.py" for e in exercises] + [f for f in self.FILES if (folder / f).exists()]
+        names = [f"test_{e}.py" for e in exercises] + [f for f in self.FILES if (folder / f).exists()] + \
+            [f"expected/{p.name}" for p in sorted((folder / "expected").glob("ex*.pt"))]  # recorded references
         self.texts = {n: (folder / n).read_bytes() for n in names}
         self.hashes = {n: hashlib.sha256(t).hexdigest() for n, t in self.texts.items()}
         self.copy, self.lock = Path(tempfile.mkdtemp(prefix="minivar-graders-")), threading.Lock()
+        (self.copy / "expected").mkdir()
         for n, t in self.texts.items():
             (self.copy / n).write_bytes(t)
         self.tests, self.stubs = self._import(), {}
@@ -226,7 +308,7 @@ class Graders:
 
     def _import(self) -> dict:
         """{exercise: [(part, name, function)]}, imported from the private copy (its own _grading and _probes)."""
-        saved = {m: sys.modules.pop(m) for m in ("_grading", "_probes") if m in sys.modules}
+        saved = {m: sys.modules.pop(m) for m in self.MODULES if m in sys.modules}
         sys.path.insert(0, str(self.copy))
         try:
             tests = {}
@@ -237,7 +319,7 @@ class Graders:
                 tests[e] = [(n, name, getattr(module, name)) for n, name in grader_parts(self.copy / f"test_{e}.py")]
         finally:
             sys.path.remove(str(self.copy))
-            for m in ("_grading", "_probes"):
+            for m in self.MODULES:
                 sys.modules.pop(m, None)
             sys.modules.update(saved)
         return tests

@@ -34,7 +34,9 @@ def student_copy(tmp_path_factory):
 
 def test_the_release_has_no_solutions_no_keys_and_blanks_the_marked_cells(student_copy):
     out, summary = student_copy
-    assert not (out / "exercises" / "solutions").exists() and not (out / "tests").exists()
+    assert not (out / "exercises" / "solutions").exists()
+    assert {p.relative_to(out).parts[1] for p in (out / "tests").rglob("*") if p.is_file()} == {"fixtures"}
+    assert not list((out / "tests").rglob("*.py"))  # the goldens only: no tests, no wrong answers
     assert (out / "minivar" / "course.py").is_file() and (out / "data" / "emoji.npz").is_file()
     assert (out / "exercises" / "test_ex07.py").is_file() and (out / "exercises" / "_grading.py").is_file()
     answers = [code_of(line) for p in (ROOT / "exercises" / "solutions").glob("*.py")
@@ -134,3 +136,51 @@ def test_every_grader_names_its_parts():
     for grader in sorted((ROOT / "exercises").glob("test_ex*.py")):
         parts = [n for n, _ in grader_parts(grader)]
         assert parts == list(range(1, len(parts) + 1)) and parts, grader.name
+
+
+def test_the_student_copy_passes_its_own_test_command(student_copy):
+    """The copy's README test command (its pytest part, run with this interpreter and the copy first on the path):
+    every notebook runs in smoke mode up to its first blank, so files the notebooks read must be in the copy."""
+    import os
+    import subprocess
+    import sys
+    out = student_copy[0]
+    readme = (out / "README.md").read_text()
+    assert "BEGIN INSTRUCTORS ONLY" not in readme and "STUDENTS ONLY" not in readme and "{test-command}" not in readme
+    assert "This copy has no solutions" in readme and "exercises/solutions/" not in readme
+    command = readme.split("<!-- test-command -->", 1)[1].split("```bash\n", 1)[1].split("\n", 1)[0]
+    assert command.endswith("-m pytest"), command
+    assert (out / "benchmarks" / "results" / "codebook_sweep_emoji.csv").is_file()
+    assert (out / "tests" / "fixtures" / "rar_tiny.pt").is_file() and not (out / "tests" / "fixtures" /
+                                                                          "wrong_answers").exists()
+    assert not (out / "exercises" / "_references.py").exists()
+    assert (out / "exercises" / "expected" / "ex03.pt").is_file()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q"], cwd=out,
+                          capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL,
+                          env={**os.environ, "PYTHONPATH": str(out), "PYTHONDONTWRITEBYTECODE": "1"})
+    notebooks = len(list((out / "notebooks").glob("*.ipynb")))
+    assert proc.returncode == 0 and f"{notebooks} passed" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_the_release_catches_short_answer_lines_and_answers_in_outputs_and_clears_outputs_on_request(tmp_path):
+    root = tmp_path / "course"
+    (root / "exercises" / "solutions").mkdir(parents=True)
+    (root / "notebooks").mkdir()
+    (root / "exercises" / "solutions" / "ex01_x.py").write_text(
+        'def f(z, q):\n    """Doc."""\n    return z + (q - z).detach()\n')
+    (root / "exercises" / "labs").mkdir()
+    handout = root / "exercises" / "labs" / "01.md"
+    handout.write_text("Hint: `return z + (q - z).detach()` is the whole trick.\n")  # 17 characters of code
+    cell = {"cell_type": "code", "source": ["print(1)\n"], "execution_count": 1, "metadata": {},
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": ["z + (q - z).detach()\n"]}]}
+    nb = {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
+    (root / "notebooks" / "03_n.ipynb").write_text(json.dumps(nb))
+    with pytest.raises(ReleaseError, match=r"\(2 lines\).*01.md.*03_n.ipynb"):
+        release(tmp_path / "out", root=root)
+    handout.write_text("Hint: the straight-through estimator.\n")
+    with pytest.raises(ReleaseError, match=r"03_n.ipynb"):
+        release(tmp_path / "out", root=root)
+    assert release(tmp_path / "out", root=root, clear_outputs=["03"])["cleared"] == 1
+    assert json.loads((tmp_path / "out" / "notebooks" / "03_n.ipynb").read_text())["cells"][0]["outputs"] == []
+    with pytest.raises(ReleaseError, match="no notebook 09"):
+        release(tmp_path / "out2", root=root, clear_outputs=["09"])
