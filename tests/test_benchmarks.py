@@ -137,3 +137,13 @@ def test_exposure_bias_teacher_forcing_is_the_models_own_loss_and_its_first_toke
         assert rows[-1]["tokens"] == "all tokens" and len(rows) == (7 if name == "emoji-var" else 9)  # groups + all
         if name == "emoji-var":  # the 1x1 scale, a whole group, reads no tokens at all
             assert rows[0]["tokens"] == "1x1" and rows[0]["gap"] == 0.0
+
+
+def test_grading_time_times_a_class_of_ten_and_records_what_it_graded(tmp_path):
+    import grading_time  # beside gpu_calibration (benchmarks/ is on the path)
+    grading_time.main(["--exercises", "ex07", "--jobs", "2", "--timeout", "3", "--out", str(tmp_path)])
+    rows = list(csv.DictReader(open(tmp_path / "grading_time.csv")))
+    assert len(rows) == 1 and rows[0]["jobs"] == "2" and float(rows[0]["seconds"]) > 0
+    # honest 3 of 3, endless 2 of 3 (its loop costs one part), everyone else 0: the timing is of a right grading
+    assert rows[0]["result"].startswith("graded 10 submissions: 5 of 30 parts passed"), rows[0]["result"]
+    assert rows[0]["late_write"] == "False"
