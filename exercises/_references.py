@@ -9,7 +9,7 @@ has no file like this one, it reads the record. Record again after changing a ca
 
 import torch
 import torch.nn.functional as F
-from _probes import CachedToy, ToyVAR
+from _probes import CachedToy, LinearField, ToyVAR
 
 
 def ex03_teacher_forcing(logits, tokens):
@@ -43,3 +43,26 @@ def ex05_greedy(scales, V, n_classes, labels, seed):
     for k, s in enumerate(scales):
         maps.append(toy(k, None if k == 0 else toy.next_input(maps)).argmax(-1).view(len(labels), s, s))
     return maps
+
+
+def ex01_vq_loss_gradient(beta, n):
+    """Part 4: dL/dz = a (z - e), dL/de = b (e - z), read off autograd on one example."""
+    z, e = torch.randn(n, dtype=torch.float64, requires_grad=True), torch.randn(n, dtype=torch.float64,
+                                                                             requires_grad=True)
+    loss = (z.detach() - e).pow(2).mean() + beta * (z - e.detach()).pow(2).mean()
+    gz, ge = torch.autograd.grad(loss, (z, e))
+    return float((gz / (z - e)).mean()), float((ge / (e - z)).mean())
+
+
+def ex02_expected_usage(K, n):
+    """Part 4: each code is missed by all n picks with probability (1 - 1/K)^n."""
+    return 1.0 - (1.0 - 1.0 / K) ** n
+
+
+def ex06_heun_step(C, D, seed, x, t, t_next, z):
+    """Part 4: Heun's step on the student's toy's twin."""
+    head = LinearField(C, D, seed)
+    times = lambda s: torch.full((x.shape[0],), float(s))  # noqa: E731
+    d1 = head(x, times(t), z)
+    d2 = head(x + (t_next - t) * d1, times(t_next), z)
+    return x + (t_next - t) * (d1 + d2) / 2

@@ -33,3 +33,11 @@ def vq_forward(z: torch.Tensor, codebook: torch.Tensor, beta: float = 0.25) -> t
                (sg = stop-gradient): the first moves only the codes, the second only the encoder.
     Part 2 grades the values, part 3 the gradients."""
     raise NotImplementedError("Part 2 (vq_forward) is not done yet")
+
+
+def vq_loss_gradient(beta: float, n: int) -> tuple:
+    """Part 4 (on paper first; the notebook does not print it). With z and e two tensors of n numbers each (e the
+    codes chosen for z) and L = mean((sg[z] - e)^2) + beta * mean((z - sg[e])^2), both means over the n numbers,
+    the gradients are dL/dz = a * (z - e) and dL/de = b * (e - z) for two numbers a and b. Derive them by hand and
+    return (a, b) as floats. Check yourself with autograd on a small example, after you have derived them."""
+    raise NotImplementedError("Part 4 (vq_loss_gradient) is not done yet")

@@ -32,3 +32,10 @@ def restart_dead_codes(codebook: torch.Tensor, last_used: torch.Tensor, step: in
     dead codes than rows, rows may repeat. Return (new_codebook, dead_mask (K,) bool).
     Do not modify the `codebook` argument in place; live codes must stay exactly as they were."""
     raise NotImplementedError("Part 3 (restart_dead_codes) is not done yet")
+
+
+def expected_usage(codebook_size: int, n: int) -> float:
+    """Part 4 (derive it; the notebook does not print it). If each of n positions picked one of K codes uniformly at
+    random and independently, what fraction of the K codes would be used at least once, in expectation? Return it
+    as a float. (Notebook 02 compares trained codebooks' usage with this chance level: predict it first.)"""
+    raise NotImplementedError("Part 4 (expected_usage) is not done yet")

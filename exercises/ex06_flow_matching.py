@@ -35,3 +35,11 @@ def next_scale_input(latent_k: torch.Tensor, full: int, s_next: int) -> torch.Te
     latents blown up to the full latent size (bicubic), then averaged down to the next scale's size (area).
     -> (B, C, s_next, s_next)"""
     raise NotImplementedError("Part 3 (next_scale_input) is not done yet")
+
+
+def heun_step(head, x: torch.Tensor, t: float, t_next: float, z: torch.Tensor) -> torch.Tensor:
+    """Part 4 (a second-order step; the notebook runs it only through the package). One step of Heun's method for
+    dx/dt = head(x, t, z) from t to t_next, no guidance: an Euler step gives a first guess of x at t_next; the
+    velocity there and the one at the start are averaged, and the step is taken again from x with that average.
+    head takes t as a tensor of one time per sample, shape (B,). -> x at t_next, same shape as x."""
+    raise NotImplementedError("Part 4 (heun_step) is not done yet")

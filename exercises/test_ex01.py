@@ -3,6 +3,7 @@
 import pytest
 import torch
 from _grading import exercise, implementations
+from _grading import expected as ref
 
 from minivar.vq import VectorQuantizer
 
@@ -106,3 +107,14 @@ def test_part3_vq_forward_gradients(ex):
         assert gc is not None and torch.allclose(gc, rc, atol=1e-6), \
             f"Part 3 (vq_forward): with {shape}, the loss's gradient at the codebook is wrong: only the codebook " \
             f"term may move the codes, and only the codes that were chosen"
+
+
+def test_part4_vq_loss_gradient(ex):
+    for beta, n in [(0.25, 64), (1.0, 3), (0.1, 1000), (2.0, 1)]:
+        got = ex.vq_loss_gradient(beta, n)
+        assert isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(v, (int, float)) for v in got), \
+            f"Part 4 (vq_loss_gradient): return the two numbers (a, b) as floats, got {got!r}"
+        a, b = ref("ex01", f"part4 {beta} {n}", "ex01_vq_loss_gradient", beta, n)
+        assert abs(got[0] - a) <= 1e-9 * max(1, abs(a)) and abs(got[1] - b) <= 1e-9 * max(1, abs(b)), \
+            (f"Part 4 (vq_loss_gradient): with beta = {beta} and n = {n}, (a, b) = ({got[0]:.6g}, {got[1]:.6g}) is "
+             f"wrong. Which term reaches z, which reaches e? What does the mean's 1/n do, and the square's 2?")

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from _grading import exercise, implementations
+from _grading import expected as ref
 
 from minivar.vq import VectorQuantizer, usage_stats
 
@@ -91,3 +92,18 @@ def test_part3_restart_dead_codes(ex):
     assert len(firsts) >= 10, \
         f"Part 3 (restart_dead_codes): over 30 seeds a dead code took only {len(firsts)} different rows of 50: the " \
         f"rows must be drawn at random (with `generator`)"
+
+
+def test_part4_expected_usage(ex):
+    for K, n in [(4, 3), (512, 512), (1024, 64), (16, 1), (8, 200), (4096, 20000)]:
+        got = ex.expected_usage(K, n)
+        assert isinstance(got, (int, float)), f"Part 4 (expected_usage): return a float, got {got!r}"
+        want = ref("ex02", f"part4 {K} {n}", "ex02_expected_usage", K, n)
+        assert abs(got - want) < 1e-9, \
+            (f"Part 4 (expected_usage): with K = {K} codes and n = {n} picks, the expected used fraction is "
+             f"{want:.6f}, got {got:.6f}. For one code, what is the chance that all n picks miss it?")
+    g = torch.Generator().manual_seed(4)  # and it is what random picks do
+    picks = torch.randint(0, 64, (2000, 100), generator=g)
+    empirical = sum(len(set(row.tolist())) for row in picks) / (2000 * 64)
+    assert abs(ex.expected_usage(64, 100) - empirical) < 0.01, \
+        f"Part 4 (expected_usage): 2000 draws of 100 random picks of 64 codes use {empirical:.3f} of them on average"

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from _grading import exercise, implementations
+from _grading import expected as ref
 from _probes import LinearField
 
 from minivar import flow_matching, flowar
@@ -66,3 +67,18 @@ def test_part3_next_scale_input(ex):
         assert torch.allclose(got, expected, atol=1e-5), \
             (f"Part 3 (next_scale_input): values differ for a {s}x{s} scale going to {s_next}x{s_next} (full "
              f"{full}): upsample with mode='bicubic' to the full size first, then mode='area' down")
+
+
+def test_part4_heun_step(ex):
+    for seed, (B, N, C, D) in enumerate([(2, 4, 2, 3), (1, 9, 3, 2), (3, 1, 4, 4)]):
+        g = torch.Generator().manual_seed(20 + seed)
+        x, z = torch.randn(B, N, C, generator=g), torch.randn(B, N, D, generator=g)
+        for t, t_next in ((1.0, 0.8), (0.5, 0.1), (0.3, 0.0)):
+            got = ex.heun_step(ex.probe("LinearField", C, D, seed), x, t, t_next, z)
+            assert isinstance(got, torch.Tensor) and got.shape == x.shape, \
+                f"Part 4 (heun_step): return x at t_next, shape {tuple(x.shape)}"
+            want = ref("ex06", f"part4 {seed} {t} {t_next}", "ex06_heun_step", C, D, seed, x, t, t_next, z)
+            assert torch.allclose(got.float(), want, atol=1e-5, rtol=1e-4), \
+                (f"Part 4 (heun_step): from t = {t} to {t_next} the step lands elsewhere (largest gap "
+                 f"{float((got.float() - want).abs().max()):.4f}). Heun averages the velocity at the start with the "
+                 f"one at the Euler guess's end (taken at t_next), then steps from x again")

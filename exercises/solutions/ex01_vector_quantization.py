@@ -19,3 +19,8 @@ def vq_forward(z: torch.Tensor, codebook: torch.Tensor, beta: float = 0.25) -> t
     passed = rows + (chosen - rows).detach()  # value: the codes; gradient: identity to z
     z_q = passed.reshape(B, H, W, C).movedim(-1, 1)
     return z_q, k.reshape(B, H, W), move_codes + beta * move_encoder
+
+
+def vq_loss_gradient(beta: float, n: int) -> tuple:
+    # d/dz of beta * sum((z - e)^2) / n is 2 beta (z - e) / n; the codebook term's gradient stops at sg[z]
+    return 2.0 * beta / n, 2.0 / n

@@ -24,3 +24,9 @@ def restart_dead_codes(codebook, last_used, step, z_flat, restart_after, generat
         pick = torch.randint(0, len(z_flat), (n_dead,), generator=generator)
     new[dead] = z_flat[pick].to(new.dtype)
     return new, dead
+
+
+def expected_usage(codebook_size, n):
+    # a code stays unused when all n picks miss it: (1 - 1/K)^n; by linearity, the expected used fraction is
+    # one minus that
+    return 1.0 - (1.0 - 1.0 / codebook_size) ** n

@@ -22,3 +22,10 @@ def guided_euler_step(head, x, t, t_next, z, scale):
 def next_scale_input(latent_k, full, s_next):
     up = F.interpolate(latent_k, size=(full, full), mode="bicubic")
     return F.interpolate(up, size=(s_next, s_next), mode="area")
+
+
+def heun_step(head, x, t, t_next, z):
+    times = lambda s: torch.full((x.shape[0],), float(s), dtype=x.dtype, device=x.device)  # noqa: E731
+    d_start = head(x, times(t), z)
+    guess = x + (t_next - t) * d_start
+    return x + (t_next - t) * 0.5 * (d_start + head(guess, times(t_next), z))
