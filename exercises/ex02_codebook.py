@@ -37,5 +37,5 @@ def restart_dead_codes(codebook: torch.Tensor, last_used: torch.Tensor, step: in
 def expected_usage(codebook_size: int, n: int) -> float:
     """Part 4 (derive it; the notebook does not print it). If each of n positions picked one of K codes uniformly at
     random and independently, what fraction of the K codes would be used at least once, in expectation? Return it
-    as a float. (Notebook 02 compares trained codebooks' usage with this chance level: predict it first.)"""
+    as a float. (Then compare it with the usage notebook 02 measures on trained codebooks.)"""
     raise NotImplementedError("Part 4 (expected_usage) is not done yet")
