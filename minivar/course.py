@@ -580,7 +580,7 @@ def merge_grades(path: Path, rows: list) -> list:
                                  f"it away and grade again")
             for r in reader:
                 if (r["student"], r["exercise"]) not in redone:
-                    kept.append({"weight": 1.0, "file": "", "others": "", "flags": "", **r,
+                    kept.append({"file": "", "others": "", "flags": "", **r, "weight": r.get("weight") or 1.0,
                                  "points": int(r["points"])})
     merged = kept + rows
     order = {e: i for i, e in enumerate(sorted({r["exercise"] for r in merged}))}
@@ -598,7 +598,7 @@ def write_tables(rows: list, out: Path, exercises: list = None):
     write_text(out / "grades.csv", buf.getvalue())
     students = list(dict.fromkeys(r["student"] for r in rows))
     parts = {e: sorted({int(r["part"]) for r in rows if r["exercise"] == e}) for e in exercises}
-    weight = {e: float(next(r["weight"] for r in rows if r["exercise"] == e)) for e in exercises}
+    weight = {e: float(next(r.get("weight") or 1.0 for r in rows if r["exercise"] == e)) for e in exercises}
     best = {e: weight[e] * len(parts[e]) for e in exercises}
     num = lambda x: f"{x:g}"  # noqa: E731
     lines = ["# Grades", "", "Points in the lab handouts' rubric weights (an exercise's parts share its points; "

@@ -191,10 +191,11 @@ def test_grading_one_exercise_keeps_the_other_exercises_grades(tmp_path, monkeyp
                for s in ("alice", "bob") for e in ("ex01", "ex02") for p in (1, 2)]
     course.write_tables(earlier, submissions)
 
-    def regrade(submission, graders, exercises, timeout):  # ex02 graded again: alice now fails its part 2
-        return [{"student": submission.name, "exercise": "ex02", "part": p, "name": f"test_ex02_{p}",
-                 "points": int(not (submission.name == "alice" and p == 2)), "message": "wrong" if
-                 (submission.name == "alice" and p == 2) else ""} for p in (1, 2)]
+    def regrade(student, files, graders, limits):  # ex02 graded again: alice now fails its part 2
+        return [{"student": student, "exercise": "ex02", "part": p, "name": f"test_ex02_{p}",
+                 "points": int(not (student == "alice" and p == 2)), "weight": 1.0, "file": "ex02_codebook.py",
+                 "others": "", "flags": "", "message": "wrong" if (student == "alice" and p == 2) else ""}
+                for p in (1, 2)]
     monkeypatch.setattr(course, "grade_submission", regrade)
     course.grade(submissions, exercises=["ex02"])
     with open(submissions / "grades.csv", newline="") as fh:
@@ -203,7 +204,7 @@ def test_grading_one_exercise_keeps_the_other_exercises_grades(tmp_path, monkeyp
     assert {(r["student"], r["exercise"], r["part"]): r["points"] for r in rows}[("alice", "ex02", "2")] == "0"
     assert sum(r["exercise"] == "ex01" and r["points"] == "1" for r in rows) == 4
     md = (submissions / "grades.md").read_text()
-    assert "ex01 (2)" in md and "ex02 (2)" in md and "| alice | 2 | 1 | 3 / 4 |" in md
+    assert "ex01 (2 parts, 2 pts)" in md and "ex02 (2 parts" in md and "| alice | 2 | 1 | 3 / 4 |" in md
 
 
 # ------------------------------------------------------------------------------ runs that must stop, and say why
