@@ -34,18 +34,19 @@ class CachedToy(Probe):
     depend on every input so far, so a loop that skips, repeats or re-feeds positions draws other tokens.
     Called as model(inputs (B, L) long, start) -> logits (B, L, V); position 0 is the class."""
 
-    def __init__(self, V, n_classes, seed, dim=16):
+    def __init__(self, V, n_classes, seed, dim=16, part="Part 3 (sample_with_cache)"):
         g = torch.Generator().manual_seed(seed)
+        self.part = part  # the exercise part whose function calls this toy, for its messages
         self.cls, self.tok = torch.randn(n_classes, dim, generator=g), torch.randn(V, dim, generator=g)
         self.mix, self.out = torch.randn(dim, dim, generator=g) / dim ** 0.5, torch.randn(dim, V, generator=g) * 1.5
         self.state, self.fed, self.calls = None, 0, []
 
     def __call__(self, inputs, start):
         if not isinstance(inputs, torch.Tensor) or inputs.ndim != 2 or inputs.dtype != torch.long:
-            self.fail(f"Part 3 (sample_with_cache): step() takes inputs (B, L) long, got "
+            self.fail(f"{self.part}: step() takes inputs (B, L) long, got "
                       f"{getattr(inputs, 'dtype', type(inputs).__name__)} {tuple(getattr(inputs, 'shape', ()))}")
         if start != self.fed:
-            self.fail(f"Part 3 (sample_with_cache): step(inputs, start={start}) after the model has read {self.fed} "
+            self.fail(f"{self.part}: step(inputs, start={start}) after the model has read {self.fed} "
                       f"positions; with a cache, each position is given once, in order (the next one is {self.fed})")
         self.calls.append((int(start), int(inputs.shape[1])))
         logits = []

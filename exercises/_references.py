@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from _probes import CachedToy, LinearField, ToyVAR
 
+from minivar import var
+
 
 def ex03_teacher_forcing(logits, tokens):
     """Part 1: the mean cross-entropy of t_i under logits[:, i], and the same one position late (for the hint)."""
@@ -51,7 +53,7 @@ def ex01_vq_loss_gradient(beta, n):
                                                                              requires_grad=True)
     loss = (z.detach() - e).pow(2).mean() + beta * (z - e.detach()).pow(2).mean()
     gz, ge = torch.autograd.grad(loss, (z, e))
-    return float((gz / (z - e)).mean()), float((ge / (e - z)).mean())
+    return float((gz / (z - e).detach()).mean()), float((ge / (e - z).detach()).mean())
 
 
 def ex02_expected_usage(K, n):
@@ -66,3 +68,28 @@ def ex06_heun_step(C, D, seed, x, t, t_next, z):
     d1 = head(x, times(t), z)
     d2 = head(x + (t_next - t) * d1, times(t_next), z)
     return x + (t_next - t) * (d1 + d2) / 2
+
+
+def ex03_log_prob(V, n_classes, seed, labels, tokens):
+    """Part 5: the toy's twin fed the class, then the given tokens one at a time; each token scored by the logits
+    of the position before it."""
+    model, x, total = CachedToy(V, n_classes, seed), labels[:, None], torch.zeros(len(labels), dtype=torch.float64)
+    for i in range(tokens.shape[1]):
+        logp = model(x, i)[:, -1].double().log_softmax(-1)
+        total += logp.gather(1, tokens[:, i:i + 1]).squeeze(1)
+        x = tokens[:, i:i + 1]
+    return total.float()
+
+
+def ex04_first_scale(f, codebook):
+    """Part 3: a 1x1 first scale done the way residual_encode does it, with F.interpolate both ways."""
+    z = F.interpolate(f, size=(1, 1), mode="area").flatten(1)
+    token = torch.cdist(z, codebook).argmin(1)
+    up = F.interpolate(codebook[token][:, :, None, None], size=f.shape[-2:], mode="bicubic")
+    return token, f - up
+
+
+def ex05_attention_pairs(scales):
+    """Part 5: the True entries of minivar's block-causal mask, and of a lower-triangular one of the same size."""
+    mask = var.block_causal_mask(scales)
+    return int(mask.sum()), int(torch.ones_like(mask).tril().sum())

@@ -5,7 +5,8 @@ Fill in the four functions below, then check your work with
     pytest -m ex03
 
 Notebook 03 builds the model; here you write the two loops around it: the teacher-forced loss it trains on, and
-the sampling loop that runs it one token at a time with a KV cache. (minivar/raster_ar.py and minivar/sampling.py
+the sampling loop that runs it one token at a time with a KV cache; then (part 5, not in the notebook) you use the
+same cached model to score an image instead of drawing one. (minivar/raster_ar.py and minivar/sampling.py
 hold the reference; the graders refuse a file that imports it.) Shapes: tokens (B, N) long, the image's N codes in
 raster order; logits (..., V) over the V codes.
 """
@@ -42,3 +43,14 @@ def sample_with_cache(step, labels: torch.Tensor, n: int, temperature: float = 1
     likely tokens (top_k == 0: all of them), with torch.multinomial(..., generator=generator).
     Part 3 grades the loop (greedy), part 4 the drawing (temperature, top-k, the generator)."""
     raise NotImplementedError("Part 3 (sample_with_cache) is not done yet")
+
+
+def sequence_log_prob(step, labels: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Part 5 (not in the notebook: work it out from parts 1 and 3). How likely does the model find a given image?
+    -> (B,) float: log p(t_0, ..., t_{N-1} | class) = the sum over the row's N tokens of log p(t_i | class, t_<i),
+    one number per row, for `tokens` (B, N) long and their class `labels` (B,).
+
+    `step` is the cached model of parts 3 and 4 (each position given once, in order, from 0); you may give it
+    several positions in one call. This is how a generator's likelihood (bits per token) is measured, and how
+    a sampler can rank its own samples. Which positions must the model read, and which logits score which token?"""
+    raise NotImplementedError("Part 5 (sequence_log_prob) is not done yet")

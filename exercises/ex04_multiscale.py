@@ -1,6 +1,6 @@
 """Exercise 04: VAR's multi-scale residual quantization.
 
-Fill in the two functions below, then check your work with
+Fill in the three functions below, then check your work with
 
     pytest -m ex04
 
@@ -26,3 +26,13 @@ def teacher_forcing_input(tokens: list, codebook: torch.Tensor, scales: tuple) -
     f_hat = 0; for each scale k < K: f_hat += upsampled codes of scale k; then append f_hat area-downsampled to
     scale k+1's size, flattened to (B, s_{k+1}**2, C) in row-major order. Concatenate along dim 1."""
     raise NotImplementedError("Part 2 (teacher_forcing_input) is not done yet")
+
+
+def first_scale(f: torch.Tensor, codebook: torch.Tensor) -> tuple:
+    """Part 3 (derive it; the notebook does not show it). VAR's schedules start at a 1x1 scale. What does that one
+    token quantize, and what does it leave for scale 2? -> (token (B,) long, residual (B, C, h, w)): the token
+    residual_encode would pick at a 1x1 first scale, and f minus that token's contribution.
+
+    Write it without F.interpolate: what is an "area" average of an h x w map down to 1 x 1, and what does
+    upsampling a 1 x 1 map to h x w give, whatever the mode? (Then: why is a 1x1 first scale a good start?)"""
+    raise NotImplementedError("Part 3 (first_scale) is not done yet")

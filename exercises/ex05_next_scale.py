@@ -1,6 +1,6 @@
 """Exercise 05: what makes VAR's transformer next-scale: its mask, its loss, and its generation loop.
 
-Fill in the three functions below, then check your work with
+Fill in the four functions below, then check your work with
 
     pytest -m ex05
 
@@ -38,3 +38,13 @@ def generate_scales(step, labels: torch.Tensor, scales: tuple, next_input, tempe
     (argmax) when temperature == 0, else from softmax(logits / temperature) with
     torch.multinomial(..., generator=generator). Part 3 grades the loop (greedy), part 4 the drawing."""
     raise NotImplementedError("Part 3 (generate_scales) is not done yet")
+
+
+def attention_pairs(scales: tuple) -> tuple:
+    """Part 5 (count them; the notebook does not). How many (query, key) pairs may attend under VAR's block-causal
+    mask over L = sum(s * s) tokens, and how many under a plain causal mask over the same L tokens (a token sees
+    itself and every token before it)? -> (block_causal, causal) as ints.
+
+    Then compare them for the emoji schedule (1, 2, 3, 4, 6, 8): which mask lets a token see more, and what does
+    the difference buy a scale's tokens? (One loop, or a formula; no mask needed.)"""
+    raise NotImplementedError("Part 5 (attention_pairs) is not done yet")

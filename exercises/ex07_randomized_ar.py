@@ -1,7 +1,7 @@
 """Exercise 07: the three ideas RAR adds to a plain raster GPT — random orders, their annealing, and positions that
 say which token comes next.
 
-Fill in the three functions below, then check your work with
+Fill in the four functions below, then check your work with
 
     pytest -m ex07
 
@@ -36,3 +36,14 @@ def slot_positions(orders: torch.Tensor):
     targets:   the grid position of the token each slot must predict next, -1 where a slot predicts nothing (cls,
                and the last token of the order). The class slot predicts the first token of the order."""
     raise NotImplementedError("Part 3 (slot_positions) is not done yet")
+
+
+def block_orders(batch: int, n: int, block: int, generator: torch.Generator = None) -> torch.Tensor:
+    """Part 4 (a different order; the notebook does not try it). RAR shuffles single tokens. A middle way between
+    raster and RAR keeps runs of `block` consecutive raster positions together: split 0..n-1 into n // block
+    blocks (0..block-1, block..2*block-1, ...), put the blocks in a uniformly random order, each row on its own,
+    and keep the raster order inside each block. -> (batch, n) long.
+    block == 1 is RAR's uniform permutation; block == n is raster. n must be a multiple of block: otherwise raise
+    a ValueError that says so. Draw every random number from `generator`.
+    (Try it: train with these orders and see where between raster and RAR its samples land.)"""
+    raise NotImplementedError("Part 4 (block_orders) is not done yet")

@@ -22,7 +22,7 @@ def reference(z, codebook, beta):
     vq = VectorQuantizer(codebook.shape[0], codebook.shape[1], beta=beta)
     vq.codebook.weight.data.copy_(codebook)
     z_q, idx, loss, _ = vq.eval()(z)
-    return z_q, idx, loss
+    return z_q.detach(), idx, loss.detach()
 
 
 def test_part1_nearest_code(ex):

@@ -104,3 +104,29 @@ def test_part4_sample_with_cache_draws(ex):
              for s in range(6)}
     assert len(draws) > 1, "Part 4 (sample_with_cache): six seeds drew the same tokens: at temperature 1 the tokens " \
                            "are drawn at random, not taken greedily"
+
+
+def test_part5_sequence_log_prob(ex):
+    g = torch.Generator().manual_seed(6)
+    for B, V, C, N, seed in [(3, 7, 4, 5, 0), (1, 3, 1, 1, 1), (4, 16, 9, 12, 2), (2, 5, 2, 3, 3)]:
+        labels = torch.randint(0, C, (B,), generator=g)
+        tokens = torch.randint(0, V, (B, N), generator=g)
+        model = ex.probe("CachedToy", V, C, seed, part="Part 5 (sequence_log_prob)")
+        try:
+            got = ex.sequence_log_prob(model, labels, tokens)
+        except NotImplementedError:
+            pytest.fail("Part 5 (sequence_log_prob): not done yet", pytrace=False)
+        case = f"with {B} rows of {N} tokens, V={V}"
+        assert isinstance(got, torch.Tensor) and tuple(got.shape) == (B,) and got.is_floating_point(), \
+            f"Part 5 (sequence_log_prob): {case}, return a float tensor ({B},), one log-probability per row, got " \
+            f"{getattr(got, 'dtype', type(got).__name__)} {tuple(getattr(got, 'shape', ()))}"
+        expected = ref("ex03", f"part5 {B} {V} {C} {N} {seed}", "ex03_log_prob", V, C, seed, labels, tokens)
+        bad = (~torch.isclose(got.float(), expected, rtol=1e-4, atol=1e-4)).nonzero().flatten()
+        if len(bad):
+            r = int(bad[0])
+            pytest.fail(f"Part 5 (sequence_log_prob): {case}, row {r} scores {float(got[r]):.4f}, expected "
+                        f"{float(expected[r]):.4f}: the sum of the log-softmax of each token under the logits of "
+                        f"the position just before it (the class before t_0)", pytrace=False)
+        fed = sum(length for _, length in model.state["calls"])
+        assert fed in (N, N + 1), f"Part 5 (sequence_log_prob): {case}, the model read {fed} positions; the class " \
+                                  f"and the tokens, each once (the last token need not be read)"

@@ -3,6 +3,7 @@
 import pytest
 import torch
 from _grading import exercise, implementations
+from _grading import expected as ref
 
 from minivar.msvq import MultiScaleQuantizer
 
@@ -63,3 +64,26 @@ def test_part2_teacher_forcing_input(ex):
                 (f"Part 2 (teacher_forcing_input): {case}: the input for scale {k + 1} ({scales[k + 1]}x"
                  f"{scales[k + 1]}) differs. After scale {k}, f_hat (scales 0..{k} upsampled and summed) goes down to "
                  f"scale {k + 1}'s size (mode='area')")
+
+
+def test_part3_first_scale(ex):
+    g = torch.Generator().manual_seed(3)
+    for B, C, h, K in [(2, 4, 8, 32), (1, 3, 5, 7), (3, 1, 1, 4), (2, 6, 4, 64)]:
+        f = torch.randn(B, C, h, h, generator=g) + torch.randn(B, C, 1, 1, generator=g)  # each map its own mean
+        codebook = torch.randn(K, C, generator=g) * 1.5
+        case = f"f of shape {(B, C, h, h)}, {K} codes"
+        out = ex.first_scale(f, codebook)
+        assert isinstance(out, tuple) and len(out) == 2, "Part 3 (first_scale): return (token, residual)"
+        token, residual = out
+        want_token, want_residual = ref("ex04", f"part3 {B} {C} {h} {K}", "ex04_first_scale", f, codebook)
+        assert isinstance(token, torch.Tensor) and tuple(token.shape) == (B,), \
+            f"Part 3 (first_scale): {case}, the token is one index per image: a long tensor ({B},)"
+        wrong = (token.long() != want_token).nonzero().flatten()
+        assert not len(wrong), (f"Part 3 (first_scale): {case}, image {int(wrong[0])} gets code "
+                                f"{int(token[wrong[0]])}, expected {int(want_token[wrong[0]])}. What single vector "
+                                f"does an area average of the whole map give, and which code is nearest to it?")
+        assert isinstance(residual, torch.Tensor) and residual.shape == f.shape, \
+            f"Part 3 (first_scale): {case}, the residual has f's shape {tuple(f.shape)}"
+        assert torch.allclose(residual, want_residual, atol=1e-4), \
+            f"Part 3 (first_scale): {case}, the residual is wrong: f minus what the 1x1 token adds back at every " \
+            f"position once upsampled"

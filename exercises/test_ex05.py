@@ -107,3 +107,17 @@ def test_part4_generate_scales_draws(ex):
     assert all(torch.equal(x, y) for x, y in zip(a, b)), \
         "Part 4 (generate_scales): the same generator seed drew other tokens: draw with torch.multinomial(..., " \
         "generator=generator)"
+
+
+def test_part5_attention_pairs(ex):
+    for scales in [(1, 2, 3, 4, 6, 8), (1,), (2, 3), (1, 1, 2), (1, 2, 4, 8, 16)]:
+        got = ex.attention_pairs(scales)
+        assert isinstance(got, (tuple, list)) and len(got) == 2 and all(isinstance(v, int) for v in got), \
+            f"Part 5 (attention_pairs): return two ints (block_causal, causal), got {got!r}"
+        block, causal = ref("ex05", f"part5 {scales}", "ex05_attention_pairs", scales)
+        L = sum(s * s for s in scales)
+        assert got[1] == causal, (f"Part 5 (attention_pairs): for scales {scales} (L = {L}), a causal mask allows "
+                                  f"{causal} pairs, not {got[1]}: does a token see itself?")
+        assert got[0] == block, (f"Part 5 (attention_pairs): for scales {scales} (L = {L}), the block-causal mask "
+                                 f"allows {got[0]} pairs? Count a scale's queries times the keys they see: their "
+                                 f"own whole scale and every coarser one")

@@ -7,6 +7,7 @@ import torch
 from _grading import exercise, implementations
 
 from minivar import rar
+from minivar.sandbox import StudentError
 
 
 @pytest.fixture(scope="module", params=implementations("ex07"))
@@ -85,3 +86,47 @@ def test_part3_slot_positions(ex):
                 slot = "cls" if s == 0 else "class" if s == 1 else f"token {s - 2} of the order"
                 raise AssertionError(f"Part 3 (slot_positions): {name}, row {b}, slot {s} ({slot}): got "
                                      f"{int(have[b, s])}, expected {int(want[b, s])} for orders {orders[b].tolist()}")
+
+
+def test_part4_block_orders(ex):
+    for batch, n, block in [(2400, 12, 4), (3000, 9, 3), (500, 16, 1), (20, 16, 16), (1, 6, 2), (600, 64, 8)]:
+        got = ex.block_orders(batch, n, block, torch.Generator().manual_seed(n + block))
+        case = f"with n = {n}, block = {block}"
+        assert isinstance(got, torch.Tensor) and got.shape == (batch, n) and got.dtype == torch.long, \
+            f"Part 4 (block_orders): {case}, expected a long tensor ({batch}, {n}), got " \
+            f"{getattr(got, 'dtype', got)} {tuple(getattr(got, 'shape', ()))}"
+        bad = (got.sort(1).values != torch.arange(n)).any(1)
+        assert not bad.any(), f"Part 4 (block_orders): {case}, row {int(bad.nonzero()[0])} is not a permutation " \
+                              f"of 0..{n - 1}"
+        runs = got.view(batch, n // block, block)
+        inside = (runs - runs[..., :1] != torch.arange(block)).any(-1) | (runs[..., 0] % block != 0)
+        assert not inside.any(), \
+            (f"Part 4 (block_orders): {case}, row {int(inside.any(1).nonzero()[0])} is "
+             f"{got[inside.any(1).nonzero()[0]].flatten().tolist()[:2 * block]}...: every run of {block} must be "
+             f"one block, in raster order (b * block, b * block + 1, ...)")
+        m = n // block
+        if batch >= 500 and m > 1:  # the blocks' order is uniform: each block equally likely first, and each order
+            first = torch.bincount(runs[:, 0, 0] // block, minlength=m).float() / batch
+            tol = 4 * math.sqrt((1 / m) * (1 - 1 / m) / batch) + 1e-3
+            assert (first - 1 / m).abs().max() <= tol, \
+                (f"Part 4 (block_orders): {case}, block {int((first - 1 / m).abs().argmax())} comes first "
+                 f"{first.max():.1%} of the time; each of the {m} blocks should, about {1 / m:.1%}")
+            if m <= 4:  # every one of the m! orders of the blocks, about equally often
+                orders = torch.unique(runs[:, :, 0] // block, dim=0, return_counts=True)[1].float() / batch
+                p = 1 / math.factorial(m)
+                assert len(orders) == math.factorial(m) and (orders - p).abs().max() <= 4 * math.sqrt(p / batch), \
+                    (f"Part 4 (block_orders): {case}, the {m} blocks came in {len(orders)} different orders, "
+                     f"unevenly; a uniform order reaches all {math.factorial(m)}, each about {p:.1%} of the time")
+    a, b = (ex.block_orders(64, 16, 4, torch.Generator().manual_seed(5)) for _ in range(2))
+    assert torch.equal(a, b), "Part 4 (block_orders): the same generator seed must give the same orders: draw " \
+                              "every random number from `generator`"
+    for n, block in [(10, 4), (7, 2)]:
+        try:
+            ex.block_orders(4, n, block, torch.Generator().manual_seed(0))
+        except StudentError as e:  # it carries the name of the exception the file raised
+            if e.kind != "ValueError":
+                pytest.fail(f"Part 4 (block_orders): n = {n}, block = {block} raised {e}; raise a ValueError "
+                            f"(n is not a multiple of block)", pytrace=False)
+        else:
+            pytest.fail(f"Part 4 (block_orders): n = {n} is not a multiple of block = {block}, yet no error: raise "
+                        f"a ValueError that says so", pytrace=False)

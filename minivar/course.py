@@ -342,8 +342,8 @@ class Graders:
 
 
 def rubric_weights(labs: Path, parts: dict) -> dict:
-    """{exercise: points of one part} from the lab handouts' rubric rows, e.g. `| exercise 03, four parts ... |
-    4 × 0.75 |` (0.75 a part) or `| exercise 01, graded automatically (all parts) | 3 |` (3 shared by the parts);
+    """{exercise: points of one part} from the lab handouts' rubric rows, e.g. `| exercise 03, five parts ... |
+    5 × 0.6 |` (0.6 a part) or `| exercise 01, graded automatically (all parts) | 3 |` (3 shared by the parts);
     1 a part where no handout says."""
     weights = {e: 1.0 for e in parts}
     for md in sorted(labs.glob("*.md")) if labs.is_dir() else []:

@@ -66,10 +66,10 @@ def test_the_released_graders_fail_on_the_blanks_and_pass_on_the_solutions(stude
         return subprocess.run([sys.executable, "-m", "pytest", "-m", "ex07", "-p", "no:cacheprovider", "-q",
                                "exercises"], cwd=copy, capture_output=True, text=True, timeout=300)
     proc = grade_ex07()
-    assert proc.returncode == 1 and "3 failed" in proc.stdout, proc.stdout[-2000:]
+    assert proc.returncode == 1 and "4 failed" in proc.stdout, proc.stdout[-2000:]
     shutil.copy(ROOT / "exercises" / "solutions" / "ex07_randomized_ar.py", copy / "exercises")
     proc = grade_ex07()
-    assert proc.returncode == 0 and "3 passed" in proc.stdout, proc.stdout[-2000:]
+    assert proc.returncode == 0 and "4 passed" in proc.stdout, proc.stdout[-2000:]
 
 
 def test_a_release_that_would_leak_is_deleted_and_other_mistakes_are_refused(tmp_path):
@@ -116,17 +116,17 @@ def test_grading_runs_each_submission_apart_with_a_time_limit_and_writes_the_tab
         (subs / student / "exercises" / "ex07_randomized_ar.py").write_text(text)
     (subs / "erin").mkdir()  # handed in nothing
     assert main(["course", "grade", str(subs), "--exercises", "ex07", "--timeout", "30"]) == 0
-    assert "graded 5 submissions: 5 of 15 parts passed" in capsys.readouterr().out
+    assert "graded 5 submissions: 7 of 20 parts passed" in capsys.readouterr().out
     rows = list(csv.DictReader(open(subs / "grades.csv")))
     points = {(r["student"], int(r["part"])): (int(r["points"]), r["message"]) for r in rows}
-    assert [points["alice", p][0] for p in (1, 2, 3)] == [1, 1, 1]
-    assert all(points["bob", p][0] == 0 and "Part" in points["bob", p][1] for p in (1, 2, 3))
+    assert [points["alice", p][0] for p in (1, 2, 3, 4)] == [1, 1, 1, 1]
+    assert all(points["bob", p][0] == 0 and "Part" in points["bob", p][1] for p in (1, 2, 3, 4))
     assert points["carol", 1][0] == 0 and "still running after 30 s" in points["carol", 1][1]
-    assert [points["carol", p][0] for p in (2, 3)] == [1, 1]  # one endless part costs only that part
-    assert all("uses minivar" in points["dave", p][1] for p in (1, 2, 3))
-    assert all("no ex07_*.py" in points["erin", p][1] for p in (1, 2, 3))
+    assert [points["carol", p][0] for p in (2, 3, 4)] == [1, 1, 1]  # one endless part costs only that part
+    assert all("uses minivar" in points["dave", p][1] for p in (1, 2, 3, 4))
+    assert all("no ex07_*.py" in points["erin", p][1] for p in (1, 2, 3, 4))
     table = (subs / "grades.md").read_text()
-    assert "| alice | 3 | 3 / 3 |" in table and "| bob | 0 | 0 / 3 |" in table and "| carol | 2 | 2 / 3 |" in table
+    assert "| alice | 3 | 3 / 3 |" in table and "| bob | 0 | 0 / 3 |" in table and "| carol | 2.25 | 2.25 / 3 |" in table
     assert "**carol**, ex07 part 1 (`test_part1_random_order_ratio`): random_order_ratio() was still running" in table
     assert main(["course", "grade", str(subs), "--exercises", "ex99"]) == 2
     assert "no grader for ex99; the graders: ex01" in capsys.readouterr().err

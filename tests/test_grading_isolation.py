@@ -61,9 +61,9 @@ def test_a_class_of_dishonest_submissions_scores_nothing_and_changes_nothing(tmp
     points = {}
     for r in rows:
         points.setdefault(r["student"], []).append(r["points"])
-    assert points.pop("alice") == [1, 1, 1] and points.pop("zoe") == [1, 1, 1], rows
+    assert points.pop("alice") == [1, 1, 1, 1] and points.pop("zoe") == [1, 1, 1, 1], rows
     assert set(points) == set(cheats) | {"symlink", "zz_stubs"}
-    assert all(p == [0, 0, 0] for p in points.values()), {s: p for s, p in points.items() if any(p)}
+    assert all(p == [0, 0, 0, 0] for p in points.values()), {s: p for s, p in points.items() if any(p)}
     assert (graders / "test_ex07.py").read_bytes() == before  # put back
     assert not mark.exists(), mark.read_text()
     assert not still_running("outlived the grading")
@@ -131,8 +131,8 @@ def test_flags_and_rubric_weights():
     assert found == ["line 1: imports os", "line 4: assigns to torch.allclose (part of torch)",
                      "line 5: assigns to F.mse_loss (part of torch)", "line 6: calls eval()", "line 7: uses ._getframe"]
     assert suspicious("import torch\n\ndef f(x):\n    return torch.relu(x)\n") == []
-    weights = rubric_weights(ROOT / "exercises" / "labs", {"ex01": 3, "ex03": 4, "ex07": 3, "ex99": 2})
-    assert weights == {"ex01": 1.0, "ex03": 0.75, "ex07": 1.0, "ex99": 1.0}
+    weights = rubric_weights(ROOT / "exercises" / "labs", {"ex01": 3, "ex03": 5, "ex07": 4, "ex99": 2})
+    assert weights == {"ex01": 1.0, "ex03": 0.6, "ex07": 0.75, "ex99": 1.0}
 
 
 def test_grading_reads_the_released_name_first_and_says_which_file_it_graded(tmp_path):

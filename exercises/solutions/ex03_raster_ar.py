@@ -36,3 +36,11 @@ def sample_with_cache(step, labels, n, temperature=1.0, top_k=0, generator=None)
         out.append(token)
         x = token[:, None]
     return torch.stack(out, 1)
+
+
+def sequence_log_prob(step, labels, tokens):
+    # the class and every token but the last go in (the last token is scored, never read); logits[:, i] saw
+    # the class and t_<i, so it scores t_i: teacher forcing (part 1) through the cache (part 3), in one call
+    inputs = torch.cat([labels[:, None], tokens[:, :-1]], 1)
+    logp = step(inputs, 0).float().log_softmax(-1)
+    return logp.gather(-1, tokens[..., None]).squeeze(-1).sum(1)

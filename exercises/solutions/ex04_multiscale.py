@@ -30,3 +30,10 @@ def teacher_forcing_input(tokens, codebook, scales):
         s = scales[k + 1]
         out.append(F.interpolate(f_hat, size=(s, s), mode="area").flatten(2).transpose(1, 2))
     return torch.cat(out, dim=1)
+
+
+def first_scale(f, codebook):
+    # an area average down to 1 x 1 is the mean over the map; upsampling 1 x 1 gives that value everywhere
+    mean = f.mean(dim=(2, 3))  # (B, C)
+    token = torch.cdist(mean, codebook).argmin(1)
+    return token, f - codebook[token][:, :, None, None]

@@ -28,3 +28,12 @@ def generate_scales(step, labels, scales, next_input, temperature=1.0, generator
             tokens = torch.multinomial(probs, 1, generator=generator).view(len(labels), s * s)
         maps.append(tokens.view(len(labels), s, s))
     return maps
+
+
+def attention_pairs(scales):
+    # a token of scale k sees every token of scales 1..k: n_k queries times the tokens up to and including scale k
+    seen, block = 0, 0
+    for s in scales:
+        seen += s * s
+        block += s * s * seen
+    return block, seen * (seen + 1) // 2

@@ -24,3 +24,10 @@ def slot_positions(orders: torch.Tensor):
     positions = torch.cat([torch.tensor([[0, 1]]).expand(B, 2), orders + 2], dim=1)
     targets = torch.cat([none, orders, none], dim=1)  # slot k + 1 predicts orders[k]
     return positions, targets
+
+
+def block_orders(batch, n, block, generator=None):
+    if block < 1 or n % block:
+        raise ValueError(f"n = {n} is not a multiple of block = {block}: pick a block that divides n")
+    blocks = torch.rand(batch, n // block, generator=generator).argsort(dim=1)  # a uniform order of the blocks
+    return (blocks[:, :, None] * block + torch.arange(block)).flatten(1)  # raster inside each block
