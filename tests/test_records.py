@@ -130,3 +130,11 @@ def test_every_figure_a_sheets_prose_quotes_is_in_its_recorded_table(sheet):
     unbacked = [f for f in prose_figures(re.sub(r"```.*?```", " ", prose, flags=re.S))
                 if f not in allowed and not matches(f, numbers)]
     assert not unbacked, f"{sheet} quotes figures its recorded table does not hold: {unbacked}"
+
+
+def test_the_grading_times_the_readme_quotes_are_the_recorded_ones():
+    rows = list(csv.DictReader(open(ROOT / "benchmarks" / "results" / "grading_time.csv")))
+    latest = {r["jobs"]: r["seconds"] for r in rows if r["exercises"] == "all"}
+    readme = (ROOT / "README.md").read_text()
+    quoted = re.search(r"took ([\d.]+) s alone and ([\d.]+) s with `--jobs 2`", readme)
+    assert quoted and quoted.groups() == (latest["1"], latest["2"]), (quoted and quoted.groups(), latest)
