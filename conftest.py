@@ -30,7 +30,9 @@ class NotebookUpToBlank(pytest.Item):
         import nbformat
         from nbclient import NotebookClient
         nb = nbformat.read(self.path, as_version=4)
-        client = NotebookClient(nb, timeout=60, kernel_name="python3",
+        # a guard against a hung cell, not a speed check: a loaded CI machine may take minutes where a laptop takes
+        # seconds
+        client = NotebookClient(nb, timeout=600, kernel_name="python3",
                                 resources={"metadata": {"path": str(self.path.parent)}})
         with client.setup_kernel():
             for i, cell in enumerate(nb.cells):

@@ -60,7 +60,7 @@ WITHHELD = ("exercises/solutions", "exercises/_references.py")
 INSTRUCTORS_BEGIN, INSTRUCTORS_END = "<!-- BEGIN INSTRUCTORS ONLY -->", "<!-- END INSTRUCTORS ONLY -->"
 STUDENTS_BEGIN, STUDENTS_END = "<!-- STUDENTS ONLY", "END STUDENTS ONLY -->"
 # pyproject.toml: in the copy, notebooks run up to their first blank (conftest.py), not through nbmake
-NBMAKE_OPTS = "--nbmake --nbmake-timeout=60 "
+NBMAKE_OPTS = "--nbmake --nbmake-timeout=600 "
 GRADER_FILES = ("_grading.py", "conftest.py")
 
 

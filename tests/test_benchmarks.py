@@ -144,6 +144,6 @@ def test_grading_time_times_a_class_of_ten_and_records_what_it_graded(tmp_path):
     grading_time.main(["--exercises", "ex07", "--jobs", "2", "--timeout", "3", "--out", str(tmp_path)])
     rows = list(csv.DictReader(open(tmp_path / "grading_time.csv")))
     assert len(rows) == 1 and rows[0]["jobs"] == "2" and float(rows[0]["seconds"]) > 0
-    # honest 3 of 3, endless 2 of 3 (its loop costs one part), everyone else 0: the timing is of a right grading
-    assert rows[0]["result"].startswith("graded 10 submissions: 5 of 30 parts passed"), rows[0]["result"]
+    # honest 4 of 4, endless 3 of 4 (its loop costs one part), everyone else 0: the timing is of a right grading
+    assert rows[0]["result"].startswith("graded 10 submissions: 7 of 40 parts passed"), rows[0]["result"]
     assert rows[0]["late_write"] == "False"
