@@ -69,18 +69,22 @@ def prose_figures(markdown: str) -> list:
 def shown(nb: dict) -> list:
     """Every number the notebook's cells print, or set in their code, or that the manifests of the shipped models it
     names hold."""
-    from minivar import pretrained
-    text, names = "", set()
+    text = ""
     for cell in nb["cells"]:
-        source = "".join(cell["source"])
-        names |= set(re.findall(r"emoji-[a-z0-9-]+", source)) & set(pretrained.available())
         if cell["cell_type"] != "code":
             continue
-        text += source
+        text += "".join(cell["source"])
         for out in cell.get("outputs", []):
             text += "".join(out.get("text", [])) + "".join(out.get("data", {}).get("text/plain", []))
-    text += "".join(json.dumps(pretrained.manifest(name)) for name in sorted(names))
-    return [float(n) for n in NUMBER.findall(text)]
+    every_cell = "".join("".join(cell["source"]) for cell in nb["cells"])
+    return [float(n) for n in NUMBER.findall(text + manifests_named(every_cell))]
+
+
+def manifests_named(text: str) -> str:
+    """The manifests (as JSON text) of the shipped models `text` names, e.g. emoji-var."""
+    from minivar import pretrained
+    names = sorted(set(re.findall(r"emoji-[a-z0-9-]+", text)) & set(pretrained.available()))
+    return "".join(json.dumps(pretrained.manifest(name)) for name in names)
 
 
 def matches(figure: str, numbers: list) -> bool:
@@ -120,12 +124,10 @@ SHEET_FIGURES = {
 
 @pytest.mark.parametrize("sheet", sorted(p.name for p in (ROOT / "exercises" / "ablations").glob("*.md")))
 def test_every_figure_a_sheets_prose_quotes_is_in_its_recorded_table(sheet):
-    from minivar import pretrained
     text = (ROOT / "exercises" / "ablations" / sheet).read_text()
     table = "\n".join(line for line in text.splitlines() if line.startswith("|"))
     prose = "\n".join(line for line in text.splitlines() if not line.startswith("|")).split("## Questions")[0]
-    names = sorted(set(re.findall(r"emoji-[a-z0-9-]+", text)) & set(pretrained.available()))
-    numbers = [float(n) for n in NUMBER.findall(table + "".join(json.dumps(pretrained.manifest(n)) for n in names))]
+    numbers = [float(n) for n in NUMBER.findall(table + manifests_named(text))]
     allowed = SHEET_FIGURES.get(sheet, {})
     unbacked = [f for f in prose_figures(re.sub(r"```.*?```", " ", prose, flags=re.S))
                 if f not in allowed and not matches(f, numbers)]
