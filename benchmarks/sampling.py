@@ -79,7 +79,7 @@ def measure_flowar(name, model, device, batches, repeats, guidance, ode_steps):
     rows = []
     for batch in batches:
         for steps in ode_steps:
-            seconds = time_generate(model, batch, device, repeats, guidance=guidance, steps=steps)
+            seconds = time_generate(model, batch, device, repeats, guidance=guidance, sample_steps=steps)
             rows.append({"recipe": f"{name} ({steps} Euler)", "model": "flowar", "params_M": round(params / 1e6, 2),
                          "batch": batch, "kv_cache": True, "guidance": guidance, "tokens_per_image": tokens,
                          "steps": K * len(time_grid(steps)), "seconds": round(seconds, 3),

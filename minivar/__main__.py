@@ -15,22 +15,11 @@
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
 
 from . import recipes
-
-
-def peak_memory_mb() -> float:
-    """Peak resident memory of this process (Linux/macOS; NaN where the resource module is missing)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return float("nan")
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return rss / 2**20 if sys.platform == "darwin" else rss / 1024  # bytes on macOS, KiB on Linux
 
 
 def cmd_train(args):
@@ -42,105 +31,10 @@ def cmd_train(args):
 
 
 def cmd_demo(args):
-    """The main job, on a laptop CPU: train a small VAR from scratch on the bundled emoji over the shipped multi-scale
-    tokenizer (--from-scratch: train that tokenizer here too), then draw every scale of its samples beside the shipped
-    VAR's (runs/demo/scales.png), write a sample grid per class and measure its fd_emoji."""
-    import torch
-
-    from . import pretrained
-    from .data import load_dataset
-    from .sampling import check_options
-    from .train import train
-    from .viz import plot_scales, save_grid
-    t0 = time.time()
-    if not (math.isfinite(args.minutes) and args.minutes > 0):
-        raise ValueError(f"--minutes is the demo's training budget, a number > 0 (default 4), got {args.minutes:g}")
-    if args.fd < 0 or 0 < args.fd < FD_MIN_SAMPLES:
-        raise ValueError(f"--fd N measures fd_emoji on N samples: 0 to skip, or at least {FD_MIN_SAMPLES} (default "
-                         f"1000), got {args.fd}")
-    out = Path(args.out)
-    sampling = {"top_k": args.top_k, "top_p": args.top_p}
-    check_options(**sampling)  # a bad --top-k or --top-p is named now, not after minutes of training
-    shipped = pretrained.available()
-    own_tokenizer = args.from_scratch or "emoji-msvq" not in shipped
-    if args.set_tokenizer and not own_tokenizer:
-        raise ValueError("--set-tokenizer changes the tokenizer the demo trains; add --from-scratch to train one")
-    # Minutes, not the recipes' quarter hours: a shorter warmup, a higher learning rate and, for VAR, a smaller
-    # network at half the batch (recipes.DEMO_VAR: many more updates in the same time) do the most with them.
-    var_share = 0.48 if own_tokenizer else 0.85  # the rest: tokenizing once, sampling, measuring
-    print(f"minivar demo: about {args.minutes:g} minutes on this machine (re-running reuses what {out} holds)")
-    if own_tokenizer:
-        tok_minutes = 0.42 * args.minutes
-        print(f"1/3 training VAR's multi-scale tokenizer on the bundled emoji for {tok_minutes:.1f} min")
-        tok_cfg = recipes.get("emoji-msvq", ["name=tokenizer", f"out_dir={out}", f"minutes={tok_minutes}",
-                                             "max_steps=100000", "eval_every=100000", "lr=3e-3", "warmup_steps=20",
-                                             *args.set_tokenizer])
-        tok = train(tok_cfg, resume=True)
-        tok_ref, var_name = str(tok_cfg.run_dir), "var-scratch"
-        print(f"   test PSNR {tok['test_psnr']:.2f} dB, codebook usage {tok['test_usage']:.0%} "
-              f"after {tok['step']} steps")
-    else:
-        info = pretrained.manifest("emoji-msvq")
-        tok_ref, var_name = "pretrained:emoji-msvq", "var"
-        print(f"1/3 the shipped multi-scale tokenizer (notebook 04): test PSNR {info['metrics']['psnr']:.1f} dB after "
-              f"{info['minutes']:g} minutes of training (--from-scratch trains one here instead)")
-    var_cfg = recipes.get("emoji-var", [f"name={var_name}", f"out_dir={out}", f"tokenizer={tok_ref}",
-                                        f"minutes={var_share * args.minutes}", "max_steps=100000",
-                                        "eval_every=100000", *recipes.DEMO_VAR, *args.set])
-    print(f"2/3 training a {var_cfg.model_config.depth}-block VAR from scratch on its tokens for "
-          f"{var_share * args.minutes:.1f} min (the tokens are computed once, first)")
-    var = train(var_cfg, resume=True)
-    model = var["model"].eval()
-    tokenizer = model.tokenizer
-    print(f"   test loss {var['test_loss']:.3f} nats/token after {var['step']} steps\n3/3 sampling")
-    classes = load_dataset("emoji", "test").classes
-    g = torch.Generator(model.device).manual_seed(args.seed)  # cuda/mps when trained there
-    labels = torch.arange(len(classes))
-
-    def every_scale(generator):
-        maps = generator.generate(labels.to(generator.device), guidance=args.guidance, **sampling,
-                                  generator=torch.Generator(generator.device).manual_seed(args.seed))
-        return [x.cpu() for x in generator.tokenizer.decode_scales(maps, every_scale=True)]  # coarse to fine
-
-    compare, reference = [], None
-    if "emoji-var" in shipped:
-        reference = pretrained.load("emoji-var", model.device)
-        if tuple(reference.tokenizer.cfg.scales) == tuple(tokenizer.cfg.scales):
-            ref_info = pretrained.manifest("emoji-var")
-            compare = [(f"shipped emoji-var: {ref_info['minutes']:g} minutes of training", every_scale(reference))]
-    minutes = var["elapsed"] / 60
-    plot_scales(every_scale(model), tokenizer.cfg.scales, row_labels=[c.split(" & ")[0] for c in classes],
-                path=out / "scales.png", compare=compare,
-                title=f"your VAR: after {minutes:.1f} minutes on this machine (guidance {args.guidance:g}, "
-                      f"top-p {args.top_p:g})")
-    for c, name in enumerate(classes):
-        grid = model.generate(torch.full((16,), c), guidance=args.guidance, **sampling, generator=g)
-        save_grid(out / "classes" / f"{c}_{name.lower().replace(' & ', '_').replace(' ', '_')}.png",
-                  tokenizer.decode(grid), nrow=8)
-    print(f"\nwrote {out / 'scales.png'} (rows: one sample per class; columns: the image after each scale, "
-          f"{' -> '.join(f'{s}x{s}' for s in tokenizer.cfg.scales)}"
-          f"{'; right: the shipped VAR, same seed' if compare else ''})\n"
-          f"wrote {out / 'classes'}/ (16 samples per class)")
-    record = {"command": args.command_line,
-              "date": time.strftime("%Y-%m-%d"), "machine": pretrained.machine(),
-              "threads": torch.get_num_threads(), "torch": torch.__version__, "minutes_budget": args.minutes,
-              "var_sets": [*recipes.DEMO_VAR, *args.set], "var_parameters": sum(p.numel() for p in model.parameters()),
-              "var_steps": var["step"], "var_minutes": round(minutes, 2), "var_test_loss": round(var["test_loss"], 4),
-              "tokenizer": tok_ref, "guidance": args.guidance, **sampling, "seed": args.seed}
-    if args.fd:
-        scores = pretrained.measure(model, n=args.fd, guidance=args.guidance, seed=args.seed, progress=False,
-                                    **sampling)
-        record.update({k: scores[k] for k in ("samples", "fd_emoji", "fd_emoji_ci95", "precision", "recall")})
-        low, high = scores["fd_emoji_ci95"]
-        shipped_fd = (f"; the shipped VAR: {ref_info['metrics']['fd_emoji']:.2f} at guidance "
-                      f"{ref_info['metrics']['guidance']:g}" if compare else "")
-        print(f"fd_emoji of {args.fd} samples: {scores['fd_emoji']:.2f} [{low:.2f}, {high:.2f}], precision "
-              f"{scores['precision']:.2f}, recall {scores['recall']:.2f} (lower fd is better{shipped_fd})")
-    record.update(wall_seconds=round(time.time() - t0), peak_memory_mb=round(peak_memory_mb()))
-    pretrained.write_json(out / "demo.json", record)  # what this run measured, with its command and machine
-    print(f"wall time {record['wall_seconds']} s, peak memory {record['peak_memory_mb']} MB; the numbers: "
-          f"{out / 'demo.json'}\n"
-          f"your VAR stays in {var_cfg.run_dir}: python -m minivar sample {var_cfg.run_dir} --n 64")
+    from .demo import run_demo
+    run_demo(minutes=args.minutes, out=args.out, guidance=args.guidance, top_k=args.top_k, top_p=args.top_p,
+             seed=args.seed, sets=args.set, set_tokenizer=args.set_tokenizer, from_scratch=args.from_scratch,
+             fd=args.fd, command_line=args.command_line)
 
 
 def physical_memory() -> int:
@@ -152,9 +46,6 @@ def physical_memory() -> int:
         return 0
 
 
-FD_MIN_SAMPLES = 10  # fd_emoji's covariance (and its bootstrap) from fewer is noise
-
-
 def cmd_sample(args):
     """Sample a trained generator; write a grid (one column per class) and optionally fd_emoji."""
     import torch
@@ -164,6 +55,7 @@ def cmd_sample(args):
     from .viz import check_picture_path, save_grid
     if args.n < 1 or args.batch_size < 1:
         raise ValueError(f"--n and --batch-size must be at least 1, got {args.n} and {args.batch_size}")
+    from .demo import FD_MIN_SAMPLES
     if args.fd and args.n < FD_MIN_SAMPLES:
         raise ValueError(f"--fd compares the spread of the samples with the test split's: it needs at least "
                          f"{FD_MIN_SAMPLES} samples (--n 1000 is the course's standard), got --n {args.n}")
@@ -174,30 +66,7 @@ def cmd_sample(args):
     if tokenizer is None:
         raise ValueError(f"{args.run} is a {cfg.model} run (a tokenizer), not a generator; sample a run of a "
                          f"generator recipe")
-    guidance = model.guidance_or_default(args.guidance)
-    options = {k: v for k, v in (("temperature", args.temperature), ("top_k", args.top_k), ("top_p", args.top_p),
-                                 ("steps", args.steps), ("guidance_high", args.guidance_high),
-                                 ("heun", args.heun or None), ("guidance_power", args.guidance_power),
-                                 ("guidance_ramp", False if args.constant_guidance else None))
-               if v is not None}  # only what was given: each generator
-    from .sampling import check_options  # has its own defaults and options
-    check_options(**{k: v for k, v in options.items() if k in ("temperature", "top_k", "top_p")})  # now, not later
-    if options.get("steps", 1) < 1:
-        raise ValueError(f"--steps must be at least 1, got {options['steps']}")
-    if not 0 <= options.get("guidance_high", 0) <= 1:
-        raise ValueError(f"--guidance-high is a time in [0, 1] (1 = guide at every step), "
-                         f"got {options['guidance_high']}")
-    if options.get("guidance_power", 0) < 0:
-        raise ValueError(f"--guidance-power must be >= 0 (0 = constant guidance), got {options['guidance_power']}")
-    import inspect
-    takes = inspect.signature(model.generate).parameters
-    for name in options:
-        if name not in takes:
-            flag = {"guidance_ramp": "constant_guidance"}
-            known = [f"--{flag.get(p, p).replace('_', '-')}" for p in ("guidance", "temperature", "top_k", "top_p",
-                     "steps", "guidance_high", "heun", "guidance_power", "guidance_ramp") if p in takes]
-            raise ValueError(f"a {cfg.model} model does not take --{flag.get(name, name).replace('_', '-')}; its "
-                             f"options: {', '.join(known)}")
+    options = model.sampling_options(**given_options(args, model))  # checked: before any sampling
     side = tokenizer.code_format()["image_size"]
     need, have = args.n * 3 * side * side * 4, physical_memory()  # the samples are kept as float images
     if have and need > have // 2:
@@ -220,9 +89,9 @@ def cmd_sample(args):
     folder = Path("runs") / "pretrained" / args.run[len(PRETRAINED):] if args.run.startswith(PRETRAINED) else \
         Path(args.run)
     # the default name carries everything that changes the picture, so another seed or option never overwrites it
-    given = {k: v for k, v in options.items() if k != "guidance_ramp"}
-    name = "_".join([f"samples_guidance{guidance:g}", *(["constant"] if args.constant_guidance else []),
-                     *(f"{k.replace('_', '-')}{v:g}" if not isinstance(v, bool) else k for k, v in given.items()),
+    changed = options.changed(model.sampling_options())
+    name = "_".join([f"samples_guidance{options.guidance:g}",
+                     *(name_part(k, v) for k, v in changed.items() if k != "guidance"),
                      f"seed{args.seed}", f"n{args.n}", *(["fd"] if args.fd else []),
                      *([f"classes{'-'.join(map(str, classes))}"] if args.classes else [])])
     out = check_picture_path(args.out) if args.out else folder / f"{name}.png"
@@ -237,14 +106,13 @@ def cmd_sample(args):
     labels = labels.to(dev)
     g = torch.Generator(dev).manual_seed(args.seed)
     t0 = time.time()
-    images = model.sample_images(labels, args.batch_size, guidance=guidance, generator=g, progress=True, **options)
+    images = model.sample_images(labels, args.batch_size, options, generator=g, progress=True)
     seconds = time.time() - t0
     shown = min(len(images), 256)
     save_grid(out, images[:shown], nrow=16 if args.fd and not args.classes else min(len(classes), 16))
     layout = "labels follow the test split" if args.fd and not args.classes else f"one column per class: {classes[:16]}"
-    print(f"wrote {out}: {shown} of {len(images)} samples ({layout}), guidance {guidance:g}"
-          f"{' at every scale' if args.constant_guidance else ''}, "
-          f"{seconds:.1f} s ({len(images) / seconds:.1f} images/s)")
+    print(f"wrote {out}: {shown} of {len(images)} samples ({layout}), guidance {options.guidance:g} "
+          f"({options.guidance_schedule}), {seconds:.1f} s ({len(images) / seconds:.1f} images/s)")
     if args.npz:  # the layout of the ADM evaluator (guided-diffusion/evaluations) that published FIDs come from
         import numpy as np
 
@@ -259,6 +127,57 @@ def cmd_sample(args):
         fd, low, high = fd_emoji_ci(images, real)
         print(f"fd_emoji({len(images)} samples vs {len(real)} test emoji) = {fd:.2f}  (95% bootstrap interval "
               f"{low:.2f} - {high:.2f})")
+
+
+def option_flags() -> dict:
+    """{field: (type, help, choices, {kind: default})} over the SamplingOptions of every registered generator: the
+    sampling flags of `sample`, built from the options dataclasses, so a new generator's knobs need no line here."""
+    from .models import MODELS, Generator
+    flags = {}
+    for kind, cls in MODELS.items():
+        if not issubclass(cls, Generator):
+            continue
+        for name, (typ, default, _) in cls.options_class.field_types().items():
+            if name not in flags:
+                first = cls.options_class.first_declared(name)
+                flags[name] = (typ, first.metadata.get("help", ""), first.metadata.get("choices", ()), {})
+            flags[name][3][kind] = "the model's" if default is None else default
+    return flags
+
+
+def add_option_flags(parser):
+    for name, (typ, text, choices, defaults) in option_flags().items():
+        by_default = {}  # default -> the kinds that have it: "[var, flowar: linear; raster: constant]"
+        for kind, default in defaults.items():
+            by_default.setdefault(str(default), []).append(kind)
+        takes = "; ".join(f"{', '.join(kinds)}: {d}" for d, kinds in by_default.items())
+        flag, kw = f"--{name.replace('_', '-')}", dict(dest=f"option_{name}", default=None, help=f"{text} [{takes}]")
+        if typ is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        else:  # a value out of range is refused by the options' check(), in one line naming the range
+            metavar = "{" + ",".join(choices) + "}" if choices else typ.__name__.upper()
+            parser.add_argument(flag, type=typ, metavar=metavar, **kw)
+
+
+def given_options(args, model) -> dict:
+    """The sampling flags given on the command line, as overrides of the loaded model's options; a flag its
+    options do not have is an error listing the ones they do."""
+    given = {name: getattr(args, f"option_{name}") for name in option_flags()
+             if getattr(args, f"option_{name}", None) is not None}
+    takes = model.options_class.field_types()
+    alien = [n for n in given if n not in takes]
+    if alien:
+        raise ValueError(f"a {model.kind} model does not take {', '.join('--' + n.replace('_', '-') for n in alien)}; "
+                         f"its sampling options: {', '.join('--' + n.replace('_', '-') for n in takes)}")
+    return given
+
+
+def name_part(name: str, value) -> str:
+    """One option of a sample file's name: guidance-power2.75, heun, no-use-cache, guidance-schedule-constant."""
+    flag = name.replace("_", "-")
+    if isinstance(value, bool):
+        return flag if value else f"no-{flag}"
+    return f"{flag}{value:g}" if isinstance(value, (int, float)) else f"{flag}-{value}"
 
 
 def parse_classes(text: str, n_cls: int) -> list:
@@ -356,26 +275,7 @@ def main(argv=None):
     p = sub.add_parser("sample", help="sample a trained generator run and write a grid")
     p.add_argument("run", help="the run folder, e.g. runs/emoji-raster, or a shipped model, e.g. pretrained:emoji-var")
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
-    p.add_argument("--guidance", type=float, default=None,
-                   help="classifier-free guidance s in uncond + s (cond - uncond), 1 = none (default: the model's); "
-                        "VAR ramps it up over the scales, from 1 at the first to s at the last; RAR over its tokens "
-                        "(see --guidance-power)")
-    p.add_argument("--temperature", type=float, default=None, help="softmax temperature (default 1)")
-    p.add_argument("--top-k", type=int, default=None, help="keep the k most likely tokens (default 0 = all)")
-    p.add_argument("--top-p", type=float, default=None,
-                   help="nucleus: keep the top tokens holding this mass (default 1 = all)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="FlowAR: Euler steps of each scale's ODE solve (default: the model's, 25; FlowAR's time "
-                        "grid makes an odd count one step fewer)")
-    p.add_argument("--guidance-high", type=float, default=None,
-                   help="FlowAR: guide only while t <= this in each ODE solve (default: the model's, 0.9; 1 = always)")
-    p.add_argument("--heun", action="store_true",
-                   help="FlowAR: Heun's second-order steps (two network calls a step, one on the last)")
-    p.add_argument("--guidance-power", type=float, default=None,
-                   help="RAR: power of its cosine guidance schedule, s_t = 1 + (s - 1)(1 - cos(pi (t/N)^power)) / 2 "
-                        "(default: the model's; 0 = constant s)")
-    p.add_argument("--constant-guidance", action="store_true",
-                   help="VAR, FlowAR: guide every scale with --guidance instead of ramping it up from 1 at the first")
+    add_option_flags(p)  # one flag per field of the generators' SamplingOptions (sampling.py)
     p.add_argument("--classes", default="", help="comma-separated class indices (default: all, in turn)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)

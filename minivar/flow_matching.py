@@ -30,6 +30,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
+from .sampling import guidance_mix
 from .transformer import RMSNorm, apply_rope, modulate, rope_2d
 
 # ------------------------------------------------------------------------------------------------ time
@@ -247,7 +248,7 @@ def time_grid(num_steps: int) -> torch.Tensor:
                       torch.linspace(0.25, 0, num_steps // 2 + 1, dtype=torch.float64)])
 
 
-def guided_velocity(velocity_fn, x, t, z, cfg_scale=1.0, guided=True, dtype=torch.float32):
+def guided_velocity(velocity_fn, x, t, z, guidance=1.0, guided=True, dtype=torch.float32):
     """The velocity at time t of the states x (2B rows with guidance: conditional half, then the unconditional one),
     in float64 (the network runs in `dtype`). Guided: the conditional half is fed twice (once with each half of z)
     and the two velocities mixed uncond + s (cond - uncond), for both halves; unguided: every row its own."""
@@ -258,15 +259,15 @@ def guided_velocity(velocity_fn, x, t, z, cfg_scale=1.0, guided=True, dtype=torc
     if not guided:
         return v
     cond, uncond = v.chunk(2)
-    return torch.cat([uncond + cfg_scale * (cond - uncond)] * 2)
+    return torch.cat([guidance_mix(cond, uncond, guidance)] * 2)
 
 
 @torch.no_grad()
-def euler_sample(velocity_fn, noise, z, num_steps=25, cfg_scale=1.0, guidance_high=1.0, guidance_low=0.0,
+def euler_sample(velocity_fn, noise, z, num_steps=25, guidance=1.0, guidance_high=1.0, guidance_low=0.0,
                  heun=False, path=None):
     """Integrate dx/dt = velocity_fn(x, t, z) from t = 1 (noise) to t = 0 in float64 on time_grid(num_steps).
 
-    Guidance (cfg_scale = s != 1) needs the (2B) layout of FlowAR's sampler: the first B rows of noise and z are the
+    Guidance (guidance = s != 1) needs the (2B) layout of FlowAR's sampler: the first B rows of noise and z are the
     conditional half, the last B the same samples without their class. While guidance_low <= t <= guidance_high the
     velocities are mixed (guided_velocity); outside that interval (FlowAR: t > 0.9, the first, noisiest steps) both
     halves follow their own velocity, unguided. heun=True adds Heun's correction (a second velocity at the step's
@@ -281,11 +282,11 @@ def euler_sample(velocity_fn, noise, z, num_steps=25, cfg_scale=1.0, guidance_hi
     for i, (t, t_next) in enumerate(zip(grid[:-1], grid[1:])):
         if path is not None:
             path.append((float(t), x.clone()))
-        guided = cfg_scale != 1.0 and guidance_low <= t <= guidance_high  # decided at the step's start, for both
-        d = guided_velocity(velocity_fn, x, t, z, cfg_scale, guided, dtype)  # of Heun's velocities (as the release)
+        guided = guidance != 1.0 and guidance_low <= t <= guidance_high  # decided at the step's start, for both
+        d = guided_velocity(velocity_fn, x, t, z, guidance, guided, dtype)  # of Heun's velocities (as the release)
         x_next = x + (t_next - t) * d
         if heun and i < len(grid) - 2:
-            x_next = x + (t_next - t) * 0.5 * (d + guided_velocity(velocity_fn, x_next, t_next, z, cfg_scale, guided,
+            x_next = x + (t_next - t) * 0.5 * (d + guided_velocity(velocity_fn, x_next, t_next, z, guidance, guided,
                                                                    dtype))
         x = x_next
     if path is not None:

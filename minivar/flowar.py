@@ -38,7 +38,7 @@ from einops import rearrange
 
 from .flow_matching import GeGLU, MLPHead, RopeAttention, TransformerHead, euler_sample, flow_matching_loss
 from .models import Generator, register
-from .sampling import linear_ramp
+from .sampling import SamplingOptions, option, ramp_over_scales
 from .transformer import AdaLN, ClassEmbedding, KVCache, RMSNorm, modulate, rope_2d
 from .var import block_causal_mask
 
@@ -89,15 +89,30 @@ class FlowARConfig:
         return tuple(2 ** k for k in range(int(math.log2(self.grid)) + 1))
 
 
-def check_sampler(steps: int, guidance_high: float):
-    """The ODE sampler's settings, in range (the config's defaults and generate's arguments alike)."""
+def check_sampler(sample_steps: int, guidance_high: float):
+    """The ODE sampler's settings, in range (the config's defaults and the sampling options alike)."""
     import numbers
-    if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 1 or \
-            not isinstance(guidance_high, numbers.Real) or not 0 <= guidance_high <= 1:
-        raise ValueError(f"steps must be a whole number >= 1 and guidance_high a time in [0, 1] (1 = guide at every "
-                         f"step): set "
-                         f"sample_steps / guidance_high, generate(steps=..., guidance_high=...) or --steps / "
-                         f"--guidance-high; got {steps} and {guidance_high}")
+    if isinstance(sample_steps, bool) or not isinstance(sample_steps, numbers.Integral) or sample_steps < 1:
+        raise ValueError(f"sample_steps must be a whole number >= 1 (Euler steps of each scale's ODE; --sample-steps "
+                         f"or --set sample_steps=...), got {sample_steps!r}")
+    if isinstance(guidance_high, bool) or not isinstance(guidance_high, numbers.Real) or not 0 <= guidance_high <= 1:
+        raise ValueError(f"guidance_high is a time in [0, 1] (1 = guide at every step; --guidance-high or --set "
+                         f"guidance_high=...), got {guidance_high!r}")
+
+
+@dataclass(frozen=True)
+class FlowARSampling(SamplingOptions):
+    """FlowAR's sampling: guidance ramped over the scales, and each scale's ODE solve."""
+    guidance_schedule: str = ramp_over_scales()
+    sample_steps: int = option(None, "Euler steps of each scale's ODE solve (default: the model's, 25; FlowAR's "
+                                     "time grid makes an odd count one step fewer)")
+    guidance_high: float = option(None, "guide only while t <= this in each ODE solve (default: the model's, 0.9; "
+                                        "1 = always)")
+    heun: bool = option(False, "Heun's second-order steps (two network calls a step, one on the last)")
+
+    def check(self):
+        super().check()
+        check_sampler(self.sample_steps, self.guidance_high)
 
 
 class Block(nn.Module):
@@ -128,6 +143,7 @@ def next_scale_input(latent_k: torch.Tensor, full: int, s_next: int) -> torch.Te
 @register("flowar", FlowARConfig)
 class FlowAR(Generator):
     from_tokenizer = ("latent_channels", "grid")
+    options_class = FlowARSampling
 
     def __init__(self, cfg: FlowARConfig):
         super().__init__(cfg)
@@ -228,47 +244,37 @@ class FlowAR(Generator):
     # --- generation -----------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, labels, guidance=None, steps=None, guidance_high=None, heun=False, generator=None,
-                 every_scale=False, guidance_ramp=True, path=None):
+    def generate(self, labels, options=None, *, generator=None, trace=None, **overrides):
         """Sample latents (B, C, h, w) for class labels (B,), one scale per transformer pass (KV cache), each scale
-        by an Euler ODE solve of `steps` steps (default: the config's). Guidance s_k ramps from 1 at the first scale
-        to `guidance` at the last (the release's linear cfg schedule; guidance_ramp=False: `guidance` at every scale),
-        applied while t <= guidance_high. every_scale=True returns the list of every scale's latents instead, coarsest
-        first. A list given as `path` receives (k, t, x_t) at every point of every scale's ODE, x_t (B, C, s_k, s_k):
-        the trajectories, to look at."""
-        was_training = self.training
-        self.eval()
-        labels = self.check_labels(labels)
-        guidance = self.guidance_or_default(guidance)
-        steps = self.cfg.sample_steps if steps is None else steps
-        high = self.cfg.guidance_high if guidance_high is None else guidance_high
-        check_sampler(steps, high)
-        B, K, C, full = labels.shape[0], len(self.scales), self.cfg.latent_channels, self.cfg.grid
-        if B == 0:  # no labels, no samples (of the right shape)
-            self.train(was_training)
-            empty = [torch.zeros(0, C, s, s, device=self.device) for s in self.scales]
-            return empty if every_scale else empty[-1]
-        guided = guidance != 1.0
-        if guided:  # second half: the same samples without their class
-            labels = torch.cat([labels, torch.full_like(labels, self.class_embedding.null_class)])
-        cond = self.class_embedding(labels)  # (B or 2B, D)
-        caches = ([KVCache() for _ in self.encoder_blocks], [KVCache() for _ in self.decoder_blocks])
-        x, out = cond[:, None], []
-        for k, s in enumerate(self.scales):
-            z = self.stacks(x, cond, self.starts[k], self.starts[k + 1], caches=caches)  # (B or 2B, s*s, Dd)
-            noise = torch.randn(z.shape[0], s * s, C, device=z.device, generator=generator)
-            s_k = linear_ramp(guidance, k, K) if guidance_ramp else guidance
-            points = [] if path is not None else None
-            tokens = euler_sample(self.velocity, noise, z, steps, s_k, high, heun=heun, path=points)
-            for t, x_t in points or []:
-                path.append((k, t, rearrange(x_t[:B].float(), "b (h w) c -> b c h w", h=s)))
-            latent = rearrange(tokens[:B].float(), "b (h w) c -> b c h w", h=s)
-            out.append(latent)
-            if k < K - 1:
-                x = self.z_proj(rearrange(next_scale_input(latent, full, self.scales[k + 1]), "b c h w -> b (h w) c"))
-                x = torch.cat([x, x]) if guided else x
-        self.train(was_training)
-        return out if every_scale else out[-1]
+        by an Euler ODE solve of `sample_steps` steps (options: FlowARSampling; default: the config's). Guidance s_k
+        ramps from 1 at the first scale to `guidance` at the last (the release's linear cfg schedule;
+        guidance_schedule "constant": `guidance` at every scale), applied while t <= guidance_high. A list given as
+        `trace` receives {"scale", "guidance", "latent" (B, C, s_k, s_k), "path": [(t, x_t (B, C, s_k, s_k)), ...]}
+        for each scale: every scale's latent and the trajectory of its ODE, to look at."""
+        with self.sampling(labels, options, **overrides) as run:
+            B, K, C, full, o = run.batch, len(self.scales), self.cfg.latent_channels, self.cfg.grid, run.options
+            if B == 0:  # no labels, no samples (of the right shape)
+                return torch.zeros(0, C, full, full, device=self.device)
+            guided = run.schedule.guided  # the conditions' second half: the same samples without their class
+            cond = self.class_embedding(run.conditions)  # (B or 2B, D)
+            caches = ([KVCache() for _ in self.encoder_blocks], [KVCache() for _ in self.decoder_blocks])
+            x = cond[:, None]
+            for k, s in enumerate(self.scales):
+                z = self.stacks(x, cond, self.starts[k], self.starts[k + 1], caches=caches)  # (B or 2B, s*s, Dd)
+                noise = torch.randn(z.shape[0], s * s, C, device=z.device, generator=generator)
+                s_k = run.schedule.at(k, K)
+                points = [] if trace is not None else None
+                tokens = euler_sample(self.velocity, noise, z, o.sample_steps, s_k, o.guidance_high, heun=o.heun,
+                                      path=points)
+                latent = rearrange(tokens[:B].float(), "b (h w) c -> b c h w", h=s)
+                if trace is not None:
+                    path = [(t, rearrange(x_t[:B].float(), "b (h w) c -> b c h w", h=s)) for t, x_t in points]
+                    trace.append({"scale": k, "guidance": s_k, "latent": latent, "path": path})
+                if k < K - 1:
+                    x = self.z_proj(rearrange(next_scale_input(latent, full, self.scales[k + 1]),
+                                              "b c h w -> b (h w) c"))
+                    x = torch.cat([x, x]) if guided else x
+        return latent
 
 
-__all__ = ["FlowARConfig", "FlowAR", "Block", "next_scale_input", "check_sampler"]
+__all__ = ["FlowARConfig", "FlowAR", "FlowARSampling", "Block", "next_scale_input", "check_sampler"]

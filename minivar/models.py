@@ -16,18 +16,25 @@ subclasses `Tokenizer` or `Generator`, carries `@register("kind", ConfigClass)`,
                    last_layer                                  the decoder's last weight (the GAN's adaptive weight)
     generators     bind(tokenizer)                             the tokenizer is the source of truth for vocab_size,
                                                                grid, scales, code_dim: they are read from it
-                   generate(labels, guidance, ...) -> codes    what the bound tokenizer's decode takes
+                   options_class                               its SamplingOptions dataclass (sampling.py): every
+                                                               knob of its sampler, with help; the CLI's flags
+                   generate(labels, options, **overrides)      codes the bound tokenizer's decode takes; overrides
+                     -> codes                                  are fields of options (guidance=3.0, top_k=100)
 
 Guidance has one meaning everywhere: logits (or velocities) uncond + s * (cond - uncond); s = 1 is no guidance.
-A generator's config field `guidance` is its default s (schedules such as VAR's ramp derive an s per step from it).
+A generator's config field `guidance` is its default s; one GuidanceSchedule (sampling.py) derives an s per step.
+Every generate() opens the same way, with `self.sampling(labels, options, **overrides)`: the options resolved and
+checked, the labels checked (and the null class appended when guided), eval mode until it returns.
 
     model = minivar.load("runs/emoji-var")          # any checkpoint: a run folder or its ckpt.pt
     images = model.tokenizer.decode(model.generate(torch.arange(9)))
 """
 
+import contextlib
 import dataclasses
 import numbers
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -41,6 +48,7 @@ from .checkpoint import (
     state_checksum,
 )
 from .metrics import evaluate_tokenizer
+from .sampling import GuidanceSchedule, SamplingOptions
 
 MODELS = {}  # kind (the name in recipes and checkpoints) -> model class; filled by @register
 
@@ -163,6 +171,7 @@ class Generator(Model):
     `from_tokenizer` the config fields they read from the tokenizer's code_format()."""
 
     from_tokenizer = ("vocab_size", "grid")
+    options_class = SamplingOptions  # a subclass names its own (TokenSampling, FlowARSampling, ...)
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -193,16 +202,48 @@ class Generator(Model):
             raise RuntimeError("bind the tokenizer first: model.bind(tokenizer) (minivar.load binds it for you)")
         return self._tokenizer[0]
 
-    def generate(self, labels, guidance=None, **options):
+    def generate(self, labels, options=None, *, generator=None, trace=None, **overrides):
+        """Codes for the class labels (B,), what the bound tokenizer's decode takes. `options` is this model's
+        options_class (default: its defaults); keyword overrides set single fields (guidance=3.0). A list given as
+        `trace` receives one dict per step of the sampler (its logits, tokens or latents: the pictures' material)."""
         raise NotImplementedError
 
-    def guidance_or_default(self, guidance) -> float:
-        """The guidance scale to use: the given one, or the config's default; s < 0 is refused."""
-        guidance = self.cfg.guidance if guidance is None else guidance
-        if isinstance(guidance, bool) or not isinstance(guidance, numbers.Real) or not 0 <= guidance < float("inf"):
-            raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance, 0 = the unconditional model), "
-                             f"got {guidance!r}")
-        return float(guidance)
+    @property
+    def null_class(self) -> int:
+        """The label that means "no class" (the unconditional half of guidance; class dropout in training)."""
+        return self.cfg.num_classes
+
+    def sampling_options(self, options=None, **overrides) -> SamplingOptions:
+        """`options` (default: the options class's defaults) with the given fields replaced (None = not given), every
+        field left None taken from this model's config, each checked: what generate() samples with."""
+        cls = self.options_class
+        if options is None:
+            options = cls()
+        elif type(options) is not cls:
+            raise ValueError(f"options must be a {cls.__name__} (the sampling options of a {self.kind} model), got "
+                             f"{type(options).__name__}")
+        unknown = sorted(set(overrides) - set(cls.field_types()))
+        if unknown:
+            raise ValueError(f"a {self.kind} model does not take {', '.join(unknown)}; its sampling options: "
+                             f"{', '.join(cls.field_types())}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return (dataclasses.replace(options, **given) if given else options).resolved(self.cfg)
+
+    @contextlib.contextmanager
+    def sampling(self, labels, options=None, **overrides):
+        """The opening every generate() shares: options resolved and checked, labels checked, and the conditions
+        the network reads (the labels, then the null class for each when guided); eval mode inside, the previous
+        mode restored after (an error included)."""
+        options = self.sampling_options(options, **overrides)
+        labels = self.check_labels(labels)
+        schedule = options.schedule
+        conditions = torch.cat([labels, torch.full_like(labels, self.null_class)]) if schedule.guided else labels
+        was_training = self.training
+        self.eval()
+        try:
+            yield Draw(labels, conditions, options, schedule, labels.shape[0])
+        finally:
+            self.train(was_training)
 
     @torch.no_grad()
     def evaluate(self, loader, max_batches=None) -> dict:
@@ -219,20 +260,21 @@ class Generator(Model):
         return {"loss": (total / max(1, count)).item()}
 
     @torch.no_grad()
-    def sample_images(self, labels, batch_size: int = 64, guidance=None, generator=None, progress=False,
-                      **options) -> torch.Tensor:
+    def sample_images(self, labels, batch_size: int = 64, options=None, *, generator=None, progress=False,
+                      **overrides) -> torch.Tensor:
         """Images (N, 3, H, W) in [-1, 1] on the CPU for the class labels (N,), drawn batch_size at a time and
         decoded by the tokenizer: what a metric over 1,000 samples needs without holding 1,000 token maps."""
         from tqdm.auto import tqdm
         labels = self.check_labels(labels)
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        options = self.sampling_options(options, **overrides)
         images = []
         for chunk in tqdm(labels.split(batch_size), desc="sampling", disable=not progress):
-            x = self.tokenizer.decode(self.generate(chunk, guidance=guidance, generator=generator, **options)).float()
+            x = self.tokenizer.decode(self.generate(chunk, options, generator=generator)).float()
             if not torch.isfinite(x).all():  # NaN would be clamped to nothing and drawn black, without a word
-                shown = ", ".join(f"{k}={v}" for k, v in options.items())
-                raise ValueError(f"the samples came out as NaN or inf (guidance {self.guidance_or_default(guidance):g}"
+                shown = ", ".join(f"{k}={v}" for k, v in options.changed(self.sampling_options()).items())
+                raise ValueError(f"the samples came out as NaN or inf (guidance {options.guidance:g}"
                                  f"{', ' + shown if shown else ''}): the guidance or an option is too extreme for "
                                  f"this model; choose milder values (guidance 1-10)")
             images.append(x.clamp(-1, 1).cpu())
@@ -255,6 +297,16 @@ class Generator(Model):
             raise ValueError(f"labels must lie in [0, {n}) (this model has {n} classes), got "
                              f"[{int(labels.min())}, {int(labels.max())}]")
         return labels.long()
+
+
+class Draw(NamedTuple):
+    """What Generator.sampling() hands a generate(): the checked labels (B,), the conditions the network reads
+    ((B,) or, when guided, (2B,): the labels then the null class), the resolved options and their schedule."""
+    labels: torch.Tensor
+    conditions: torch.Tensor
+    options: SamplingOptions
+    schedule: GuidanceSchedule
+    batch: int
 
 
 def fit_to_tokenizer(kind, config, fields, tokenizer, fill=True):
@@ -357,6 +409,6 @@ def model_from_checkpoint(ckpt: dict, ckpt_path: Path, map_location="cpu") -> Mo
     return model.to(map_location).eval()
 
 
-__all__ = ["MODELS", "register", "Model", "Tokenizer", "Generator", "build", "load", "model_from_checkpoint",
+__all__ = ["MODELS", "register", "Model", "Tokenizer", "Generator", "Draw", "build", "load", "model_from_checkpoint",
            "fit_to_tokenizer",
            "weights_checksum", "model_class", "checkpoint_path", "resolve_tokenizer"]

@@ -109,7 +109,7 @@ def measure(model, n: int = 1000, guidance=None, seed: int = 0, batch_size: int 
     fd_emoji between the test images and their reconstructions (the floor its generators' fd_emoji cannot pass).
     Generator: fd_emoji with its 95% bootstrap interval, and k-NN precision / recall, of n samples whose labels
     follow the test split's class frequencies (as `python -m minivar sample RUN --n 1000 --fd` draws them), drawn
-    with the generator's sampling `options` (e.g. guidance_ramp=False)."""
+    with the generator's sampling options (fields of its options_class, e.g. guidance_schedule="constant")."""
     from .data import dataset_labels, load_dataset
     from .metrics import emoji_precision_recall, evaluate_tokenizer, fd_emoji_ci
     if isinstance(model, Tokenizer):
@@ -121,12 +121,12 @@ def measure(model, n: int = 1000, guidance=None, seed: int = 0, batch_size: int 
     real = torch.stack([test[i][0] for i in range(len(test))])
     test_labels = dataset_labels(test)
     labels = test_labels[torch.arange(n) % len(test_labels)]
-    guidance = model.guidance_or_default(guidance)
+    chosen = model.sampling_options(guidance=guidance, **options)
     g = torch.Generator(model.device).manual_seed(seed)
-    images = model.sample_images(labels, batch_size, guidance=guidance, generator=g, progress=progress, **options)
+    images = model.sample_images(labels, batch_size, chosen, generator=g, progress=progress)
     fd, low, high = fd_emoji_ci(images, real)
     precision, recall = emoji_precision_recall(images, real)
-    return {"guidance": guidance, "samples": n, "seed": seed, "fd_emoji": round(fd, 3),
+    return {"guidance": chosen.guidance, "samples": n, "seed": seed, "fd_emoji": round(fd, 3),
             "fd_emoji_ci95": [round(low, 3), round(high, 3)], "precision": round(precision, 3),
             "recall": round(recall, 3)}
 

@@ -39,7 +39,6 @@ falls within rounding of a boundary (the fixtures' tokens are identical).
 """
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import torch
@@ -48,7 +47,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .models import Generator, register
-from .sampling import check_options, guidance_mix, sample
+from .sampling import TokenByToken, guidance_mix, option, sample
 from .transformer import AdaLN, KVCache, causal_mask, init_weights, modulate
 
 
@@ -183,8 +182,19 @@ class Block(nn.Module):
 
 # -------------------------------------------------------------------------------------------------- model
 
+@dataclass(frozen=True)
+class RARSampling(TokenByToken):
+    """RAR's sampling: token sampling whose guidance rises over the tokens along the release's cosine schedule."""
+    guidance_schedule: str = option("cosine", "how s moves over the tokens: cosine (the release's, with "
+                                              "--guidance-power), linear, or constant")
+    guidance_power: float = option(None, "the cosine schedule's power: s_t = 1 + (s - 1)(1 - cos(pi (t/N)^power)) "
+                                         "/ 2 (default: the model's; 0 = constant s; RAR-B samples with 2.75)")
+
+
 @register("rar", RARConfig)
 class RAR(Generator):
+    options_class = RARSampling
+
     def __init__(self, cfg: RARConfig):
         super().__init__(cfg)
         D, V, N = cfg.dim, cfg.vocab_size, cfg.seq_len
@@ -320,56 +330,47 @@ class RAR(Generator):
         return {**result, "loss_random": (total / max(1, count)).item()}
 
     @torch.no_grad()
-    def generate(self, labels, guidance=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
-                 guidance_power=None, orders=None, given=None, use_cache=True):
+    def generate(self, labels, options=None, *, generator=None, trace=None, orders=None, given=None, **overrides):
         """Sample token maps (B, grid, grid), one token per step, with a KV cache.
 
-        The order is raster unless `orders` (B, N) is given. Guidance s (default: the config's) != 1 runs the
-        batch twice, with the labels and with the null class, and mixes uncond + s_t (cond - uncond), s_t moving
-        from 1 to s along the release's cosine schedule (`guidance_schedule`); s = 0 is the unconditional model at
-        every step (the contract's meaning; the release's 0 means no guidance, minivar's 1). `given` (B, N) (or
-        maps (B, grid, grid)) of integers fixes the tokens at its entries >= 0 (completion; -1 = to sample): they
-        are fed first, in the order `orders` lists them, and the rest is sampled in the order's remaining
-        positions. use_cache=False recomputes the sequence every step (slow; the reference the cache must match).
+        Options: RARSampling (overrides such as guidance=3.0, guidance_power=2.75). The order is raster unless
+        `orders` (B, N) is given. Guidance s (default: the config's) != 1 runs the batch twice, with the labels and
+        with the null class, and mixes uncond + s_t (cond - uncond), s_t moving from 1 to s along the release's cosine
+        schedule (`sampling.cosine_ramp`, power guidance_power); s = 0 is the unconditional model at every step (the
+        contract's meaning; the release's 0 means no guidance, minivar's 1). `given` (B, N) (or maps (B, grid, grid))
+        of integers fixes the tokens at its entries >= 0 (completion; -1 = to sample): they are fed first, in the
+        order `orders` lists them, and the rest is sampled in the order's remaining positions. use_cache=False
+        recomputes the sequence every step (slow; the reference the cache must match). A list given as `trace`
+        receives {"step", "guidance", "logits" (B, V), "tokens" (B,)} for each sampled token.
         """
-        labels = self.check_labels(labels)  # everything is checked before the first step (and before eval mode)
-        guidance = self.guidance_or_default(guidance)
-        power = self.cfg.guidance_power if guidance_power is None else guidance_power
-        if isinstance(power, bool) or not isinstance(power, numbers.Real) or not power >= 0:
-            raise ValueError(f"guidance_power must be a number >= 0 (0 = constant guidance), got {power!r}")
-        check_options(temperature, top_k, top_p)
-        B, N, dev = labels.shape[0], self.cfg.seq_len, labels.device
-        orders = self.check_orders(orders, B) if orders is not None else torch.arange(N, device=dev).expand(B, N)
-        n_given = 0
-        if given is not None:
-            given, orders, n_given = self.given_first(given, orders)
-        was_training = self.training
-        self.eval()
-        guided = guidance != 1.0
-        ids = labels + self.cfg.vocab_size
-        if guided:  # second half: the same sequences without their class
-            ids = torch.cat([ids, torch.full_like(ids, self.null_class + self.cfg.vocab_size)])
-            orders2 = torch.cat([orders, orders])
-        else:
-            orders2 = orders
-        seq = torch.zeros(B, 0, dtype=torch.long, device=dev)  # tokens in the order they are fed
-        if n_given:
-            seq = given.to(dev).long().gather(1, orders[:, :n_given])
-        caches = [KVCache() for _ in self.blocks] if use_cache else None
-        n_past = 0  # slots in the caches
-        for t in range(n_given, N):
-            x, cond = self.inputs(torch.cat([seq, seq]) if guided else seq, orders2, ids)
-            if use_cache:
-                logits = self.transform(x[:, n_past:], cond[:, n_past:], caches, with_cls=n_past == 0)[:, -1]
-                n_past = x.shape[1]
-            else:
-                logits = self.transform(x, cond)[:, -1]
-            if guided:
-                s_t = guidance_schedule(guidance, t, N, power) if guidance else 0.0  # 0: unconditional throughout
-                logits = guidance_mix(logits[:B], logits[B:], s_t)
-            nxt = sample(logits, temperature, top_k, top_p, generator)[:, None]
-            seq = torch.cat([seq, nxt], dim=1)
-        self.train(was_training)
+        with self.sampling(labels, options, **overrides) as run:  # everything is checked before the first step
+            B, N, dev, o = run.batch, self.cfg.seq_len, self.device, run.options
+            orders = self.check_orders(orders, B) if orders is not None else torch.arange(N, device=dev).expand(B, N)
+            n_given = 0
+            if given is not None:
+                given, orders, n_given = self.given_first(given, orders)
+            guided = run.schedule.guided  # the conditions' second half: the same sequences without their class
+            ids = run.conditions + self.cfg.vocab_size
+            orders2 = torch.cat([orders, orders]) if guided else orders
+            seq = torch.zeros(B, 0, dtype=torch.long, device=dev)  # tokens in the order they are fed
+            if n_given:
+                seq = given.to(dev).long().gather(1, orders[:, :n_given])
+            caches = [KVCache() for _ in self.blocks] if o.use_cache else None
+            n_past = 0  # slots in the caches
+            for t in range(n_given, N):
+                x, cond = self.inputs(torch.cat([seq, seq]) if guided else seq, orders2, ids)
+                if o.use_cache:
+                    logits = self.transform(x[:, n_past:], cond[:, n_past:], caches, with_cls=n_past == 0)[:, -1]
+                    n_past = x.shape[1]
+                else:
+                    logits = self.transform(x, cond)[:, -1]
+                s_t = run.schedule.at(t, N)
+                if guided:
+                    logits = guidance_mix(logits[:B], logits[B:], s_t)
+                nxt = sample(logits, o.temperature, o.top_k, o.top_p, generator)
+                if trace is not None:
+                    trace.append({"step": t, "guidance": s_t, "logits": logits, "tokens": nxt})
+                seq = torch.cat([seq, nxt[:, None]], dim=1)
         maps = torch.empty_like(seq).scatter_(1, orders, seq)  # back from the order to raster positions
         return maps.view(B, self.cfg.grid, self.cfg.grid)
 
@@ -412,12 +413,4 @@ class RAR(Generator):
         return given, orders.gather(1, rank.argsort(dim=1)), int(counts[0]) if B else 0
 
 
-def guidance_schedule(guidance: float, step: int, n_steps: int, power: float) -> float:
-    """RAR's guidance at step `step` of n_steps: 1 + (guidance - 1) (1 - cos(pi (step / n_steps)^power)) / 2 —
-    from 1 at the first step towards `guidance` at the last (reaching it only in the limit), slowly at first for
-    large powers; power 0 keeps it at `guidance` throughout (0^0 = 1, as the release computes it)."""
-    frac = (step / n_steps) ** power if power else 1.0
-    return 1.0 + (guidance - 1.0) * (1 - math.cos(math.pi * frac)) / 2
-
-
-__all__ = ["RARConfig", "RAR", "random_order_ratio", "sample_orders", "slot_positions", "guidance_schedule"]
+__all__ = ["RARConfig", "RAR", "RARSampling", "random_order_ratio", "sample_orders", "slot_positions"]

@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .models import Generator, register
-from .sampling import guidance_mix, sample
+from .sampling import TokenByToken, guidance_mix, sample
 from .transformer import Block, ClassEmbedding, KVCache, RMSNorm, init_weights, rope_1d, rope_2d
 
 
@@ -71,6 +71,8 @@ class RasterARConfig:
 
 @register("raster", RasterARConfig)
 class RasterAR(Generator):
+    options_class = TokenByToken  # temperature, top-k, top-p, KV cache; guidance constant over the tokens
+
     def __init__(self, cfg: RasterARConfig):
         super().__init__(cfg)
         self.class_embedding = ClassEmbedding(cfg.num_classes, cfg.dim, cfg.class_dropout)  # + the null class
@@ -141,39 +143,40 @@ class RasterAR(Generator):
         return loss, {"bits_per_token": loss.detach() / math.log(2)}
 
     @torch.no_grad()
-    def generate(self, labels, guidance=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
-                 use_cache=True, prefix=None):
+    def generate(self, labels, options=None, *, generator=None, trace=None, prefix=None, **overrides):
         """Sample token maps (B, grid, grid) for class labels (B,), one token per step in raster order.
 
-        guidance s (default: the config's) != 1 runs the batch twice, with the labels and with the null class,
-        and samples from uncond + s * (cond - uncond). use_cache=False recomputes the whole sequence at every
-        step (slow; the reference the cache must match). `prefix` (B, T) fixes the first T tokens (completion).
+        Options: sampling.TokenByToken (overrides such as guidance=2.0, top_k=100). guidance s (default: the
+        config's) != 1 runs the batch twice, with the labels and with the null class, and samples from
+        uncond + s * (cond - uncond) (constant over the tokens, as LlamaGen; guidance_schedule can make it rise).
+        use_cache=False recomputes the whole sequence at every step (slow; the reference the cache must match).
+        `prefix` (B, T) fixes the first T tokens (completion). A list given as `trace` receives
+        {"step", "guidance", "logits" (B, V), "tokens" (B,)} for each sampled token.
         """
-        was_training = self.training
-        self.eval()
-        labels = self.check_labels(labels)
-        guidance = self.guidance_or_default(guidance)
-        B, N = labels.shape[0], self.cfg.seq_len
-        if B == 0:  # no labels, no samples (of the right shape)
-            self.train(was_training)
-            return torch.zeros(0, self.cfg.grid, self.cfg.grid, dtype=torch.long, device=labels.device)
-        guided = guidance != 1.0
-        if guided:  # second half: the same sequences without their class
-            labels = torch.cat([labels, torch.full_like(labels, self.null_class)])
-        seq = torch.zeros(labels.shape[0], 0, dtype=torch.long, device=labels.device)
-        if prefix is not None:
-            seq = prefix.flatten(1).to(labels.device).long()
-            seq = torch.cat([seq, seq]) if guided else seq
-        caches = [KVCache() for _ in self.layers] if use_cache else None
-        new = seq  # what the model has not seen yet
-        while seq.shape[1] < N:
-            logits = self(new, labels, caches)[:, -1] if use_cache else self(seq, labels)[:, -1]  # (B', V)
-            if guided:
-                logits = guidance_mix(logits[:B], logits[B:], guidance)
-            nxt = sample(logits, temperature, top_k, top_p, generator)[:, None]  # (B, 1)
-            new = torch.cat([nxt, nxt]) if guided else nxt
-            seq = torch.cat([seq, new], dim=1)
-        self.train(was_training)
+        with self.sampling(labels, options, **overrides) as run:
+            B, N, o = run.batch, self.cfg.seq_len, run.options
+            if B == 0:  # no labels, no samples (of the right shape)
+                return torch.zeros(0, self.cfg.grid, self.cfg.grid, dtype=torch.long, device=self.device)
+            guided, conditions = run.schedule.guided, run.conditions  # guided: the second half has no class
+            seq = torch.zeros(len(conditions), 0, dtype=torch.long, device=self.device)
+            if prefix is not None:
+                seq = prefix.flatten(1).to(self.device).long()
+                seq = torch.cat([seq, seq]) if guided else seq
+            caches = [KVCache() for _ in self.layers] if o.use_cache else None
+            new = seq  # what the model has not seen yet
+            while seq.shape[1] < N:
+                if o.use_cache:
+                    logits = self(new, conditions, caches)[:, -1]  # (B or 2B, V)
+                else:
+                    logits = self(seq, conditions)[:, -1]
+                s_t = run.schedule.at(seq.shape[1], N)
+                if guided:
+                    logits = guidance_mix(logits[:B], logits[B:], s_t)
+                nxt = sample(logits, o.temperature, o.top_k, o.top_p, generator)  # (B,)
+                if trace is not None:
+                    trace.append({"step": seq.shape[1], "guidance": s_t, "logits": logits, "tokens": nxt})
+                new = torch.cat([nxt, nxt])[:, None] if guided else nxt[:, None]
+                seq = torch.cat([seq, new], dim=1)
         return seq[:B].view(B, self.cfg.grid, self.cfg.grid)
 
 

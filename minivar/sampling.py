@@ -1,17 +1,28 @@
-"""Turning logits into tokens: temperature, top-k, top-p (nucleus), classifier-free guidance.
+"""How every generator samples: its options, the guidance schedule, and turning logits into tokens.
 
     logits = guidance_mix(cond_logits, uncond_logits, 2.0)        # uncond + 2 * (cond - uncond)
     tokens = sample(logits, temperature=1.0, top_k=100, top_p=0.95, generator=g)   # (B,)
+    GuidanceSchedule(4.0, "linear").at(step, n_steps)              # VAR's s for one of its scales
 
-Guidance has one convention in minivar: uncond + s * (cond - uncond), s = 1 is no guidance, for every generator.
-A schedule turns a model's guidance into an s per step: VAR ramps it over the scales (`linear_ramp`).
+Guidance has one convention in minivar: uncond + s * (cond - uncond), s = 1 is no guidance, s = 0 the unconditional
+model, for every generator. One `GuidanceSchedule` turns a model's guidance into an s per step: constant (LlamaGen),
+a linear ramp over the scales (VAR, FlowAR) or a cosine with a power over the tokens (RAR).
+
+Every generator declares its knobs as a `SamplingOptions` dataclass (`TokenSampling` for the three that draw tokens,
+FlowAR's adds its ODE solver's); `generate(labels, options, **overrides)` takes one, and the command line, the sweep
+and the notebooks build theirs from it, so a new generator's knobs need no table anywhere else. A field left None
+takes the model config's field of the same name (its trained default, e.g. `guidance`).
 
 Every function returns new tensors and leaves its inputs alone. (The filter LlamaGen and VAR copy from an old
 Hugging Face helper writes -inf into the caller's logits in place; harmless there, a trap in a notebook that
 plots the logits after sampling.)
 """
 
+import dataclasses
 import math
+import numbers
+import typing
+from dataclasses import dataclass, field
 
 import torch
 
@@ -22,6 +33,121 @@ def guidance_mix(cond: torch.Tensor, uncond: torch.Tensor, scale: float) -> torc
     return uncond + scale * (cond - uncond)
 
 
+def option(default, help: str, choices=()):
+    """A SamplingOptions field with the one line of help the command line shows for it (and, for a string, the
+    values it takes, shown there too)."""
+    return field(default=default, metadata={"help": help, "choices": tuple(choices)})
+
+
+SCHEDULES = ("constant", "linear", "cosine")
+
+
+def ramp_over_scales():
+    """The guidance_schedule field of the scale-wise generators (VAR, FlowAR): their releases ramp linearly."""
+    return option("linear", "how s moves over the scales: linear (from 1 at the first scale to s at the last, the "
+                            "release's), constant, or cosine", choices=SCHEDULES)
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """What every generator's sampling takes. Subclass it (a frozen dataclass) to add a generator's own knobs, and
+    extend `check()` to refuse their bad values; fields hold numbers, strings or booleans only (tensors, such as a
+    completion's given tokens, are arguments of generate)."""
+    guidance: float = option(None, "classifier-free guidance s in uncond + s (cond - uncond): 1 = none, 0 = the "
+                                   "unconditional model (default: the model's); the schedule says how it is reached")
+    guidance_schedule: str = option("constant", "how s moves over the sampler's steps: constant, linear (from 1 at "
+                                                "the first step to s at the last) or cosine (with --guidance-power)",
+                                    choices=SCHEDULES)
+    guidance_power: float = option(1.0, "the cosine schedule's power: s_t = 1 + (s - 1)(1 - cos(pi (t/N)^power)) / 2 "
+                                        "(0 = constant s)")
+
+    def resolved(self, cfg):
+        """These options with every None field taken from the model config's field of the same name, checked."""
+        missing = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(self)
+                   if getattr(self, f.name) is None and hasattr(cfg, f.name)}
+        done = dataclasses.replace(self, **missing) if missing else self
+        done.check()
+        return done
+
+    def check(self):
+        """Refuse a value out of range, naming the option and its range (before any sampling starts)."""
+        g = self.guidance
+        if isinstance(g, bool) or not isinstance(g, numbers.Real) or not 0 <= g < float("inf"):
+            raise ValueError(f"guidance must be a finite number >= 0 (1 = no guidance, 0 = the unconditional model), "
+                             f"got {g!r}")
+        if self.guidance_schedule not in SCHEDULES:
+            raise ValueError(f"guidance_schedule must be one of {', '.join(SCHEDULES)}, got {self.guidance_schedule!r}")
+        p = self.guidance_power
+        if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < float("inf"):
+            raise ValueError(f"guidance_power must be a number >= 0 (0 = constant guidance), got {p!r}")
+
+    @property
+    def schedule(self) -> "GuidanceSchedule":
+        return GuidanceSchedule(float(self.guidance), self.guidance_schedule, float(self.guidance_power))
+
+    def changed(self, other: "SamplingOptions") -> dict:
+        """{name: value} of the fields where these options differ from `other` (what a file name must carry)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                if getattr(self, f.name) != getattr(other, f.name)}
+
+    @classmethod
+    def field_types(cls) -> dict:
+        """{name: (type, default, help)} of every option, for the command line and the error messages."""
+        hints = typing.get_type_hints(cls)
+        return {f.name: (hints[f.name], f.default, f.metadata.get("help", "")) for f in dataclasses.fields(cls)}
+
+    @classmethod
+    def first_declared(cls, name: str) -> dataclasses.Field:
+        """The field `name` as the most basic options class declares it (its general help, before a generator's
+        own class gives it another default)."""
+        for base in reversed(cls.__mro__):
+            if name in getattr(base, "__annotations__", {}) and dataclasses.is_dataclass(base):
+                return base.__dataclass_fields__[name]
+        raise KeyError(name)
+
+
+@dataclass(frozen=True)
+class TokenSampling(SamplingOptions):
+    """The options of a generator that draws tokens from logits (raster GPT, VAR, RAR)."""
+    temperature: float = option(1.0, "softmax temperature (0 = always the most likely token)")
+    top_k: int = option(0, "keep the k most likely tokens (0 = all)")
+    top_p: float = option(1.0, "nucleus: keep the most likely tokens holding this share of probability (1 = all)")
+
+    def check(self):
+        super().check()
+        check_options(self.temperature, self.top_k, self.top_p)
+
+
+@dataclass(frozen=True)
+class TokenByToken(TokenSampling):
+    """The options of a generator that draws one token per step with a KV cache (raster GPT, RAR)."""
+    use_cache: bool = option(True, "reuse each step's keys and values (off: recompute the whole sequence every "
+                                   "step, the slow reference the cache must match)")
+
+
+@dataclass(frozen=True)
+class GuidanceSchedule:
+    """The guidance scale s of each step of a sampler. `scale` is the model's s; 0 means the unconditional model at
+    every step (whatever the shape), 1 no guidance at all."""
+    scale: float = 1.0
+    shape: str = "constant"  # constant | linear (VAR, FlowAR: over the scales) | cosine (RAR: over the tokens)
+    power: float = 1.0  # cosine only
+
+    @property
+    def guided(self) -> bool:
+        """Whether the sampler needs the unconditional half of the batch at all (s = 1 halves the work)."""
+        return self.scale != 1.0
+
+    def at(self, step: int, n_steps: int) -> float:
+        if self.scale == 0 or self.shape == "constant":
+            return self.scale
+        if self.shape == "linear":
+            return linear_ramp(self.scale, step, n_steps)
+        if self.shape == "cosine":
+            return cosine_ramp(self.scale, step, n_steps, self.power)
+        raise ValueError(f"a guidance schedule is one of {', '.join(SCHEDULES)}, got {self.shape!r}")
+
+
 def linear_ramp(guidance: float, step: int, n_steps: int) -> float:
     """The guidance scale of step `step` (0-based) of n_steps, rising linearly from 1 (no guidance) at the first
     step to `guidance` at the last: 1 + (guidance - 1) * step / (n_steps - 1). VAR's schedule over its scales.
@@ -29,6 +155,14 @@ def linear_ramp(guidance: float, step: int, n_steps: int) -> float:
     if n_steps <= 1:
         return guidance
     return 1.0 + (guidance - 1.0) * (step / (n_steps - 1))
+
+
+def cosine_ramp(guidance: float, step: int, n_steps: int, power: float) -> float:
+    """RAR's schedule: 1 + (guidance - 1) (1 - cos(pi (step / n_steps)^power)) / 2 — from 1 at the first step
+    towards `guidance` at the last (reaching it only in the limit), slowly at first for large powers; power 0 keeps
+    it at `guidance` throughout (0^0 = 1, as the release computes it)."""
+    frac = (step / n_steps) ** power if power else 1.0
+    return 1.0 + (guidance - 1.0) * (1 - math.cos(math.pi * frac)) / 2
 
 
 def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
@@ -92,4 +226,6 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-__all__ = ["guidance_mix", "linear_ramp", "check_options", "top_k_filter", "top_p_filter", "filter_logits", "sample"]
+__all__ = ["SamplingOptions", "TokenSampling", "TokenByToken", "GuidanceSchedule", "option", "ramp_over_scales",
+           "SCHEDULES", "guidance_mix", "linear_ramp", "cosine_ramp", "check_options", "top_k_filter", "top_p_filter",
+           "filter_logits", "sample"]

@@ -151,7 +151,7 @@ ABLATIONS = {
     ]),
     "05": dict(title="VAR: the guidance ramp against constant guidance; depth against width", steps=0, rows=[
         *[(f"ramp to {g} (the release's schedule)", "pretrained:emoji-var", [], g) for g in (1.5, 2.5, 4.0)],
-        *[(f"constant {g}", "pretrained:emoji-var", [], g, {"guidance_ramp": False}) for g in (1.5, 2.5, 4.0)],
+        *[(f"constant {g}", "pretrained:emoji-var", [], g, {"guidance_schedule": "constant"}) for g in (1.5, 2.5, 4.0)],
         # depth against width at equal parameters (2.87 M and 2.81 M), over the shipped tokenizer, 400 steps each
         ("4 blocks of 192 (the recipe), 400 steps", "emoji-var", ["max_steps=400"], 2.5),
         ("8 blocks of 136, 400 steps", "emoji-var", ["max_steps=400", "depth=8", "dim=136"], 2.5),
@@ -164,7 +164,7 @@ ABLATIONS = {
           for name, k, p, g in (("all", 0, 1.0, 2.5), ("22% (113)", 113, 0.96, 2.5), ("22% (113)", 113, 0.96, 1.5),
                                 ("22% (113)", 113, 0.96, 4.0), ("5% (26)", 26, 1.0, 2.5), ("all", 0, 0.8, 2.5))],
         ("VAR, top-k 22% (113), top-p 0.96, constant 2.5", "pretrained:emoji-var", [], 2.5,
-         {"top_k": 113, "top_p": 0.96, "guidance_ramp": False}),
+         {"top_k": 113, "top_p": 0.96, "guidance_schedule": "constant"}),
         *[(f"raster, top-k {name}, top-p {p}, guidance {g}", "pretrained:emoji-raster", [], g, {"top_k": k, "top_p": p})
           for name, k, p, g in (("all", 0, 1.0, 2.0), ("22% (225)", 225, 0.96, 2.0), ("5% (51)", 51, 1.0, 2.0),
                                 ("all", 0, 0.8, 2.0))],

@@ -42,7 +42,7 @@ from einops import rearrange
 
 from .models import Generator, register
 from .msvq import split_scales
-from .sampling import guidance_mix, linear_ramp, sample
+from .sampling import TokenSampling, guidance_mix, ramp_over_scales, sample
 from .transformer import AdaLN, ClassEmbedding, KVCache, init_weights, modulate
 
 
@@ -170,9 +170,16 @@ class AdaLNBlock(nn.Module):
         return x + self.drop_path(self.ffn(modulate(self.ln(x), shift2, scale2)) * gamma2)
 
 
+@dataclass(frozen=True)
+class VARSampling(TokenSampling):
+    """VAR's sampling: token sampling whose guidance ramps linearly over the scales, as the release does."""
+    guidance_schedule: str = ramp_over_scales()
+
+
 @register("var", VARConfig)
 class VAR(Generator):
     from_tokenizer = ("vocab_size", "scales", "code_dim")
+    options_class = VARSampling
 
     def __init__(self, cfg: VARConfig):
         super().__init__(cfg)
@@ -272,61 +279,58 @@ class VAR(Generator):
     # --- generation -------------------------------------------------------------------------------------------
 
     @torch.no_grad()
-    def generate(self, labels, guidance=None, temperature=1.0, top_k=0, top_p=1.0, generator=None,
-                 return_logits=False, guidance_ramp=True, prefix=None):
+    def generate(self, labels, options=None, *, generator=None, trace=None, prefix=None, **overrides):
         """Sample token maps [(B, s_k, s_k)], coarsest first, one scale per forward pass (KV cache).
 
-        Guidance ramps with the scale as VAR does: s_k = 1 + (guidance - 1) * k / (K - 1) (sampling.linear_ramp),
-        logits uncond + s_k (cond - uncond): the first scale is unguided, the last gets `guidance` (default: the
-        config's). guidance = 1 switches it off (and halves the work: no unconditional pass). guidance_ramp=False
-        guides every scale with `guidance` (an ablation: the release always ramps).
+        Options: VARSampling (overrides such as guidance=4.0, top_p=0.8). Guidance ramps with the scale as VAR does
+        (guidance_schedule "linear"): s_k = 1 + (guidance - 1) * k / (K - 1), logits uncond + s_k (cond - uncond), so
+        the first scale is unguided and the last gets `guidance` (default: the config's). guidance = 1 switches it
+        off (and halves the work: no unconditional pass); "constant" guides every scale alike (an ablation: the
+        release always ramps). A list given as `trace` receives {"scale", "guidance", "logits" (B, s*s, V, guided),
+        "tokens" (B, s, s)} for each scale.
 
         `prefix`, a list of the first j scales' maps [(B, s_1, s_1), ...], fixes those scales (completion: VAR's
         zero-shot in- and out-painting teacher-forces known tokens the same way); the model still reads them, so the
         finer scales are sampled given them.
         """
-        was_training = self.training
-        self.eval()
         q = self.quantizer
-        labels = self.check_labels(labels)
-        prefix = self.check_prefix(prefix, labels.shape[0])
-        guidance = self.guidance_or_default(guidance)
-        B, K, D = labels.shape[0], len(self.cfg.scales), self.cfg.dim
-        if B == 0:  # no labels, no samples (of the right shape)
-            self.train(was_training)
-            return [torch.zeros(0, s, s, dtype=torch.long, device=labels.device) for s in self.cfg.scales]
-        guided = guidance != 1.0
-        if guided:  # second half: the same samples without their class
-            labels = torch.cat([labels, torch.full_like(labels, self.class_embedding.null_class)])
-        cond = self.class_embedding(labels)  # (B or 2B, D)
-        c = self.condition(cond)
-        level_pos = self.lvl_embed(self.level)[None] + self.pos_1LC  # (1, L, D)
-        first = self.cfg.scales[0] ** 2
-        x = cond[:, None].expand(len(labels), first, D) + self.pos_start + level_pos[:, :first]
-        caches = [KVCache() for _ in self.blocks]
-        f_hat, maps, all_logits, start = None, [], [], 0
-        for k, s in enumerate(self.cfg.scales):
-            h = x
-            for block, cache in zip(self.blocks, caches):
-                h = block(h, c, None, cache)  # attends to every cached (coarser) token and its own scale
-            logits = self.logits(h, cond)  # (B or 2B, s*s, V)
-            if guided:
-                s_k = linear_ramp(guidance, k, K) if guidance_ramp else guidance
-                logits = guidance_mix(logits[:B], logits[B:], s_k)
-            all_logits.append(logits)
-            if k < len(prefix):  # a given scale: read, not sampled
-                idx = prefix[k]
-            else:
-                idx = sample(logits.reshape(B * s * s, -1), temperature, top_k, top_p, generator).view(B, s, s)
-            maps.append(idx)
-            f_hat, nxt = q.next_input(k, f_hat, idx)
-            start += s * s
-            if k < K - 1:
-                s_next = self.cfg.scales[k + 1]
-                x = self.word_embed(rearrange(nxt, "b c h w -> b (h w) c")) + level_pos[:, start:start + s_next ** 2]
-                x = torch.cat([x, x]) if guided else x
-        self.train(was_training)
-        return (maps, all_logits) if return_logits else maps
+        with self.sampling(labels, options, **overrides) as run:
+            prefix = self.check_prefix(prefix, run.batch)
+            B, K, D, o = run.batch, len(self.cfg.scales), self.cfg.dim, run.options
+            if B == 0:  # no labels, no samples (of the right shape)
+                return [torch.zeros(0, s, s, dtype=torch.long, device=self.device) for s in self.cfg.scales]
+            guided = run.schedule.guided  # the conditions' second half: the same samples without their class
+            cond = self.class_embedding(run.conditions)  # (B or 2B, D)
+            c = self.condition(cond)
+            level_pos = self.lvl_embed(self.level)[None] + self.pos_1LC  # (1, L, D)
+            first = self.cfg.scales[0] ** 2
+            x = cond[:, None].expand(len(cond), first, D) + self.pos_start + level_pos[:, :first]
+            caches = [KVCache() for _ in self.blocks]
+            f_hat, maps, start = None, [], 0
+            for k, s in enumerate(self.cfg.scales):
+                h = x
+                for block, cache in zip(self.blocks, caches):
+                    h = block(h, c, None, cache)  # attends to every cached (coarser) token and its own scale
+                logits = self.logits(h, cond)  # (B or 2B, s*s, V)
+                s_k = run.schedule.at(k, K)
+                if guided:
+                    logits = guidance_mix(logits[:B], logits[B:], s_k)
+                if k < len(prefix):  # a given scale: read, not sampled
+                    idx = prefix[k]
+                else:
+                    flat = logits.reshape(B * s * s, -1)
+                    idx = sample(flat, o.temperature, o.top_k, o.top_p, generator).view(B, s, s)
+                maps.append(idx)
+                if trace is not None:
+                    trace.append({"scale": k, "guidance": s_k, "logits": logits, "tokens": idx})
+                f_hat, nxt = q.next_input(k, f_hat, idx)
+                start += s * s
+                if k < K - 1:
+                    s_next = self.cfg.scales[k + 1]
+                    x = self.word_embed(rearrange(nxt, "b c h w -> b (h w) c"))
+                    x = x + level_pos[:, start:start + s_next ** 2]
+                    x = torch.cat([x, x]) if guided else x
+        return maps
 
     def check_prefix(self, prefix, batch: int) -> list:
         """[] for None; else the given scales as LongTensors on the model's device, each checked."""
@@ -350,4 +354,4 @@ class VAR(Generator):
         return out
 
 
-__all__ = ["VARConfig", "VAR", "block_causal_mask", "split_scales", "AdaLNBlock", "SelfAttention"]
+__all__ = ["VARConfig", "VAR", "VARSampling", "block_causal_mask", "split_scales", "AdaLNBlock", "SelfAttention"]

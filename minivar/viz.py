@@ -194,16 +194,16 @@ def generation_frames(model, label: int, seed: int = 0, guidance=None, ode_frame
         return frames
     if kind == "var":
         maps = model.generate(labels, guidance=guidance, generator=g)
-        images = tok.decode_scales(maps, every_scale=True)
+        images = tok.decode_scales(maps, every_scale=True)  # the image after each scale's tokens
         return [(f"{s}x{s}", img.float().cpu()[0]) for s, img in zip(model.cfg.scales, images)]
     if kind == "flowar":
         from .flowar import next_scale_input
-        path = []
-        latents = model.generate(labels, guidance=guidance, generator=g, every_scale=True, path=path)
+        trace = []
+        model.generate(labels, guidance=guidance, generator=g, trace=trace)  # every scale's latent and ODE path
         full = model.cfg.grid
-        frames = [(f"{lat.shape[-1]}x{lat.shape[-1]}",
-                   tok.decode(next_scale_input(lat, full, full)).float().cpu()[0]) for lat in latents]
-        last = [(t, x) for k, t, x in path if k == len(latents) - 1]
+        frames = [(f"{s['latent'].shape[-1]}x{s['latent'].shape[-1]}",
+                   tok.decode(next_scale_input(s["latent"], full, full)).float().cpu()[0]) for s in trace]
+        last = trace[-1]["path"]
         picks = sorted({round(i * (len(last) - 1) / max(1, ode_frames - 1)) for i in range(ode_frames)})
         ode = [(f"last scale, t={last[i][0]:.2f}", tok.decode(last[i][1]).float().cpu()[0]) for i in picks]
         return frames[:-1] + ode

@@ -92,23 +92,25 @@ CLI = [  # (id, argv builder(runs, tmp), message)
     ("unwritable --out", lambda r, t: ["sample", str(r["raster"]), "--out", "/proc/x/grid.png"], "cannot write"),
     ("sample a tokenizer", lambda r, t: ["sample", str(r["tokenizer"])], "not a generator"),
     ("sample a missing run", lambda r, t: ["sample", str(t / "nothing")], "no checkpoint at"),
-    ("zero ODE steps", lambda r, t: ["sample", str(r["flowar"]), "--steps", "0"], "--steps must be at least 1"),
+    ("zero ODE steps", lambda r, t: ["sample", str(r["flowar"]), "--sample-steps", "0"],
+     "sample_steps must be a whole number >= 1"),
     ("top-k for FlowAR", lambda r, t: ["sample", str(r["flowar"]), "--top-k", "5"], "flowar model does not take"),
-    ("ODE steps for raster", lambda r, t: ["sample", str(r["raster"]), "--steps", "5"], "raster model does not take"),
+    ("ODE steps for raster", lambda r, t: ["sample", str(r["raster"]), "--sample-steps", "5"],
+     "raster model does not take --sample-steps; its sampling options: --guidance, "),
     ("guidance interval past 1", lambda r, t: ["sample", str(r["flowar"]), "--guidance-high", "1.5"],
-     "--guidance-high is a time in"),
+     r"guidance_high is a time in \[0, 1\]"),
     ("Heun for raster", lambda r, t: ["sample", str(r["raster"]), "--heun"], "raster model does not take --heun"),
     ("unwritable --npz", lambda r, t: ["sample", str(r["raster"]), "--npz", "/proc/x/s.npz"], "choose another --npz"),
     ("--npz without .npz", lambda r, t: ["sample", str(r["raster"]), "--npz", str(t / "s.png")], "ending in .npz"),
     ("negative RAR guidance power", lambda r, t: ["sample", str(r["rar"]), "--guidance-power", "-1"],
-     "--guidance-power must be >= 0"),
-    ("guidance power for raster", lambda r, t: ["sample", str(r["raster"]), "--guidance-power", "1"],
-     "raster model does not take --guidance-power"),
+     "guidance_power must be a number >= 0"),
+    ("an unknown guidance schedule", lambda r, t: ["sample", str(r["raster"]), "--guidance-schedule", "cos"],
+     "guidance_schedule must be one of constant, linear, cosine, got 'cos'"),
     ("steps for an ablation sheet", lambda r, t: ["sweep", "ablation", "--sheet", "01", "--steps", "5"],
      "fixes its own steps"),
     ("an ablation sheet not named", lambda r, t: ["sweep", "ablation"], "--sheet 01 | 03"),
-    ("constant guidance for raster", lambda r, t: ["sample", str(r["raster"]), "--constant-guidance"],
-     "raster model does not take --constant-guidance"),
+    ("a FlowAR option for RAR", lambda r, t: ["sample", str(r["rar"]), "--guidance-high", "0.5"],
+     "rar model does not take --guidance-high"),
     ("an anneal window backwards", lambda r, t: ["train", "emoji-rar", "--set", "anneal_start=0.9", "--set",
                                                  "anneal_end=0.2"], "anneal_start <= anneal_end"),
     # options that did nothing, or something else, without a word (issue 24): refused before any work
@@ -142,7 +144,8 @@ CLI = [  # (id, argv builder(runs, tmp), message)
      "temperature 1e-45: a temperature this small makes the logits overflow"),
     ("FlowAR guidance that blows up", lambda r, t: ["sample", str(r["flowar"]), "--guidance", "1e30", "--n", "2"],
      "came out as NaN or inf .*guidance 1e\\+30"),
-    ("FlowAR steps 0", lambda r, t: ["sample", str(r["flowar"]), "--steps", "0"], "--steps must be at least 1"),
+    ("FlowAR guidance interval below 0", lambda r, t: ["sample", str(r["flowar"]), "--guidance-high", "-0.5"],
+     "guidance_high is a time in"),
     ("a zero-width tokenizer", lambda r, t: train_args(t, "ch=0"), "ch must be a whole number >= 1"),
     ("runs/ is a file", lambda r, t: train_args(t / "a-file"), "cannot write the run folder there"),
     ("a 300-character run name", lambda r, t: train_args(t, "name=" + "x" * 300), "at most 200"),
@@ -167,8 +170,8 @@ def test_the_valid_flowar_options_sample(runs, tmp_path, capsys):
     grids = []
     for extra in ([], ["--heun", "--guidance-high", "1.0"]):
         out = tmp_path / f"grid{len(grids)}.png"
-        assert main(["sample", str(runs["flowar"]), "--n", "3", "--steps", "2", "--guidance", "3", "--out", str(out),
-                     *extra]) == 0
+        assert main(["sample", str(runs["flowar"]), "--n", "3", "--sample-steps", "2", "--guidance", "3", "--out",
+                     str(out), *extra]) == 0
         grids.append(out.read_bytes())
     assert "3 of 3 samples" in capsys.readouterr().out and grids[0] != grids[1]
 
@@ -273,12 +276,17 @@ API = [  # (id, call(runs, tmp), exception, message)
                                                                                                   dtype=torch.long)),
      ValueError, "float latents"),
     ("negative guidance", lambda r, t: tiny_raster(r).generate([0], guidance=-1.0), ValueError, "guidance must be"),
-    ("FlowAR with 0 ODE steps", lambda r, t: minivar.load(r["flowar"]).generate([0], steps=0), ValueError,
-     "steps must be a whole number >= 1.*generate\\(steps=...,"),
-    ("FlowAR with 1.5 ODE steps", lambda r, t: minivar.load(r["flowar"]).generate([0], steps=1.5), ValueError,
-     "steps must be a whole number >= 1"),
+    ("FlowAR with 0 ODE steps", lambda r, t: minivar.load(r["flowar"]).generate([0], sample_steps=0), ValueError,
+     "sample_steps must be a whole number >= 1 .*--sample-steps"),
+    ("FlowAR with 1.5 ODE steps", lambda r, t: minivar.load(r["flowar"]).generate([0], sample_steps=1.5),
+     ValueError, "sample_steps must be a whole number >= 1"),
+    ("FlowAR with the old name of its steps", lambda r, t: minivar.load(r["flowar"]).generate([0], steps=5),
+     ValueError, "a flowar model does not take steps; its sampling options: .*sample_steps"),
+    ("options of another generator", lambda r, t: minivar.load(r["flowar"]).generate(
+        [0], tiny_raster(r).options_class()),
+     ValueError, "options must be a FlowARSampling"),
     ("a FlowAR config guiding past t = 1", lambda r, t: recipes.get("emoji-flowar", ["guidance_high=1.5"]), ValueError,
-     "guidance_high a time in \\[0, 1\\].*set sample_steps / guidance_high"),
+     "guidance_high is a time in \\[0, 1\\].*--set guidance_high"),
     ("RAR orders that repeat a position", lambda r, t: minivar.load(r["rar"]).generate(
         [0], orders=torch.zeros(256, dtype=torch.long)), ValueError, "permutations of 0..255"),
     ("RAR completion of another size", lambda r, t: minivar.load(r["rar"]).generate(

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 import minivar
 from minivar.__main__ import main
 from minivar.models import MODELS, Generator, Tokenizer, build, register
+from minivar.sampling import SamplingOptions, option
 from minivar.train import TrainConfig, train
 from tests.helpers import crash_at_call, tiny_train_config
 
@@ -29,9 +30,21 @@ class UnigramConfig:
     guidance: float = 1.0
 
 
+@dataclass(frozen=True)
+class UnigramSampling(SamplingOptions):
+    temperature: float = option(1.0, "softmax temperature of the table")
+    greedy: bool = option(False, "the most likely token at every position, a knob no minivar generator has")
+
+    def check(self):
+        super().check()
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0 for the unigram table, got {self.temperature}")
+
+
 @register("test-unigram", UnigramConfig)
 class Unigram(Generator):
     """Every token on its own: a learned table of logits per class and position."""
+    options_class = UnigramSampling
 
     def __init__(self, cfg):
         super().__init__(cfg)
@@ -44,10 +57,13 @@ class Unigram(Generator):
         return loss, {"progress": torch.tensor(progress)}
 
     @torch.no_grad()
-    def generate(self, labels, guidance=None, generator=None, temperature=1.0):
-        labels = self.check_labels(labels)
-        probs = (self.logits[labels] / temperature).softmax(-1).flatten(0, 1)
-        return torch.multinomial(probs, 1, generator=generator).view(len(labels), self.cfg.grid, self.cfg.grid)
+    def generate(self, labels, options=None, *, generator=None, trace=None, **overrides):
+        with self.sampling(labels, options, **overrides) as run:  # checked options and labels, eval mode
+            o, shape = run.options, (run.batch, self.cfg.grid, self.cfg.grid)
+            if o.greedy:
+                return self.logits[run.labels].argmax(-1).view(shape)
+            probs = (self.logits[run.labels] / o.temperature).softmax(-1).flatten(0, 1)
+            return torch.multinomial(probs, 1, generator=generator).view(shape)
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +107,28 @@ def test_a_generator_written_outside_minivar_trains_samples_and_resumes(tmp_path
     assert out.exists() and "9 of 9 samples" in capsys.readouterr().out
     assert main(["sample", str(tmp_path / "a" / "unigram"), "--top-k", "5", "--out", str(out)]) == 2
     assert "does not take" in capsys.readouterr().err  # an option this generator has not got: one clear line
+    assert main(["sample", str(tmp_path / "a" / "unigram"), "--temperature", "-1", "--out", str(out)]) == 2
+    assert "temperature must be > 0 for the unigram table" in capsys.readouterr().err  # its own check, before sampling
+
+
+def test_a_generator_written_outside_minivar_gets_its_sampling_flags(tmp_path, tokenizer_dir, capsys):
+    """The CLI builds `sample`'s flags from the options dataclasses: --greedy is declared in this file only."""
+    run = train(unigram_config(tmp_path, tokenizer_dir), progress=False)["model"]
+    with pytest.raises(SystemExit):
+        main(["sample", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())  # (argparse wraps the help text)
+    assert "--greedy" in shown and "a knob no minivar generator has [test-unigram: False]" in shown
+    grids = {}
+    for flags in (["--greedy"], ["--no-greedy"], ["--greedy", "--seed", "5"]):
+        out = tmp_path / f"{'_'.join(flags)}.png"
+        assert main(["sample", str(tmp_path / "unigram"), "--n", "9", *flags, "--out", str(out)]) == 0
+        grids[tuple(flags)] = out.read_bytes()
+    assert grids[("--greedy",)] == grids[("--greedy", "--seed", "5")]  # greedy: no randomness left
+    assert grids[("--greedy",)] != grids[("--no-greedy",)]
+    # and the file name carries it when --out is not given
+    assert main(["sample", str(tmp_path / "unigram"), "--n", "3", "--greedy"]) == 0
+    assert (tmp_path / "unigram" / "samples_guidance1_greedy_seed0_n3.png").exists(), capsys.readouterr()
+    assert run.sampling_options(greedy=True).greedy and not run.sampling_options().greedy
 
 
 # --------------------------------------------------------------------------- every built-in model keeps it

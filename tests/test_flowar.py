@@ -76,7 +76,7 @@ def test_guidance_is_applied_only_inside_its_interval():
         return z  # constant velocities: cond rows z[:2], uncond rows z[2:]
 
     z = torch.randn(4, 3, 1)
-    euler_sample(field, torch.randn(4, 3, 1), z, num_steps=4, cfg_scale=3.0, guidance_high=0.5)
+    euler_sample(field, torch.randn(4, 3, 1), z, num_steps=4, guidance=3.0, guidance_high=0.5)
     assert [same for t, _, same in calls if t > 0.5] == [False] * sum(t > 0.5 for t, _, _ in calls)
     assert all(same for t, _, same in calls if t <= 0.5)  # the conditional half is fed twice
 
@@ -161,13 +161,18 @@ def test_a_tiny_flowar_learns_fixed_latents(head):
 
 def test_generation_works_at_guidance_one_and_returns_every_scale():
     model = tiny_flowar()
-    out = model.generate([0, 2], guidance=1.0, steps=3)  # (the release crashes at cfg = 1)
+    out = model.generate([0, 2], guidance=1.0, sample_steps=3)  # (the release crashes at cfg = 1)
     assert out.shape == (2, 4, 8, 8)
-    scales = model.generate([1], guidance=2.0, steps=2, heun=True, every_scale=True)
-    assert [tuple(s.shape[-2:]) for s in scales] == [(1, 1), (2, 2), (4, 4), (8, 8)]
+    trace = []
+    last = model.generate([1], guidance=2.0, sample_steps=2, heun=True, trace=trace)
+    assert [tuple(s["latent"].shape[-2:]) for s in trace] == [(1, 1), (2, 2), (4, 4), (8, 8)]
+    assert torch.equal(trace[-1]["latent"], last)
+    assert [s["guidance"] for s in trace] == pytest.approx([1, 4 / 3, 5 / 3, 2])  # the ramp over the scales
+    path = trace[-1]["path"]  # the last ODE: noise at t = 1 to the sample at t = 0
+    assert path[0][0] == 1.0 and path[-1][0] == 0.0 and torch.equal(path[-1][1], last)
     assert model.tokenizer.decode(out).shape == (2, 3, 32, 32)
-    a = model.generate([0], steps=3, generator=torch.Generator().manual_seed(1))
-    b = model.generate([0], steps=3, generator=torch.Generator().manual_seed(1))
+    a = model.generate([0], sample_steps=3, generator=torch.Generator().manual_seed(1))
+    b = model.generate([0], sample_steps=3, generator=torch.Generator().manual_seed(1))
     assert torch.equal(a, b)
 
 
@@ -179,12 +184,14 @@ def test_constant_guidance_changes_the_first_scale_that_the_ramp_leaves_unguided
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
 
-    def draw(g, ramp):
-        return model.generate([0, 1], guidance=g, steps=3, every_scale=True, guidance_ramp=ramp,
-                              generator=torch.Generator().manual_seed(2))
-    ramped, constant = draw(3.0, True), draw(3.0, False)
+    def draw(g, schedule):
+        trace = []
+        model.generate([0, 1], guidance=g, sample_steps=3, guidance_schedule=schedule, trace=trace,
+                       generator=torch.Generator().manual_seed(2))
+        return [s["latent"] for s in trace]
+    ramped, constant = draw(3.0, "linear"), draw(3.0, "constant")
     assert not torch.allclose(ramped[0], constant[0])  # the ramp's first scale is unguided, the constant's is not
-    for a, b in zip(draw(1.0, True), draw(1.0, False)):  # at guidance 1 there is nothing to ramp
+    for a, b in zip(draw(1.0, "linear"), draw(1.0, "constant")):  # at guidance 1 there is nothing to ramp
         torch.testing.assert_close(a, b)
 
 # ------------------------------------------------------------------------------- the release, reproduced
@@ -238,7 +245,7 @@ def test_flowar_generation_equals_the_releases_sample_tokens(flowar_golden):
     golden = flowar_golden["sample16"]
     model = load_flowar(golden["state_dict"], **golden["kwargs"])
     torch.manual_seed(int(golden["seed"]))
-    latents = model.generate(golden["labels"], guidance=golden["cfg"], steps=int(golden["num_steps"]),
+    latents = model.generate(golden["labels"], guidance=golden["cfg"], sample_steps=int(golden["num_steps"]),
                              guidance_high=golden["guidance"])
     torch.testing.assert_close(latents, golden["tokens"], atol=1e-4, rtol=1e-4)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from minivar.rar import RAR, RARConfig, guidance_schedule, random_order_ratio, sample_orders, slot_positions
+from minivar.rar import RAR, RARConfig, random_order_ratio, sample_orders, slot_positions
+from minivar.sampling import cosine_ramp
 from tests.helpers import fit
 
 
@@ -117,9 +118,9 @@ def test_guided_sampling_mixes_the_conditional_and_null_logits_with_the_schedule
     cond = model(empty, labels)[:, 0]
     assert torch.equal(maps[:, 0], cond.argmax(-1))
     # token 8 of 16 at power 1: s = 1 + 2 * (1 - cos(pi / 2)) / 2 = 2
-    assert guidance_schedule(3.0, 8, 16, 1.0) == pytest.approx(2.0)
-    assert guidance_schedule(3.0, 0, 16, 0.0) == 3.0 and guidance_schedule(3.0, 15, 16, 0.0) == 3.0
-    s = [guidance_schedule(16.0, t, 256, 2.75) for t in range(256)]
+    assert cosine_ramp(3.0, 8, 16, 1.0) == pytest.approx(2.0)
+    assert cosine_ramp(3.0, 0, 16, 0.0) == 3.0 and cosine_ramp(3.0, 15, 16, 0.0) == 3.0
+    s = [cosine_ramp(16.0, t, 256, 2.75) for t in range(256)]
     assert s[0] == 1.0 and all(a <= b for a, b in zip(s, s[1:])) and s[-1] < 16.0
 
 

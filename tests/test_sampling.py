@@ -1,9 +1,23 @@
 """Logit filters keep exactly the intended support, guidance mixes as LlamaGen, inputs are left alone."""
 
+from dataclasses import FrozenInstanceError, dataclass
+
 import pytest
 import torch
 
-from minivar.sampling import filter_logits, guidance_mix, linear_ramp, sample, top_k_filter, top_p_filter
+from minivar.sampling import (
+    GuidanceSchedule,
+    SamplingOptions,
+    TokenByToken,
+    TokenSampling,
+    cosine_ramp,
+    filter_logits,
+    guidance_mix,
+    linear_ramp,
+    sample,
+    top_k_filter,
+    top_p_filter,
+)
 
 
 def support(logits):
@@ -80,3 +94,46 @@ def test_sample_frequencies_follow_the_probabilities():
     draws = sample(probs.log().expand(20000, 3), generator=g)
     freq = torch.bincount(draws, minlength=3).float() / 20000
     torch.testing.assert_close(freq, probs[0], atol=0.015, rtol=0)
+
+
+def test_one_guidance_schedule_gives_every_generators_s_per_step():
+    ramp, cos, flat = GuidanceSchedule(4.0, "linear"), GuidanceSchedule(3.0, "cosine", 1.0), GuidanceSchedule(2.0)
+    assert [ramp.at(k, 4) for k in range(4)] == [linear_ramp(4.0, k, 4) for k in range(4)] == [1.0, 2.0, 3.0, 4.0]
+    assert [cos.at(t, 16) for t in (0, 8)] == [1.0, pytest.approx(2.0)] and cos.at(8, 16) == cosine_ramp(3.0, 8, 16, 1)
+    assert GuidanceSchedule(3.0, "cosine", 0.0).at(0, 16) == 3.0  # power 0: constant, as RAR's release
+    assert {flat.at(t, 10) for t in range(10)} == {2.0}
+    for shape in ("constant", "linear", "cosine"):  # 0 is the unconditional model at every step, whatever the shape
+        assert {GuidanceSchedule(0.0, shape).at(t, 5) for t in range(5)} == {0.0}
+        assert not GuidanceSchedule(1.0, shape).guided and GuidanceSchedule(0.0, shape).guided
+
+
+def test_sampling_options_take_the_config_default_and_are_checked_in_one_place():
+    @dataclass
+    class Cfg:
+        guidance: float = 2.5
+        guidance_power: float = 2.75
+
+    @dataclass(frozen=True)
+    class FromConfig(TokenByToken):
+        guidance_power: float = None
+
+    o = FromConfig().resolved(Cfg())
+    assert (o.guidance, o.guidance_power, o.top_k, o.use_cache) == (2.5, 2.75, 0, True)
+    assert FromConfig(guidance=4.0).resolved(Cfg()).guidance == 4.0  # given beats the config
+    assert o.changed(FromConfig(guidance=2.5, guidance_power=2.75)) == {}
+    assert o.schedule == GuidanceSchedule(2.5, "constant", 2.75)
+    with pytest.raises(FrozenInstanceError):
+        o.guidance = 3.0  # options are values: replace them, do not edit them under a running sampler
+    for bad, message in ((dict(guidance=-1.0), "guidance must be a finite number >= 0"),
+                         (dict(guidance=float("nan")), "guidance must be"),
+                         (dict(guidance_schedule="ramp"), "guidance_schedule must be one of constant, linear, cosine"),
+                         (dict(guidance_power=-0.5), "guidance_power must be a number >= 0"),
+                         (dict(top_k=-1), "top_k must be a whole number >= 0"),
+                         (dict(top_p=0.0), r"top_p must lie in \(0, 1\]"),
+                         (dict(temperature=-1.0), "temperature must be a finite number >= 0")):
+        with pytest.raises(ValueError, match=message):
+            TokenSampling(**{"guidance": 1.0, **bad}).check()
+    with pytest.raises(ValueError, match="guidance must be"):
+        SamplingOptions().resolved(object())  # no default anywhere: None is not a guidance
+    types = TokenByToken.field_types()
+    assert types["top_k"][:2] == (int, 0) and types["use_cache"][:2] == (bool, True) and types["top_p"][2]

@@ -58,11 +58,18 @@ def test_scale_k_outputs_do_not_depend_on_finer_scales_inputs():
         assert seen[:own_end].all(), f"scale {k} should see its own and coarser inputs"
 
 
+def with_logits(model, labels, **kw):
+    """generate() and the guided logits of every scale, from its trace."""
+    trace = []
+    maps = model.generate(labels, trace=trace, **kw)
+    assert [t["scale"] for t in trace] == list(range(len(maps)))
+    return maps, [t["logits"] for t in trace]
+
+
 def test_cached_generation_logits_equal_the_teacher_forcing_forward():
     model, q = tiny()
     labels = torch.tensor([0, 2, 1])
-    maps, logits = model.generate(labels, guidance=1.0, generator=torch.Generator().manual_seed(0),
-                                  return_logits=True)
+    maps, logits = with_logits(model, labels, guidance=1.0, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         full = model(labels, q.teacher_forcing_input(maps))
     torch.testing.assert_close(torch.cat(logits, 1), full, atol=1e-5, rtol=1e-5)
@@ -72,8 +79,7 @@ def test_a_prefix_fixes_the_coarse_scales_and_the_rest_is_sampled_given_them():
     model, q = tiny()
     labels = torch.tensor([0, 2, 1])
     given = random_tokens(3)[:2]  # scales 1x1 and 2x2
-    maps, logits = model.generate(labels, guidance=2.0, prefix=given, generator=torch.Generator().manual_seed(0),
-                                  return_logits=True)
+    maps, logits = with_logits(model, labels, guidance=2.0, prefix=given, generator=torch.Generator().manual_seed(0))
     assert all(torch.equal(m, g) for m, g in zip(maps, given))
     # the finer scales' logits are those of the teacher-forced forward over the given and sampled scales together
     with torch.no_grad():
@@ -104,7 +110,7 @@ def test_guidance_ramps_linearly_over_the_scales():
     """VAR's official ramp t_k = cfg * k / (K - 1), (1 + t_k) cond - t_k uncond, is minivar's guidance 1 + cfg."""
     model, q = tiny()
     labels = torch.tensor([0, 1])
-    maps, logits = model.generate(labels, guidance=4.0, generator=torch.Generator().manual_seed(0), return_logits=True)
+    maps, logits = with_logits(model, labels, guidance=4.0, generator=torch.Generator().manual_seed(0))
     null = torch.full_like(labels, 3)
     with torch.no_grad():
         x = q.teacher_forcing_input(maps)
@@ -120,8 +126,8 @@ def test_guidance_ramps_linearly_over_the_scales():
 def test_constant_guidance_guides_every_scale_with_the_same_scale():
     model, q = tiny()
     labels = torch.tensor([0, 1])
-    maps, logits = model.generate(labels, guidance=2.5, generator=torch.Generator().manual_seed(0), return_logits=True,
-                                  guidance_ramp=False)
+    maps, logits = with_logits(model, labels, guidance=2.5, generator=torch.Generator().manual_seed(0),
+                               guidance_schedule="constant")
     with torch.no_grad():
         x = q.teacher_forcing_input(maps)
         cond, uncond = model(labels, x), model(torch.full_like(labels, 3), x)
@@ -221,8 +227,8 @@ def test_var_generation_equals_the_official_sampler(official, run):
         labels = torch.multinomial(torch.full((1, 10), 0.1), kw["B"], replacement=True, generator=g).view(-1)
     else:
         labels = torch.tensor(kw["label_B"])
-    maps, logits = var.generate(labels, guidance=1 + kw["cfg"], top_k=kw["top_k"], top_p=kw["top_p"] or 1.0,
-                                generator=g, return_logits=True)  # VAR's cfg c is minivar's guidance 1 + c
+    maps, logits = with_logits(var, labels, guidance=1 + kw["cfg"], top_k=kw["top_k"], top_p=kw["top_p"] or 1.0,
+                               generator=g)  # VAR's cfg c is minivar's guidance 1 + c
     for k, (m, ref_idx) in enumerate(zip(maps, ar["idx"])):
         assert torch.equal(m.flatten(1), ref_idx), f"scale {k}"
         torch.testing.assert_close(logits[k], ar["logits_cfg"][k], atol=1e-4, rtol=1e-4)
