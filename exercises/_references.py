@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from _probes import CachedToy, LinearField, ToyVAR
 
-from minivar import var
+from minivar.scales import block_causal_mask
 
 
 def ex03_teacher_forcing(logits, tokens):
@@ -91,5 +91,5 @@ def ex04_first_scale(f, codebook):
 
 def ex05_attention_pairs(scales):
     """Part 5: the True entries of minivar's block-causal mask, and of a lower-triangular one of the same size."""
-    mask = var.block_causal_mask(scales)
+    mask = block_causal_mask(scales)
     return int(mask.sum()), int(torch.ones_like(mask).tril().sum())

@@ -51,7 +51,7 @@ def cmd_sample(args):
     import torch
 
     from . import device_named
-    from .train import load_run
+    from .runs import load_run
     from .viz import check_picture_path, save_grid
     if args.n < 1 or args.batch_size < 1:
         raise ValueError(f"--n and --batch-size must be at least 1, got {args.n} and {args.batch_size}")
@@ -265,7 +265,11 @@ def main(argv=None):
                    help="measure fd_emoji, precision and recall on N samples (default 1000; 0 = skip)")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train a named recipe")
+    import textwrap
+    listed = "\n".join(textwrap.fill(f"{name}: {r.about}", 100, initial_indent="  ", subsequent_indent="      ")
+                       for name, r in recipes.RECIPES.items())
+    p = sub.add_parser("train", help="train a named recipe", formatter_class=argparse.RawDescriptionHelpFormatter,
+                       epilog=f"recipes (minivar/recipes.py):\n{listed}")
     p.add_argument("recipe", help=f"one of: {', '.join(recipes.RECIPES)}")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe field, e.g. --set lr=1e-3 --set codebook_size=1024")

@@ -153,7 +153,27 @@ def release(out, root=None, force: bool = False, clear_outputs=()) -> dict:
     clear_outputs: notebooks (their two-digit numbers, or "all") whose outputs the copy leaves out, for the labs
     whose handouts ask students to predict what those outputs show."""
     root, out = Path(root or ROOT), Path(out)
-    clear_outputs = [str(c) for c in clear_outputs]
+    clear_outputs = check_release(root, out, [str(c) for c in clear_outputs], force)
+    secrets, prose, summary = [], [], {"files": 0, "blanked_cells": 0, "keys": 0}
+    for rel in release_files(root):
+        code, keys = release_file(root, out, rel, clear_outputs, summary)
+        secrets, prose = secrets + code, prose + keys
+        summary["files"] += 1
+    secrets += [line for p in sorted((root / "exercises" / "solutions").glob("*.py"))
+                for line in solution_lines(p.read_text())]
+    leaked = find_leaks(out, secrets, prose)
+    if leaked:
+        shutil.rmtree(out)
+        raise ReleaseError(f"the release would hold solution or key text ({len(leaked)} lines), so it was deleted: "
+                           + "; ".join(f"{f}: {line!r}" for f, line in leaked[:8]))
+    summary["blanked_cells"] = sum(
+        1 for p in out.rglob("*.ipynb") for c in json.loads(p.read_text())["cells"]
+        if STUDENT_STUB in "".join(c["source"]))
+    return summary
+
+
+def check_release(root: Path, out: Path, clear_outputs: list, force: bool) -> list:
+    """Refuse a release that cannot be right, before anything is written (or, with force, deleted)."""
     bad = [c for c in clear_outputs if c != "all" and not re.fullmatch(r"\d\d", c)]
     if bad:
         raise ReleaseError(f"--clear-outputs takes notebook numbers (e.g. 03,05) or all, got {', '.join(bad)}")
@@ -173,50 +193,42 @@ def release(out, root=None, force: bool = False, clear_outputs=()) -> dict:
         if not force:
             raise ReleaseError(f"{out} is not empty: choose a new folder, or pass --force to replace it")
         shutil.rmtree(out)
-    secrets, prose, summary = [], [], {"files": 0, "blanked_cells": 0, "keys": 0}
-    for rel in release_files(root):
-        src, dst = root / rel, out / rel
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        if rel.endswith(".ipynb"):
-            nb, removed = blank_notebook(json.loads(src.read_text()), rel)
-            if "all" in clear_outputs or Path(rel).name[:2] in clear_outputs:
-                for cell in nb["cells"]:
-                    if cell["cell_type"] == "code":
-                        cell["outputs"], cell["execution_count"] = [], None
-                summary["cleared"] = summary.get("cleared", 0) + 1
-            write_text(dst, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
-            secrets += removed
-        elif rel == "README.md":
-            write_text(dst, student_readme(src.read_text()))
-        elif rel == "pyproject.toml":
-            text = src.read_text()
-            if NBMAKE_OPTS not in text:
-                raise ReleaseError(f"pyproject.toml's addopts no longer hold {NBMAKE_OPTS.strip()!r}: update "
-                                   f"course.NBMAKE_OPTS, so the copy runs its notebooks up to their blanks")
-            write_text(dst, text.replace(NBMAKE_OPTS, ""))
-        elif rel.endswith((".md", ".py")):
-            text = src.read_text()
-            text, keys = strip_blocks(text, KEY_BEGIN, KEY_END, where=rel)
-            stub = solution_stub if rel.endswith(".py") else None
-            text, code = strip_blocks(text, SOLUTION_BEGIN, SOLUTION_END, stub, where=rel)
-            summary["keys"] += bool(keys)
-            secrets += code
-            prose += keys
-            write_text(dst, text)
-        else:
-            shutil.copy2(src, dst)
-        summary["files"] += 1
-    secrets += [line for p in sorted((root / "exercises" / "solutions").glob("*.py"))
-                for line in solution_lines(p.read_text())]
-    leaked = find_leaks(out, secrets, prose)
-    if leaked:
-        shutil.rmtree(out)
-        raise ReleaseError(f"the release would hold solution or key text ({len(leaked)} lines), so it was deleted: "
-                           + "; ".join(f"{f}: {line!r}" for f, line in leaked[:8]))
-    summary["blanked_cells"] = sum(
-        1 for p in out.rglob("*.ipynb") for c in json.loads(p.read_text())["cells"]
-        if STUDENT_STUB in "".join(c["source"]))
-    return summary
+    return clear_outputs
+
+
+def release_file(root: Path, out: Path, rel: str, clear_outputs: list, summary: dict):
+    """Copy one file into the student copy: notebooks blanked (and cleared if asked), the README and pyproject
+    made the student's, answer keys and solution blocks taken out of .md and .py files -> (the code taken out,
+    the key text taken out), which no file of the copy may then hold."""
+    src, dst = root / rel, out / rel
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if rel.endswith(".ipynb"):
+        nb, removed = blank_notebook(json.loads(src.read_text()), rel)
+        if "all" in clear_outputs or Path(rel).name[:2] in clear_outputs:
+            for cell in nb["cells"]:
+                if cell["cell_type"] == "code":
+                    cell["outputs"], cell["execution_count"] = [], None
+            summary["cleared"] = summary.get("cleared", 0) + 1
+        write_text(dst, json.dumps(nb, indent=1, ensure_ascii=False) + "\n")
+        return removed, []
+    if rel == "README.md":
+        write_text(dst, student_readme(src.read_text()))
+    elif rel == "pyproject.toml":
+        text = src.read_text()
+        if NBMAKE_OPTS not in text:
+            raise ReleaseError(f"pyproject.toml's addopts no longer hold {NBMAKE_OPTS.strip()!r}: update "
+                               f"course.NBMAKE_OPTS, so the copy runs its notebooks up to their blanks")
+        write_text(dst, text.replace(NBMAKE_OPTS, ""))
+    elif rel.endswith((".md", ".py")):
+        text, keys = strip_blocks(src.read_text(), KEY_BEGIN, KEY_END, where=rel)
+        stub = solution_stub if rel.endswith(".py") else None
+        text, code = strip_blocks(text, SOLUTION_BEGIN, SOLUTION_END, stub, where=rel)
+        summary["keys"] += bool(keys)
+        write_text(dst, text)
+        return code, keys
+    else:
+        shutil.copy2(src, dst)
+    return [], []
 
 
 def solution_lines(source: str) -> list:

@@ -112,7 +112,7 @@ class MLPHead(nn.Module):
 
 # -------------------------------------------------------------------------------- the transformer head
 
-class RopeAttention(nn.Module):
+class FlowARAttention(nn.Module):
     """Multi-head attention with 2-D RoPE on queries and keys; keys/values from `context` if given (cross)."""
 
     def __init__(self, dim: int, n_head: int, qkv_bias: bool = False, context_dim: int = 0, dropout: float = 0.0):
@@ -159,9 +159,9 @@ class HeadBlock(nn.Module):
         super().__init__()
         self.cross, self.width = cross, width
         self.norm1 = RMSNorm(width, 1e-6, affine=False)
-        self.attn = RopeAttention(width, max(1, width // 64))
+        self.attn = FlowARAttention(width, max(1, width // 64))
         if cross:
-            self.crossattn = RopeAttention(width, max(1, width // 64), context_dim=cond_dim)
+            self.crossattn = FlowARAttention(width, max(1, width // 64), context_dim=cond_dim)
             self.norm2_1, self.norm2_2 = RMSNorm(width, 1e-6), RMSNorm(cond_dim, 1e-6)
             self.norm3 = RMSNorm(width, 1e-6, affine=False)
             self.ada_lin_attn, self.ada_lin_mlp = nn.Linear(width, 3 * width), nn.Linear(width, 3 * width)

@@ -36,11 +36,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from einops import rearrange
 
-from .flow_matching import GeGLU, MLPHead, RopeAttention, TransformerHead, euler_sample, flow_matching_loss
+from .flow_matching import FlowARAttention, GeGLU, MLPHead, TransformerHead, euler_sample, flow_matching_loss
 from .models import Generator, register
 from .sampling import SamplingOptions, option, ramp_over_scales
+from .scales import block_causal_mask
 from .transformer import AdaLN, ClassEmbedding, KVCache, RMSNorm, modulate, rope_2d
-from .var import block_causal_mask
 
 
 @dataclass
@@ -115,14 +115,14 @@ class FlowARSampling(SamplingOptions):
         check_sampler(self.sample_steps, self.guidance_high)
 
 
-class Block(nn.Module):
+class FlowARBlock(nn.Module):
     """x + gamma1 * attn(RMSNorm(x) (1 + scale1) + shift1), then the same with the GeGLU MLP; the six vectors from
     the class embedding (AdaLN, one set per sample)."""
 
     def __init__(self, dim, n_head, mlp_ratio=4.0, dropout=0.0, attn_dropout=0.0):
         super().__init__()
         self.norm1, self.norm2 = RMSNorm(dim, 1e-6, affine=False), RMSNorm(dim, 1e-6, affine=False)
-        self.attn = RopeAttention(dim, n_head, qkv_bias=True, dropout=attn_dropout)
+        self.attn = FlowARAttention(dim, n_head, qkv_bias=True, dropout=attn_dropout)
         self.mlp = GeGLU(dim, int(dim * mlp_ratio * 2 / 3))
         self.ada_lin = AdaLN(dim, dim, 6)
         self.drop = nn.Dropout(dropout)
@@ -155,12 +155,12 @@ class FlowAR(Generator):
         self.z_proj = nn.Linear(C, D)  # next-scale inputs (latent space) -> model width
         self.z_proj_ln = RMSNorm(D, 1e-6)
         self.encoder_pos = nn.Parameter(torch.zeros(1, L, D))
-        self.encoder_blocks = nn.ModuleList(Block(D, cfg.n_head, cfg.mlp_ratio, cfg.dropout, cfg.attn_dropout)
+        self.encoder_blocks = nn.ModuleList(FlowARBlock(D, cfg.n_head, cfg.mlp_ratio, cfg.dropout, cfg.attn_dropout)
                                             for _ in range(cfg.encoder_depth))
         self.encoder_norm = RMSNorm(D, 1e-6)
         self.decoder_embed = nn.Linear(D, Dd)
         self.decoder_pos = nn.Parameter(torch.zeros(1, L, Dd))
-        self.decoder_blocks = nn.ModuleList(Block(Dd, cfg.n_head, cfg.mlp_ratio, cfg.dropout, cfg.attn_dropout)
+        self.decoder_blocks = nn.ModuleList(FlowARBlock(Dd, cfg.n_head, cfg.mlp_ratio, cfg.dropout, cfg.attn_dropout)
                                             for _ in range(cfg.decoder_depth))
         self.decoder_norm = RMSNorm(Dd, 1e-6)
         self.head_pos = nn.Parameter(torch.zeros(1, L, Dd))  # the release's diffusion_pos_embed_learned
@@ -277,4 +277,4 @@ class FlowAR(Generator):
         return latent
 
 
-__all__ = ["FlowARConfig", "FlowAR", "FlowARSampling", "Block", "next_scale_input", "check_sampler"]
+__all__ = ["FlowARConfig", "FlowAR", "FlowARSampling", "FlowARBlock", "next_scale_input", "check_sampler"]

@@ -131,3 +131,47 @@ class TokenizerLoss(nn.Module):
         loss = self.disc_weight * hinge_d_loss(logits_real, logits_fake)
         return loss, {"d_loss": loss.detach(), "logits_real": logits_real.detach().mean(),
                       "logits_fake": logits_fake.detach().mean()}
+
+
+class AdversarialObjective:
+    """A tokenizer's training objective with LPIPS and the PatchGAN, as the training loop sees any objective:
+
+        loss(x, labels, progress, step) -> (loss, metrics)   the autoencoder's loss: its own + perceptual + hinge_G
+        update(step, amp) -> metrics                         then the discriminator's own step (once it is on), on
+                                                             the reconstructions of that same batch, detached
+        state_dict() / load_state_dict(state)                the discriminator and its optimizer, in the checkpoint
+
+    `forward` is the tokenizer (or its DistributedDataParallel wrapper) and `discriminator` likewise; `terms` is the
+    TokenizerLoss holding both networks; `optimizer` the discriminator's (None without one: LPIPS alone)."""
+
+    def __init__(self, tokenizer, terms: TokenizerLoss, optimizer=None, wrap=lambda m: m):
+        self.tokenizer, self.terms, self.optimizer = tokenizer, terms, optimizer
+        self.forward = wrap(tokenizer)
+        self.discriminator = wrap(terms.discriminator) if optimizer is not None else None
+        self.last = None  # (images, reconstructions) of the batch the last loss() saw
+
+    def loss(self, x, labels, progress, step):
+        recon, losses, stats = self.forward(x)
+        total, extra = self.terms.generator_loss(x, recon, losses, step, self.tokenizer.last_layer, self.discriminator)
+        self.last = (x, recon)
+        return total, {**{k: v.detach() for k, v in losses.items() if k != "total"}, **stats, **extra}
+
+    def update(self, step, amp) -> dict:
+        if self.optimizer is None or not self.terms.gan_active(step):
+            return {}
+        with amp:
+            d_loss, metrics = self.terms.discriminator_loss(*self.last, step, self.discriminator)
+        self.optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.optimizer.step()
+        return metrics
+
+    def state_dict(self) -> dict:
+        if self.optimizer is None:
+            return {}
+        return {"discriminator": self.terms.discriminator.state_dict(), "optimizer_d": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict):
+        if self.optimizer is not None:
+            self.terms.discriminator.load_state_dict(state["discriminator"])
+            self.optimizer.load_state_dict(state["optimizer_d"])

@@ -34,6 +34,7 @@ from einops import rearrange
 
 from .autoencoder import VQVAEConfig, reconstruction_losses, vqgan_encoder_decoder
 from .models import Tokenizer, register
+from .scales import split_scales
 from .vq import nearest_code, usage_stats
 
 
@@ -170,15 +171,6 @@ class MultiScaleQuantizer(nn.Module):
         return f_hat.type_as(f), tokens, loss, usage_per_scale(tokens, self.codebook_size)
 
 
-def split_scales(flat: torch.Tensor, scales) -> list:
-    """(B, L) tokens, all scales flattened coarsest first -> [(B, s_k, s_k)]."""
-    sizes = [s * s for s in scales]
-    if flat.ndim != 2 or flat.shape[1] != sum(sizes):
-        raise ValueError(f"expected flat multi-scale tokens (B, {sum(sizes)}) for scales {tuple(scales)}, "
-                         f"got {tuple(flat.shape)}")
-    return [t.reshape(-1, s, s) for t, s in zip(flat.split(sizes, dim=1), scales)]
-
-
 def usage_per_scale(tokens: list, codebook_size: int) -> dict:
     """Fraction of the codebook each scale used in this batch, and usage / perplexity over all scales together."""
     stats = {f"usage_{k}": usage_stats(t, codebook_size)["usage"] for k, t in enumerate(tokens)}
@@ -274,5 +266,5 @@ class MultiScaleVQVAE(Tokenizer):
         return recon, reconstruction_losses(recon, images, vq_loss, self.cfg.recon_loss), stats
 
 
-__all__ = ["Phi", "phi_index", "MultiScaleQuantizer", "MultiScaleVQVAEConfig", "MultiScaleVQVAE", "split_scales",
+__all__ = ["Phi", "phi_index", "MultiScaleQuantizer", "MultiScaleVQVAEConfig", "MultiScaleVQVAE",
            "usage_per_scale"]

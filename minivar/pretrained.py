@@ -37,7 +37,7 @@ from .checkpoint import PRETRAINED, file_sha256, read_log, save_checkpoint, ship
 from .files import write_json, write_text
 from .models import Generator, Tokenizer, weights_checksum
 from .recipes import get as get_recipe
-from .recipes import load_run
+from .runs import load_run
 from .train import train as train_run
 
 

@@ -125,7 +125,7 @@ def slot_positions(orders: torch.Tensor):
 
 # ------------------------------------------------------------------------------------------------- blocks
 
-class Attention(nn.Module):
+class RARAttention(nn.Module):
     """Multi-head causal self-attention with q/k/v biases and QK-norm (a LayerNorm over each head's queries and
     keys: bounded logits, stable training at large width), and an optional KV cache."""
 
@@ -161,7 +161,7 @@ class MLP(nn.Module):
         return self.drop(self.fc2(self.drop(F.gelu(self.fc1(x)))))
 
 
-class Block(nn.Module):
+class RARBlock(nn.Module):
     """adaLN-Zero (DiT): x + gate * attn(LN(x) (1 + scale) + shift), then the same with the MLP; the six vectors
     come from each slot's own condition (class + step embedding), and start at zero, so each block starts as the
     identity."""
@@ -170,7 +170,7 @@ class Block(nn.Module):
         super().__init__()
         D = cfg.dim
         self.norm1, self.norm2 = nn.LayerNorm(D, eps=1e-6), nn.LayerNorm(D, eps=1e-6)
-        self.attn = Attention(D, cfg.n_head, cfg.attn_dropout, cfg.dropout)
+        self.attn = RARAttention(D, cfg.n_head, cfg.attn_dropout, cfg.dropout)
         self.mlp = MLP(D, int(D * cfg.mlp_ratio), cfg.dropout)
         self.ada = AdaLN(D, D, 6)
 
@@ -205,7 +205,7 @@ class RAR(Generator):
         if cfg.target_aware:  # "the token I must predict sits at grid position p" (absent in the ablation)
             self.target_pos = nn.Parameter(torch.zeros(1, N, D))
         self.step_embed = nn.Parameter(torch.zeros(1, N + 2, D))  # per slot, added to the class for the adaLN
-        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.blocks = nn.ModuleList(RARBlock(cfg) for _ in range(cfg.n_layer))
         self.norm = nn.LayerNorm(D, eps=1e-6, elementwise_affine=False)
         self.head_ada = AdaLN(D, D, 2)  # (scale, shift) of the final norm
         self.head = nn.Linear(D, V)

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from .models import Generator, register
 from .sampling import TokenByToken, guidance_mix, sample
-from .transformer import Block, ClassEmbedding, KVCache, RMSNorm, init_weights, rope_1d, rope_2d
+from .transformer import ClassEmbedding, KVCache, LlamaGenBlock, RMSNorm, init_weights, rope_1d, rope_2d
 
 
 @dataclass
@@ -78,7 +78,7 @@ class RasterAR(Generator):
         self.class_embedding = ClassEmbedding(cfg.num_classes, cfg.dim, cfg.class_dropout)  # + the null class
         self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
         self.tok_dropout = nn.Dropout(cfg.token_dropout)
-        self.layers = nn.ModuleList(Block(cfg.dim, cfg.n_head, cfg.n_kv_head, cfg.multiple_of,
+        self.layers = nn.ModuleList(LlamaGenBlock(cfg.dim, cfg.n_head, cfg.n_kv_head, cfg.multiple_of,
                                           cfg.ffn_dim_multiplier, cfg.norm_eps, cfg.dropout)
                                     for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)

@@ -16,8 +16,10 @@ What it does, top to bottom, so a learner can read it in one go:
   continues from it with nothing lost, bit for bit on the CPU;
 - under `torchrun` the same code runs DistributedDataParallel (NCCL on GPUs, gloo on CPUs): each rank
   takes its slice of the global batch, gradients are averaged, only rank 0 writes files.
-The one special case is the GAN of the GPU tokenizer recipes (LPIPS + PatchGAN, losses.py): its terms need the
-reconstructions themselves, and its discriminator has an optimizer of its own.
+Each step minimises an objective with four hooks: `loss(x, labels, progress, step)`, `update(step, amp)` after the
+backward pass, `state_dict()` / `load_state_dict()` for the checkpoint. For every model it is the model's own loss
+(`ModelObjective`); the GAN of the GPU tokenizer recipes (LPIPS + PatchGAN) is `losses.AdversarialObjective`, whose
+update is the discriminator's own step and whose state is the discriminator and its optimizer.
 """
 
 import contextlib
@@ -48,12 +50,13 @@ from .checkpoint import (
     set_rng_state,
     stopped,
 )
+from .config import TrainConfig
 from .data import StepBatches, flip_batch, preview_batch
 from .files import run_lock, write_json
-from .losses import TokenizerLoss
+from .losses import AdversarialObjective, TokenizerLoss
 from .models import build, model_class, weights_checksum
-from .recipes import TrainConfig, load_run, load_tokenizer  # noqa: F401 (load_run: where notebooks find it)
-from .token_cache import training_data  # noqa: F401 (where the loop's data come from)
+from .runs import load_tokenizer
+from .token_cache import training_data
 from .viz import plot_curves, save_grid
 
 # ------------------------------------------------------------------------------------ distributed setup
@@ -90,16 +93,40 @@ class LossCall(torch.nn.Module):
         return self.model.loss((x, labels), progress)
 
 
-def compute_loss(objective, x, labels, progress, gan=None, step=0, last_layer=None, discriminator=None):
-    """-> (loss, metrics, reconstructions or None) for one batch. `objective` is the LossCall (possibly in DDP);
-    in the GAN special case it is the tokenizer itself (forward -> reconstructions, losses, stats), and the
-    perceptual and adversarial terms are added to its losses."""
-    if gan is None:
-        loss, metrics = objective(x, labels, progress)
-        return loss, metrics, None
-    recon, losses, stats = objective(x)
-    total, extra = gan.generator_loss(x, recon, losses, step, last_layer, discriminator)
-    return total, {**{k: v.detach() for k, v in losses.items() if k != "total"}, **stats, **extra}, recon
+class ModelObjective:
+    """What a step minimises for every model: its own loss, through the contract. The adversarial objective of the
+    GAN tokenizer recipes (losses.AdversarialObjective) has the same four hooks; this one has nothing of its own to
+    update or save."""
+
+    def __init__(self, model, wrap=lambda m: m):
+        self.call = wrap(LossCall(model))
+
+    def loss(self, x, labels, progress, step):
+        return self.call(x, labels, progress)
+
+    def update(self, step, amp) -> dict:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict):
+        pass
+
+
+def make_objective(cfg: TrainConfig, model, dev, wrap):
+    """The model's own loss, or (a tokenizer with a perceptual or GAN weight) LPIPS and a PatchGAN around it."""
+    if cfg.perceptual_weight == 0 and cfg.disc_weight == 0:
+        return ModelObjective(model, wrap)
+    terms = TokenizerLoss(cfg.perceptual_weight, cfg.disc_weight, cfg.disc_start, cfg.adaptive_disc_weight).to(dev)
+    # the discriminator has its own optimizer: it maximises what the autoencoder minimises
+    optimizer = adamw(terms.discriminator, cfg, lr=cfg.disc_lr) if terms.discriminator is not None else None
+    return AdversarialObjective(model, terms, optimizer, wrap)
+
+
+def compute_loss(objective, x, labels, progress, step):
+    """One batch's (loss, metrics), from the objective (the seam where tests interrupt or spoil a step)."""
+    return objective.loss(x, labels, progress, step)
 
 
 def run_progress(cfg: TrainConfig, step: int, elapsed: float, start: int = 0) -> float:
@@ -130,10 +157,51 @@ def adamw(module, cfg: TrainConfig, lr=None, skip=frozenset()):
 
 # ---------------------------------------------------------------------------------- files of a run
 
-def restore(ckpt_path, cfg, model, opt, gan_state, tokenizer_checksum, dev, ema=None):
-    """Load a run's checkpoint into the freshly built model and optimizers (and the weights' moving average, which
-    starts from the resumed weights if the run kept none) -> (step, elapsed seconds, RNG state). Refuses, with the
-    way out, a checkpoint of another model, of an older minivar, or of another tokenizer."""
+class RunState:
+    """What a checkpoint holds beside the config, and what a resume puts back: the weights, the optimizer, the
+    objective's own parts (a discriminator and its optimizer), the weights' moving average (cfg.ema > 0: what the
+    final metrics, sampling and minivar.load use), the step and the seconds trained."""
+
+    def __init__(self, model, opt, objective, ema_decay: float):
+        self.model, self.opt, self.objective = model, opt, objective
+        self.ema = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()} \
+            if ema_decay else None
+        self.step, self.elapsed = 0, 0.0
+        self.saved_step, self.saved_time = 0, time.time()  # the last checkpoint's step, and when it was written
+        self.mid_step = False  # True while an update is half applied (a checkpoint now would hold half a step)
+        # the first step whose loss or gradient was not finite, noted on the device (no sync) and read at log steps
+        # and before any checkpoint
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=next(model.parameters()).device)
+
+    def note_if_bad(self, loss, grad_norm):
+        bad = (self.first_bad < 0) & ~(loss.isfinite() & grad_norm.isfinite())
+        self.first_bad = torch.where(bad, self.step, self.first_bad)
+
+    def diverged(self) -> bool:
+        return int(self.first_bad.item()) >= 0
+
+    def checkpoint(self, cfg: TrainConfig, extra: dict) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.opt.state_dict(), "step": self.step,
+                "elapsed": self.elapsed, "config": cfg.to_dict(), "rng": rng_state(), **extra,
+                **({"ema": self.ema} if self.ema else {}), **self.objective.state_dict()}
+
+    def load(self, ckpt: dict):
+        self.model.load_state_dict(ckpt["model"])
+        self.opt.load_state_dict(ckpt["optimizer"])
+        for k in self.ema or {}:  # a run that kept no average starts it from the resumed weights
+            self.ema[k].copy_(ckpt.get("ema", {}).get(k, self.model.state_dict()[k]))
+        self.objective.load_state_dict(ckpt)
+        self.step, self.elapsed = ckpt["step"], ckpt["elapsed"]
+
+    def average(self, decay: float):
+        """ema <- ema + (1 - d) (weights - ema), d warming up to `decay`: the early weights fade fast."""
+        d = min(decay, (1 + self.step) / (10 + self.step))
+        torch._foreach_lerp_(list(self.ema.values()), [self.model.state_dict()[k] for k in self.ema], 1.0 - d)
+
+
+def restore(ckpt_path, cfg: TrainConfig, state: RunState, tokenizer_checksum, dev):
+    """Load a run's checkpoint into the freshly built state -> the RNG state to resume with. Refuses, with the way
+    out, a checkpoint of another model, of an older minivar, or of another tokenizer."""
     ckpt = load_checkpoint(ckpt_path, map_location=dev)
     saved, run_dir = ckpt["config"], ckpt_path.parent
     if ckpt.get("tokenizer_checksum", tokenizer_checksum) != tokenizer_checksum:
@@ -151,16 +219,11 @@ def restore(ckpt_path, cfg, model, opt, gan_state, tokenizer_checksum, dev, ema=
                          f"options, or start a new run (--set name=...)")
     check_resume(saved, cfg.to_dict(), run_dir)  # what it learns from stays; its budget may change
     try:
-        model.load_state_dict(ckpt["model"])
+        state.load(ckpt)
     except RuntimeError as e:
         raise CheckpointError(f"{ckpt_path} does not fit this version of minivar's {cfg.model} ({e}); "
                               f"delete {run_dir} and train again") from None
-    opt.load_state_dict(ckpt["optimizer"])
-    for k in ema or {}:
-        ema[k].copy_(ckpt.get("ema", {}).get(k, model.state_dict()[k]))
-    for name, module in gan_state.items():  # the discriminator and its optimizer
-        module.load_state_dict(ckpt[name])
-    return ckpt["step"], ckpt["elapsed"], ckpt["rng"]
+    return ckpt["rng"]
 
 
 def evaluate(model, loader, batch, run_dir, step, cfg, amp) -> dict:
@@ -168,6 +231,7 @@ def evaluate(model, loader, batch, run_dir, step, cfg, amp) -> dict:
     with amp:
         metrics = model.evaluate(loader)
         images = model.preview(batch, generator=torch.Generator(model.device).manual_seed(cfg.seed))
+    model.train()  # (the periodic evaluation is followed by more steps; the final one sets eval mode after it)
     for path in (run_dir / "preview.png", run_dir / "eval" / f"step_{step:07d}.png"):  # the latest, the history
         save_grid(path, images, nrow=len(batch[1]))
     plot_curves(read_log(run_dir / "metrics.jsonl"), keys=("loss", "recon"), path=run_dir / "loss.png", title=cfg.name)
@@ -186,8 +250,6 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
 
 
 def _train(cfg: TrainConfig, resume: bool, progress: bool, rank: int, world: int, dev) -> dict:
-    run_dir, ckpt_path, log_path = cfg.run_dir, cfg.run_dir / "ckpt.pt", cfg.run_dir / "metrics.jsonl"
-
     # everything that can refuse the run comes before its folder is made
     tokenizer = load_tokenizer(cfg, dev) if cfg.tokenizer else None  # generators only
     torch.manual_seed(cfg.seed)  # the model's initial weights depend on the seed alone
@@ -195,140 +257,168 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, rank: int, world: int
     cfg.model_config = model.cfg  # a generator's config now holds what it read from its tokenizer
     train_set, test_set, flip = training_data(cfg, tokenizer, progress and rank == 0)
     opt = adamw(model, cfg, skip=model.no_weight_decay())
-    gan, gan_state = None, {}
-    if cfg.perceptual_weight > 0 or cfg.disc_weight > 0:  # the special case: LPIPS and a PatchGAN
-        gan = TokenizerLoss(cfg.perceptual_weight, cfg.disc_weight, cfg.disc_start, cfg.adaptive_disc_weight).to(dev)
-        if gan.discriminator is not None:  # its own optimizer: it maximises what the autoencoder minimises
-            opt_d = adamw(gan.discriminator, cfg, lr=cfg.disc_lr)
-            gan_state = {"discriminator": gan.discriminator, "optimizer_d": opt_d}
-    checksum = weights_checksum(tokenizer) if tokenizer is not None else None
-    # a moving average of the weights (cfg.ema > 0): what the final metrics, sampling and minivar.load use
-    ema = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()} if cfg.ema else None
-    step, elapsed, rng = 0, 0.0, None
-    if ckpt_path.exists():
-        if not resume:
-            raise FileExistsError(f"{run_dir} already holds a run: pass --resume (resume=True) to continue it, "
-                                  f"or choose another name (--set name=...)")
-        step, elapsed, rng = restore(ckpt_path, cfg, model, opt, gan_state, checksum, dev, ema)
-    elif resume and rank == 0 and progress:
-        print(f"{run_dir} holds no checkpoint yet: starting a new run")
-    if rank == 0:
-        prepare_run_dir(run_dir, cfg.to_dict(), step)
+    state = RunState(model, opt, make_objective(cfg, model, dev, distributed(world, dev)), cfg.ema)
+    extra = {"tokenizer_checksum": weights_checksum(tokenizer)} if tokenizer is not None else {}
+    rng = begin(cfg, state, extra, resume, dev, owner=rank == 0, say=progress and rank == 0)
 
-    sampler = StepBatches(len(train_set), cfg.batch_size, cfg.seed, step, rank, world)
-    batches = iter(DataLoader(train_set, batch_sampler=sampler, num_workers=cfg.num_workers,
-                              pin_memory=dev.type == "cuda", generator=torch.Generator()))
-    # periodic metrics on a fixed random subset (test splits are sorted by class), the final ones on all of it
-    subset = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(cfg.seed))
-    quick_loader = DataLoader(Subset(test_set, subset[:cfg.eval_batches * 64].tolist()), batch_size=64,
-                              generator=torch.Generator())  # (a loader without its own generator draws a seed
-    test_loader = DataLoader(test_set, batch_size=64, generator=torch.Generator())  # from the global RNG)
-    fixed = preview_batch(test_set)
-
-    def wrap(m):
-        return DistributedDataParallel(m, device_ids=[dev.index] if dev.type == "cuda" else None) if world > 1 else m
-    objective = wrap(model if gan is not None else LossCall(model))
-    discriminator = wrap(gan.discriminator) if gan_state else None
+    loader = DataLoader(train_set, batch_sampler=StepBatches(len(train_set), cfg.batch_size, cfg.seed, state.step,
+                                                             rank, world),
+                        num_workers=cfg.num_workers, pin_memory=dev.type == "cuda", generator=torch.Generator())
+    batches = on_device(iter(loader), dev, state, cfg.seed if flip else None, rank, world)
+    quick_loader, test_loader, fixed = test_loaders(cfg, test_set)
     amp = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.amp and dev.type == "cuda")
-    extra_state = {"tokenizer_checksum": checksum} if tokenizer is not None else {}
-
-    # a non-finite loss or gradient, noted on the device (no sync) and read at log steps and before any checkpoint
-    first_bad = torch.full((), -1, dtype=torch.long, device=dev)
-
-    def checkpoint():
-        if int(first_bad.item()) >= 0:
-            raise diverged(int(first_bad.item()) + 1, read_log(log_path), ckpt_path, last_ckpt, cfg.lr)
-        if rank == 0:
-            save_checkpoint({"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
-                             "elapsed": elapsed, "config": cfg.to_dict(), "rng": rng_state(), **extra_state,
-                             **({"ema": ema} if ema else {}),
-                             **{name: m.state_dict() for name, m in gan_state.items()}}, ckpt_path)
-
     model.train()
-    timed = cfg.minutes > 0  # with a time budget the bar counts seconds of training, otherwise steps
-    # (a finished timed run resumes with elapsed past the budget: tqdm's notebook bar cannot start beyond its total)
-    bar = tqdm(total=60 * cfg.minutes if timed else cfg.max_steps,
-               initial=min(elapsed, 60 * cfg.minutes) if timed else step,
-               unit="s" if timed else "step", disable=not progress or rank != 0, desc=cfg.name, mininterval=1.0,
-               dynamic_ncols=True, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}" if timed else None)
+    bar = progress_bar(cfg, state, disable=not progress or rank != 0)
     if rng is not None:  # last thing before the first step: nothing above may shift the resumed randomness
         set_rng_state(rng)
-    last_ckpt, images_seen, t_start, between_steps = step, 0, time.time(), True
-    last_ckpt_time = t_start
+    images_seen, t_start = 0, time.time()
+    state.saved_time = t_start  # (the wall-clock checkpoints count from the first step)
     stop = StopSignals().install()  # Ctrl-C / SIGTERM: finish the step, then save and stop (below)
     try:
-        while not done(cfg, step, elapsed, world, dev) and stop.signum is None:
+        while not done(cfg, state.step, state.elapsed, world, dev) and stop.signum is None:
             t0 = time.time()
-            x, labels = (t.to(dev, non_blocking=True) for t in next(batches))
-            if flip:
-                x = flip_batch(x, step, cfg.seed, rank, world)
-            lr = lr_at(cfg, step, elapsed)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            with amp:
-                loss, metrics, recon = compute_loss(objective, x, labels, run_progress(cfg, step, elapsed), gan, step,
-                                                    model.last_layer if gan else None, discriminator)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip or math.inf)  # 0: no clip
-            first_bad = torch.where((first_bad < 0) & ~(loss.isfinite() & grad_norm.isfinite()), step, first_bad)
-            between_steps = False  # from here until `step += 1`, weights and step count disagree
-            if gan is not None and gan.gan_active(step):  # the discriminator's turn, on detached images
-                with amp:
-                    d_loss, d_metrics = gan.discriminator_loss(x, recon, step, discriminator)
-                gan_state["optimizer_d"].zero_grad(set_to_none=True)
-                d_loss.backward()
-                gan_state["optimizer_d"].step()
-                metrics.update(d_metrics)
-            opt.step()
-            if ema:  # ema <- ema + (1 - d) (weights - ema), d warming up to cfg.ema: early weights fade fast
-                decay = min(cfg.ema, (1 + step) / (10 + step))
-                torch._foreach_lerp_(list(ema.values()), [model.state_dict()[k] for k in ema], 1.0 - decay)
-            step += 1
-            between_steps = True
-            elapsed += time.time() - t0
+            x, labels = next(batches)
+            loss, metrics, lr, grad_norm = take_step(cfg, state, x, labels, amp)
+            state.elapsed += time.time() - t0
             images_seen += x.shape[0] * world
-            bar.update(min(time.time() - t0, bar.total - bar.n) if timed else 1)
-            if (step % cfg.log_every == 0 or step % cfg.eval_every == 0) and int(first_bad.item()) >= 0:
-                checkpoint()  # every rank (the same all-reduced gradients): it stops with the sentence
-            if rank == 0 and (step % cfg.log_every == 0 or step % cfg.eval_every == 0):
-                # the only place numbers leave the GPU: a sync point, so not every step
-                record = {"step": step, "loss": loss.item(), **{k: float(v) for k, v in metrics.items()}, "lr": lr,
-                          "grad_norm": grad_norm.item(), "elapsed": round(elapsed, 2)}
-                if step % cfg.eval_every == 0:
-                    record.update(evaluate(model, quick_loader, fixed, run_dir, step, cfg, amp))
-                    model.train()
-                bar.set_postfix(step=step, loss=f"{record['loss']:.4f}",
-                                **({"usage": f"{record['usage']:.2f}"} if "usage" in record else {}))
-                with open(log_path, "a") as fh:
-                    fh.write(json.dumps(record) + "\n")
-            if step - last_ckpt >= cfg.ckpt_every or time.time() - last_ckpt_time >= 60 * cfg.ckpt_minutes > 0:
-                checkpoint()
-                last_ckpt, last_ckpt_time = step, time.time()
+            bar.update(min(time.time() - t0, bar.total - bar.n) if cfg.minutes > 0 else 1)
+            logged = state.step % cfg.log_every == 0 or state.step % cfg.eval_every == 0
+            if logged and state.diverged():
+                save(cfg, state, extra, rank)  # every rank (the same all-reduced gradients): it stops with the sentence
+            if logged and rank == 0:  # the only place numbers leave the GPU: a sync point, so not every step
+                record = {"step": state.step, "loss": loss.item(), **{k: float(v) for k, v in metrics.items()},
+                          "lr": lr, "grad_norm": grad_norm.item(), "elapsed": round(state.elapsed, 2)}
+                if state.step % cfg.eval_every == 0:
+                    record.update(evaluate(model, quick_loader, fixed, cfg.run_dir, state.step, cfg, amp))
+                log(record, cfg.run_dir / "metrics.jsonl", bar)
+            if state.step - state.saved_step >= cfg.ckpt_every or \
+                    time.time() - state.saved_time >= 60 * cfg.ckpt_minutes > 0:
+                save(cfg, state, extra, rank)
     except KeyboardInterrupt as e:  # a second Ctrl-C / SIGTERM: stop now
         stop.signum = getattr(e, "signum", signal.SIGINT)
-        if not between_steps:  # caught inside an update: keep the last checkpoint, not half a step
-            raise stopped(stop.signum, ckpt_path, last_ckpt) from None
+        if state.mid_step:  # caught inside an update: keep the last checkpoint, not half a step
+            raise stopped(stop.signum, cfg.run_dir / "ckpt.pt", state.saved_step) from None
     finally:
         bar.close()
         stop.restore()
-    if step != last_ckpt or not ckpt_path.exists():
-        checkpoint()
-        last_ckpt = step
+    if state.step != state.saved_step or not (cfg.run_dir / "ckpt.pt").exists():
+        save(cfg, state, extra, rank)
     if stop.signum is not None:
-        raise stopped(stop.signum, ckpt_path, last_ckpt)
+        raise stopped(stop.signum, cfg.run_dir / "ckpt.pt", state.saved_step)
+    return finish(cfg, state, images_seen / max(1e-9, time.time() - t_start), test_loader, fixed, amp, rank, world)
 
-    if ema:  # from here on (final metrics, the returned model) the averaged weights; the raw ones are saved
-        model.load_state_dict(ema, strict=False)
-    result = {"step": step, "elapsed": elapsed, "run_dir": str(run_dir)}
-    if images_seen:
-        result["images_per_s"] = images_seen / max(1e-9, time.time() - t_start)
+
+def take_step(cfg: TrainConfig, state: RunState, x, labels, amp):
+    """One optimizer step on the batch (x, labels): -> (loss, metrics, learning rate, gradient norm), all still on
+    the device. From the first change of a weight until the step count moves, state.mid_step is True."""
+    lr = lr_at(cfg, state.step, state.elapsed)
+    for group in state.opt.param_groups:
+        group["lr"] = lr
+    with amp:
+        loss, metrics = compute_loss(state.objective, x, labels, run_progress(cfg, state.step, state.elapsed),
+                                     state.step)
+    state.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip or math.inf)  # 0: no clip
+    state.note_if_bad(loss, grad_norm)
+    state.mid_step = True
+    metrics.update(state.objective.update(state.step, amp))  # the discriminator's turn, once it is on
+    state.opt.step()
+    if state.ema:
+        state.average(cfg.ema)
+    state.step += 1
+    state.mid_step = False
+    return loss, metrics, lr, grad_norm
+
+
+def save(cfg: TrainConfig, state: RunState, extra: dict, rank: int):
+    """Checkpoint the run (rank 0 writes), unless a step went non-finite since the last one: then stop, keeping the
+    last good checkpoint, with the sentence that says which step and what to try."""
+    if state.diverged():
+        ckpt_path = cfg.run_dir / "ckpt.pt"
+        raise diverged(int(state.first_bad.item()) + 1, read_log(cfg.run_dir / "metrics.jsonl"), ckpt_path,
+                       state.saved_step, cfg.lr)
     if rank == 0:
-        records = read_log(log_path)
+        save_checkpoint(state.checkpoint(cfg, extra), cfg.run_dir / "ckpt.pt")
+    state.saved_step, state.saved_time = state.step, time.time()
+
+
+def on_device(batches, dev, state: RunState, flip_seed, rank: int, world: int):
+    """The loader's batches on the device, flipped (flip_seed not None) by a seed of the step they are drawn for."""
+    for x, labels in batches:
+        x, labels = x.to(dev, non_blocking=True), labels.to(dev, non_blocking=True)
+        yield (x if flip_seed is None else flip_batch(x, state.step, flip_seed, rank, world)), labels
+
+
+def begin(cfg: TrainConfig, state: RunState, extra: dict, resume: bool, dev, owner: bool, say: bool):
+    """Resume the run from its checkpoint (-> the RNG state to resume with) or start it (-> None); then the owner
+    (rank 0) makes its folder. A run that exists is continued only when asked (resume=True)."""
+    rng = None
+    if cfg.run_dir.joinpath("ckpt.pt").exists():
+        if not resume:
+            raise FileExistsError(f"{cfg.run_dir} already holds a run: pass --resume (resume=True) to continue it, "
+                                  f"or choose another name (--set name=...)")
+        rng = restore(cfg.run_dir / "ckpt.pt", cfg, state, extra.get("tokenizer_checksum"), dev)
+    elif resume and say:
+        print(f"{cfg.run_dir} holds no checkpoint yet: starting a new run")
+    if owner:
+        prepare_run_dir(cfg.run_dir, cfg.to_dict(), state.step)
+    state.saved_step = state.step  # what the checkpoint on disk holds (if any)
+    return rng
+
+
+def test_loaders(cfg: TrainConfig, test_set):
+    """-> (the periodic metrics' loader: a fixed random subset, as test splits are sorted by class; the final
+    metrics' loader: all of it; the preview batch). (A loader without its own generator would draw a seed from the
+    global RNG, and shift the training randomness.)"""
+    subset = torch.randperm(len(test_set), generator=torch.Generator().manual_seed(cfg.seed))
+    quick = DataLoader(Subset(test_set, subset[:cfg.eval_batches * 64].tolist()), batch_size=64,
+                       generator=torch.Generator())
+    return quick, DataLoader(test_set, batch_size=64, generator=torch.Generator()), preview_batch(test_set)
+
+
+def distributed(world: int, dev):
+    """How the loop wraps a module whose gradients every rank must share: DistributedDataParallel under torchrun."""
+    def wrap(module):
+        if world == 1:
+            return module
+        return DistributedDataParallel(module, device_ids=[dev.index] if dev.type == "cuda" else None)
+    return wrap
+
+
+def progress_bar(cfg: TrainConfig, state: RunState, disable: bool):
+    """Steps, or (with a time budget) seconds of training. (A finished timed run resumes with elapsed past the budget:
+    tqdm's notebook bar cannot start beyond its total.)"""
+    timed = cfg.minutes > 0
+    return tqdm(total=60 * cfg.minutes if timed else cfg.max_steps,
+                initial=min(state.elapsed, 60 * cfg.minutes) if timed else state.step,
+                unit="s" if timed else "step", disable=disable, desc=cfg.name, mininterval=1.0, dynamic_ncols=True,
+                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s{postfix}" if timed else None)
+
+
+def log(record: dict, log_path, bar):
+    bar.set_postfix(step=record["step"], loss=f"{record['loss']:.4f}",
+                    **({"usage": f"{record['usage']:.2f}"} if "usage" in record else {}))
+    with open(log_path, "a") as fh:
+        fh.write(json.dumps(record) + "\n")
+
+
+def finish(cfg: TrainConfig, state: RunState, images_per_s: float, test_loader, fixed, amp, rank: int,
+           world: int) -> dict:
+    """The end of a run: the averaged weights (if kept) become the model, the final metrics over the whole test
+    split (rank 0), result.json, and the model in eval mode."""
+    model = state.model
+    if state.ema:  # from here on (final metrics, the returned model) the averaged weights; the raw ones are saved
+        model.load_state_dict(state.ema, strict=False)
+    result = {"step": state.step, "elapsed": state.elapsed, "run_dir": str(cfg.run_dir)}
+    if images_per_s:
+        result["images_per_s"] = images_per_s
+    if rank == 0:
+        records = read_log(cfg.run_dir / "metrics.jsonl")
         if records:
             result["loss"] = records[-1]["loss"]
-        result.update(evaluate(model, test_loader, fixed, run_dir, step, cfg, amp))
-        write_json(run_dir / "result.json", result)
+        result.update(evaluate(model, test_loader, fixed, cfg.run_dir, state.step, cfg, amp))
+        write_json(cfg.run_dir / "result.json", result)
     if world > 1:
         dist.barrier()
     result["model"] = model.eval()
@@ -346,5 +436,5 @@ def done(cfg: TrainConfig, step: int, elapsed: float, world: int, dev) -> bool:
     return stop
 
 
-__all__ = ["TrainConfig", "train", "compute_loss", "LossCall", "load_run", "training_data", "lr_at", "run_progress",
-           "StepBatches", "TrainingInterrupted"]
+__all__ = ["TrainConfig", "train", "compute_loss", "LossCall", "ModelObjective", "RunState", "make_objective", "lr_at",
+           "run_progress", "StepBatches", "TrainingInterrupted"]

@@ -1,6 +1,6 @@
 """The transformer parts every generator of the course shares: Llama blocks, a KV cache, rotary positions, AdaLN.
 
-    block = Block(dim=256, n_head=8)                    # pre-norm: x + attn(norm(x)), then x + ffn(norm(x))
+    block = LlamaGenBlock(dim=256, n_head=8)            # pre-norm: x + attn(norm(x)), then x + ffn(norm(x))
     rope = rope_2d(8, 8, head_dim=32)                   # (64, 16, 2): cos/sin for every (row, col) of an 8x8 grid
     y = block(x, rope)                                  # causal self-attention over x (B, L, 256)
 
@@ -142,7 +142,7 @@ def causal_mask(n_new: int, n_past: int = 0, device=None) -> torch.Tensor:
     return torch.ones(n_new, n_past + n_new, dtype=torch.bool, device=device).tril(n_past)
 
 
-class Attention(nn.Module):
+class LlamaGenAttention(nn.Module):
     def __init__(self, dim: int, n_head: int, n_kv_head: int = 0, dropout: float = 0.0):
         super().__init__()
         n_kv_head = n_kv_head or n_head
@@ -177,14 +177,14 @@ class Attention(nn.Module):
         return self.wo(rearrange(y, "b h l d -> b l (h d)"))
 
 
-class Block(nn.Module):
+class LlamaGenBlock(nn.Module):
     """A Llama block: x + attention(RMSNorm(x)), then x + SwiGLU(RMSNorm(x))."""
 
     def __init__(self, dim, n_head, n_kv_head=0, multiple_of=256, ffn_dim_multiplier=0.0, norm_eps=1e-5,
                  dropout=0.0):
         super().__init__()
         self.attention_norm = RMSNorm(dim, norm_eps)
-        self.attention = Attention(dim, n_head, n_kv_head)
+        self.attention = LlamaGenAttention(dim, n_head, n_kv_head)
         self.ffn_norm = RMSNorm(dim, norm_eps)
         self.feed_forward = SwiGLU(dim, swiglu_hidden(dim, multiple_of, ffn_dim_multiplier), dropout)
         self.resid_dropout = nn.Dropout(dropout)
@@ -256,5 +256,5 @@ class ClassEmbedding(nn.Embedding):
 
 
 __all__ = ["RMSNorm", "SwiGLU", "swiglu_hidden", "find_multiple", "rope_frequencies", "rope_1d", "rope_2d",
-           "apply_rope", "KVCache", "causal_mask", "Attention", "Block", "AdaLN", "modulate", "init_weights",
-           "ClassEmbedding"]
+           "apply_rope", "KVCache", "causal_mask", "LlamaGenAttention", "LlamaGenBlock", "AdaLN", "modulate",
+           "init_weights", "ClassEmbedding"]

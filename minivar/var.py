@@ -41,8 +41,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .models import Generator, register
-from .msvq import split_scales
 from .sampling import TokenSampling, guidance_mix, ramp_over_scales, sample
+from .scales import block_causal_mask, split_scales
 from .transformer import AdaLN, ClassEmbedding, KVCache, init_weights, modulate
 
 
@@ -84,12 +84,6 @@ class VARConfig:
         return sum(s * s for s in self.scales)
 
 
-def block_causal_mask(scales) -> torch.Tensor:
-    """(L, L) bool, True = may attend: query at scale i sees keys at every scale j <= i."""
-    level = torch.cat([torch.full((s * s,), k) for k, s in enumerate(scales)])
-    return level[:, None] >= level[None, :]
-
-
 class DropPath(nn.Module):
     """Stochastic depth: drop a residual branch for a whole sample with probability p (scaled by 1/(1-p))."""
 
@@ -104,7 +98,7 @@ class DropPath(nn.Module):
         return x * keep / (1 - self.p)
 
 
-class SelfAttention(nn.Module):
+class VARAttention(nn.Module):
     def __init__(self, dim, n_head, l2_norm=True, attn_dropout=0.0, dropout=0.0):
         super().__init__()
         self.n_head, self.head_dim, self.l2_norm, self.attn_dropout = n_head, dim // n_head, l2_norm, attn_dropout
@@ -144,7 +138,7 @@ class FeedForward(nn.Module):
         return self.drop(self.fc2(F.gelu(self.fc1(x), approximate="tanh")))
 
 
-class AdaLNBlock(nn.Module):
+class VARBlock(nn.Module):
     """x + gamma1 * attn(LN(x) * (1 + scale1) + shift1), then the same with the feed-forward; the six vectors
     come from the class condition (VAR's chunk order: gamma1, gamma2, scale1, scale2, shift1, shift2)."""
 
@@ -152,7 +146,7 @@ class AdaLNBlock(nn.Module):
         super().__init__()
         self.shared_aln = cfg.shared_aln
         self.ln = nn.LayerNorm(cfg.dim, eps=cfg.norm_eps, elementwise_affine=False)
-        self.attn = SelfAttention(cfg.dim, cfg.n_head, cfg.attn_l2_norm, cfg.attn_dropout, cfg.dropout)
+        self.attn = VARAttention(cfg.dim, cfg.n_head, cfg.attn_l2_norm, cfg.attn_dropout, cfg.dropout)
         self.ffn = FeedForward(cfg.dim, round(cfg.dim * cfg.mlp_ratio), cfg.dropout)
         self.drop_path = DropPath(drop_path)
         if cfg.shared_aln:  # this block's offset to the shared projection
@@ -195,7 +189,7 @@ class VAR(Generator):
         if cfg.shared_aln:
             self.shared_ada_lin = AdaLN(D, D, 6)
         rates = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
-        self.blocks = nn.ModuleList(AdaLNBlock(cfg, rates[i]) for i in range(cfg.depth))
+        self.blocks = nn.ModuleList(VARBlock(cfg, rates[i]) for i in range(cfg.depth))
         self.head_ln = nn.LayerNorm(D, eps=cfg.norm_eps, elementwise_affine=False)
         self.head_ada = AdaLN(D, D, 2)  # (scale, shift) of the norm before the head
         self.head = nn.Linear(D, cfg.vocab_size)
@@ -354,4 +348,4 @@ class VAR(Generator):
         return out
 
 
-__all__ = ["VARConfig", "VAR", "VARSampling", "block_causal_mask", "split_scales", "AdaLNBlock", "SelfAttention"]
+__all__ = ["VARConfig", "VAR", "VARSampling", "VARBlock", "VARAttention"]

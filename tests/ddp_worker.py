@@ -7,12 +7,11 @@ import sys
 from pathlib import Path
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from minivar.data import batch_for_step, load_dataset  # noqa: E402
 from minivar.models import build  # noqa: E402
-from minivar.train import LossCall, compute_loss, setup_distributed, train  # noqa: E402
+from minivar.train import ModelObjective, compute_loss, distributed, setup_distributed, train  # noqa: E402
 from tests.helpers import tiny_train_config  # noqa: E402
 
 out = Path(sys.argv[1])
@@ -22,8 +21,8 @@ cfg = tiny_train_config(out / "runs", batch_size=16, max_steps=4, warmup_steps=1
 torch.manual_seed(0)
 model = build(cfg.model, cfg.model_config)
 images, labels = batch_for_step(load_dataset("emoji", "train"), 3, cfg.batch_size, cfg.seed, rank, world, cfg.flip)
-ddp = DistributedDataParallel(LossCall(model)) if world > 1 else LossCall(model)  # as the loop wraps it
-loss, _, _ = compute_loss(ddp, images, labels, 0.0)
+objective = ModelObjective(model, distributed(world, dev or torch.device("cpu")))  # as the loop wraps it
+loss, _ = compute_loss(objective, images, labels, 0.0, 0)
 loss.backward()
 if rank == 0:
     torch.save({n: p.grad for n, p in model.named_parameters()}, out / "grads.pt")

@@ -3,6 +3,7 @@ arithmetic is right, and the whole script runs the real training loop on the CPU
 recipes; no wall time is asserted)."""
 
 import csv
+import dataclasses
 import sys
 from pathlib import Path
 
@@ -11,7 +12,6 @@ import torch
 
 from minivar import recipes
 from minivar.data import dataset_labels, load_dataset
-from minivar.raster_ar import RasterARConfig
 from tests.helpers import tiny_vqvae_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -49,16 +49,12 @@ def test_recipe_minutes_count_the_patchgan_phase_at_its_own_rate():
 @pytest.fixture
 def tiny_gpu_recipes(monkeypatch):
     """cifar10-vqvae (LPIPS + PatchGAN, as the real recipe) and cifar10-raster at test sizes."""
-    def vqvae():
-        return recipes.TrainConfig(name="cifar10-vqvae", dataset="cifar10", batch_size=4, perceptual_weight=1.0,
-                                   disc_weight=0.5, disc_start=1000, max_steps=3000,
-                                   model_config=tiny_vqvae_config(codebook_size=16))
-
-    def raster():
-        return recipes.TrainConfig(name="cifar10-raster", model="raster", tokenizer="runs/cifar10-vqvae",
-                                   dataset="cifar10", batch_size=4, max_steps=5000,
-                                   model_config=RasterARConfig(num_classes=10, dim=32, n_layer=1, n_head=4,
-                                                               multiple_of=16))
+    vqvae = recipes.Recipe("cifar10-vqvae at test size", "vqvae", dict(
+        dataset="cifar10", batch_size=4, perceptual_weight=1.0, disc_weight=0.5, disc_start=1000, max_steps=3000),
+        dataclasses.asdict(tiny_vqvae_config(codebook_size=16)))
+    raster = recipes.Recipe("cifar10-raster at test size", "raster", dict(
+        tokenizer="runs/cifar10-vqvae", dataset="cifar10", batch_size=4, max_steps=5000),
+        dict(num_classes=10, dim=32, n_layer=1, n_head=4, multiple_of=16))
     monkeypatch.setitem(recipes.RECIPES, "cifar10-vqvae", vqvae)
     monkeypatch.setitem(recipes.RECIPES, "cifar10-raster", raster)
 

@@ -11,7 +11,8 @@ from minivar import checkpoint, pretrained
 from minivar.__main__ import main
 from minivar.checkpoint import CheckpointError
 from minivar.models import Generator, Tokenizer
-from minivar.train import load_run, train
+from minivar.runs import load_run
+from minivar.train import train
 from tests.helpers import tiny_raster_config, tiny_train_config
 
 MANIFEST_KEYS = {"name", "kind", "file", "sha256", "bytes", "parameters", "command", "tokenizer", "steps", "minutes",

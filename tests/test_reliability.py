@@ -212,9 +212,9 @@ def test_grading_one_exercise_keeps_the_other_exercises_grades(tmp_path, monkeyp
 def test_a_run_that_diverges_stops_at_that_step_and_keeps_its_last_finite_checkpoint(tmp_path, monkeypatch):
     real = train_module.compute_loss
 
-    def goes_bad(objective, x, labels, progress, gan, step, *rest):
-        loss, metrics, recon = real(objective, x, labels, progress, gan, step, *rest)
-        return (loss * math.nan if step >= 3 else loss), metrics, recon  # the 4th step's loss is NaN
+    def goes_bad(objective, x, labels, progress, step):
+        loss, metrics = real(objective, x, labels, progress, step)
+        return (loss * math.nan if step >= 3 else loss), metrics  # the 4th step's loss is NaN
     monkeypatch.setattr(train_module, "compute_loss", goes_bad)
     cfg = tiny_train_config(tmp_path, max_steps=10, ckpt_every=2, eval_every=100, log_every=1)
     with pytest.raises(TrainingDiverged, match=r"diverged at step 4: .*last finite loss logged was .* at step 3"

@@ -10,8 +10,9 @@ from minivar import load, recipes
 from minivar.__main__ import main
 from minivar.checkpoint import load_checkpoint
 from minivar.models import weights_checksum
+from minivar.runs import load_run
 from minivar.token_cache import CACHE_KEYS, token_dataset
-from minivar.train import load_run, train
+from minivar.train import train
 from tests.helpers import tiny_raster_config, tiny_train_config
 
 

@@ -8,9 +8,9 @@ import torch.nn.functional as F
 
 from minivar.transformer import (
     AdaLN,
-    Attention,
-    Block,
     KVCache,
+    LlamaGenAttention,
+    LlamaGenBlock,
     RMSNorm,
     SwiGLU,
     apply_rope,
@@ -110,7 +110,7 @@ def test_causal_mask_with_past_tokens():
 @pytest.mark.parametrize("n_kv_head", [0, 2])
 def test_attention_with_cache_equals_attention_without(n_kv_head):
     torch.manual_seed(0)
-    attn = Attention(32, n_head=4, n_kv_head=n_kv_head).eval()
+    attn = LlamaGenAttention(32, n_head=4, n_kv_head=n_kv_head).eval()
     x = torch.randn(2, 9, 32)
     rope = rope_1d(9, 8)
     full = attn(x, rope)
@@ -123,7 +123,7 @@ def test_attention_with_cache_equals_attention_without(n_kv_head):
 
 def test_attention_is_causal_by_default():
     torch.manual_seed(0)
-    block = Block(32, 4)
+    block = LlamaGenBlock(32, 4)
     x = torch.randn(1, 6, 32, requires_grad=True)
     block(x, rope_1d(6, 8))[0, 2].sum().backward()
     assert x.grad[0, 3:].abs().sum() == 0 and x.grad[0, :3].abs().sum() > 0

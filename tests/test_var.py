@@ -9,7 +9,8 @@ import torch
 from minivar.models import build
 from minivar.msvq import MultiScaleVQVAE, MultiScaleVQVAEConfig
 from minivar.official import load_var, load_var_vqvae
-from minivar.var import VAR, VARConfig, block_causal_mask, split_scales
+from minivar.scales import block_causal_mask, split_scales
+from minivar.var import VAR, VARConfig
 from tests.helpers import fit
 
 FIXTURES = Path(__file__).parent / "fixtures"
