@@ -6,6 +6,14 @@ import pytest
 # minivar.smoke() shrink to seconds under pytest. Set MINIVAR_SMOKE=0 to run them for real.
 os.environ.setdefault("MINIVAR_SMOKE", "1")
 
+# Under pytest-xdist (the README's `-n 2`) the workers share the machine's cores: each takes its share of threads
+# (and so do the notebook kernels, sandboxes and torchrun processes it starts), instead of each taking them all.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    os.environ.setdefault("OMP_NUM_THREADS", str(_share))
+    import torch
+    torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+
 BLANK = 'raise NotImplementedError("your code here")'  # what the student copy leaves where a solution was
 
 

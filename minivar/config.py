@@ -27,6 +27,8 @@ class TrainConfig:
     # None is its defaults)
     dataset: str = "emoji"  # emoji | cifar10 | imagenet64 | folder
     data_root: str = ""  # "" = the repo's data/ folder
+    data_limit: int = 0  # > 0: train and test on a fixed random subset of this many images per split (quick runs:
+    # tests, smoke checks of a new setting); 0 = every image
     flip: bool = True  # random horizontal flips of training images (generators: flipped copies' codes)
     tokenizer: str = ""  # generators: the tokenizer's run folder (codes cached there), or "pretrained:NAME"
     batch_size: int = 64  # global batch, split evenly over torchrun ranks
@@ -88,7 +90,7 @@ class TrainConfig:
         """Counts are whole numbers with a floor, rates and weights are numbers >= 0 (lr > 0): one clear line."""
         for key, low in (("batch_size", 1), ("max_steps", 0), ("eval_every", 1), ("ckpt_every", 1),
                          ("log_every", 1), ("eval_batches", 1), ("warmup_steps", 0), ("num_workers", 0),
-                         ("disc_start", 0), ("seed", 0)):
+                         ("disc_start", 0), ("seed", 0), ("data_limit", 0)):
             value = getattr(self, key)
             if isinstance(value, numbers.Integral) and not isinstance(value, bool):
                 value = int(value)  # numpy integers too, stored as the plain ints a JSON config holds

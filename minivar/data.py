@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, Sampler, TensorDataset, default_collate
+from torch.utils.data import Dataset, Sampler, Subset, TensorDataset, default_collate
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the repo's data/ (bundled set, downloads)
 DATASETS = ("emoji", "cifar10", "imagenet64", "folder")
@@ -359,9 +359,12 @@ LOADERS = {"emoji": load_emoji, "cifar10": load_cifar10, "imagenet64": load_imag
 
 
 def dataset_labels(dataset) -> torch.Tensor:
-    """Every label of a dataset of this module (or of a TensorDataset of codes), without loading its images."""
+    """Every label of a dataset of this module (or of a TensorDataset of codes, or a Subset of either), without loading
+    its images."""
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1]
+    if isinstance(dataset, Subset):
+        return dataset_labels(dataset.dataset)[torch.as_tensor(dataset.indices, dtype=torch.long)]
     return torch.as_tensor(np.asarray(dataset.labels), dtype=torch.long)
 
 
@@ -455,6 +458,15 @@ def batch_for_step(dataset, step, batch_size, seed=0, rank=0, world=1, flip=Fals
     idx = StepBatches(len(dataset), batch_size, seed, step, rank, world).indices(step)
     x, labels = default_collate([dataset[i] for i in idx])
     return (flip_batch(x, step, seed, rank, world) if flip else x), labels
+
+
+def limit_dataset(dataset, n: int):
+    """The whole dataset (n = 0 or n >= its size), or a fixed random subset of n of its items, in their order (the
+    same n items whatever the run's seed: TrainConfig.data_limit)."""
+    if n <= 0 or n >= len(dataset):
+        return dataset
+    keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n].sort().values
+    return Subset(dataset, keep.tolist())
 
 
 def preview_batch(dataset, n=16):

@@ -19,7 +19,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import dataset_fingerprint, dataset_labels, load_dataset
+from .data import dataset_fingerprint, dataset_labels, limit_dataset, load_dataset
 from .models import weights_checksum
 
 CACHE_KEYS = ("codes", "labels", "made_by")
@@ -58,13 +58,14 @@ def encode_dataset(tokenizer, dataset, flip=False, batch_size=256, progress=True
 
 
 def token_dataset(tokenizer, dataset: str, split: str, cache_dir, root=None, flip=True,
-                  progress=True) -> TensorDataset:
+                  progress=True, limit: int = 0) -> TensorDataset:
     """The (codes, label) dataset of `split` encoded by `tokenizer` (loaded once by the caller), cached in
     cache_dir. Flipped copies are added to the training split only (flip=True). Integer codes come back as
-    int64 (what embeddings take), float codes as stored."""
+    int64 (what embeddings take), float codes as stored. limit > 0: only a fixed random subset of that many images
+    (data.limit_dataset), cached under its own name."""
     flip = flip and split == "train"
     size = tokenizer.code_format()["image_size"]
-    cache = Path(cache_dir) / f"{dataset}_{split}_{size}{'_flip' if flip else ''}.pt"
+    cache = Path(cache_dir) / f"{dataset}_{split}_{size}{'_flip' if flip else ''}{f'_n{limit}' if limit else ''}.pt"
     # everything that decides the codes: the tokenizer's weights and the images (dataset, its folder, its files);
     # split, size and flip are in the file's name
     made_by = f"{weights_checksum(tokenizer)}:{dataset_fingerprint(dataset, split, root)}"
@@ -75,7 +76,7 @@ def token_dataset(tokenizer, dataset: str, split: str, cache_dir, root=None, fli
         except CheckpointError:  # a damaged (or older) cache is only lost time: build it again
             saved = None
     if saved is None or saved["made_by"] != made_by:
-        images = load_dataset(dataset, split, image_size=size, root=root)
+        images = limit_dataset(load_dataset(dataset, split, image_size=size, root=root), limit)
         codes, labels = encode_dataset(tokenizer, images, flip, progress=progress,
                                        desc=f"encoding {dataset}/{split} once")
         saved = {"codes": codes, "labels": labels, "made_by": made_by}
@@ -88,12 +89,12 @@ def training_data(cfg, tokenizer, progress=True):
     """What a run (a recipes.TrainConfig) trains on -> (train set, test set, flip images in the loop?). A tokenizer
     trains on images, flipped at random as a function of the step; a generator on its tokenizer's codes, encoded
     once and cached beside the tokenizer (the mirror images' codes included)."""
-    root = cfg.data_root or None
+    root, limit = cfg.data_root or None, cfg.data_limit
     if tokenizer is None:
         size = cfg.model_config.image_size
-        return (load_dataset(cfg.dataset, "train", image_size=size, root=root),
-                load_dataset(cfg.dataset, "test", image_size=size, root=root), cfg.flip)
-    kw = dict(cache_dir=cfg.token_cache_dir, root=root, progress=progress)
+        return (limit_dataset(load_dataset(cfg.dataset, "train", image_size=size, root=root), limit),
+                limit_dataset(load_dataset(cfg.dataset, "test", image_size=size, root=root), limit), cfg.flip)
+    kw = dict(cache_dir=cfg.token_cache_dir, root=root, progress=progress, limit=limit)
     train_set = token_dataset(tokenizer, cfg.dataset, "train", flip=cfg.flip, **kw)
     n_classes = int(dataset_labels(train_set).max()) + 1
     if n_classes > cfg.model_config.num_classes:

@@ -6,6 +6,10 @@ from minivar import train as train_module
 from minivar.autoencoder import VQVAEConfig
 from minivar.train import TrainConfig
 
+# what every tiny run of the tests shares: a fixed subset of 256 images per split (encoded, evaluated and previewed in
+# seconds), and no checkpoint by wall time (on a slow machine one would appear mid-run: tests never depend on time)
+QUICK = dict(data_limit=256, ckpt_minutes=0.0)
+
 
 def tiny_vqvae_config(**kw) -> VQVAEConfig:
     base = dict(image_size=32, ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, embed_dim=8, codebook_size=32)
@@ -14,7 +18,7 @@ def tiny_vqvae_config(**kw) -> VQVAEConfig:
 
 def tiny_train_config(tmp_path, **kw) -> TrainConfig:
     base = dict(name="tiny", out_dir=str(tmp_path), batch_size=16, lr=3e-3, warmup_steps=5, max_steps=20,
-                eval_every=10, ckpt_every=10, log_every=1, eval_batches=1, model_config=tiny_vqvae_config())
+                eval_every=10, ckpt_every=10, log_every=1, eval_batches=1, model_config=tiny_vqvae_config(), **QUICK)
     return TrainConfig(**{**base, **kw})
 
 
@@ -25,7 +29,7 @@ def tiny_raster_config(tmp_path, tokenizer_dir, **kw) -> TrainConfig:
     model = RasterARConfig(num_classes=9, dim=32, n_layer=1, n_head=4, multiple_of=16)
     base = dict(name="tiny-raster", model="raster", tokenizer=str(tokenizer_dir), out_dir=str(tmp_path),
                 batch_size=16, lr=3e-3, warmup_steps=5, max_steps=30, eval_every=15, ckpt_every=15, log_every=1,
-                eval_batches=1, model_config=model)
+                eval_batches=1, model_config=model, **QUICK)
     return TrainConfig(**{**base, **kw})
 
 

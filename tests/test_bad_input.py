@@ -442,11 +442,3 @@ def test_a_generator_refuses_a_tokenizer_trained_further(tmp_path):
     gen.max_steps = 4
     with pytest.raises(ValueError, match="other weights of the tokenizer .* start this generator afresh"):
         train(gen, resume=True, progress=False)
-
-
-def test_the_table_is_large(request):
-    """The count the project reports: every parametrized case above plus the named tests in this file."""
-    named = [n for n in dir(request.module) if n.startswith("test_") and n not in (
-        "test_cli_refuses_with_one_clear_line", "test_api_refuses_with_a_message_that_names_the_fix",
-        "test_the_table_is_large")]
-    assert len(CLI) + len(API) + len(named) >= 50, len(CLI) + len(API) + len(named)

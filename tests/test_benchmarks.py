@@ -135,6 +135,7 @@ def test_exposure_bias_teacher_forcing_is_the_models_own_loss_and_its_first_toke
             assert rows[0]["tokens"] == "1x1" and rows[0]["gap"] == 0.0
 
 
+@pytest.mark.slow
 def test_grading_time_times_a_class_of_ten_and_records_what_it_graded(tmp_path):
     import grading_time  # beside gpu_calibration (benchmarks/ is on the path)
     grading_time.main(["--exercises", "ex07", "--jobs", "2", "--timeout", "3", "--out", str(tmp_path)])

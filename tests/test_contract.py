@@ -18,7 +18,7 @@ from minivar.__main__ import main
 from minivar.models import MODELS, Generator, Tokenizer, build, register
 from minivar.sampling import SamplingOptions, option
 from minivar.train import TrainConfig, train
-from tests.helpers import crash_at_call, tiny_train_config
+from tests.helpers import QUICK, crash_at_call, tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def tokenizer_dir(tmp_path_factory):
 def unigram_config(out_dir, tokenizer_dir, **kw):
     base = dict(name="unigram", model="test-unigram", tokenizer=str(tokenizer_dir), out_dir=str(out_dir),
                 batch_size=16, lr=0.05, warmup_steps=2, max_steps=20, eval_every=10, ckpt_every=10, log_every=1,
-                eval_batches=1, model_config=UnigramConfig())
+                eval_batches=1, model_config=UnigramConfig(), **QUICK)
     return TrainConfig(**{**base, **kw})
 
 
@@ -186,6 +186,27 @@ def test_every_built_in_model_keeps_the_contract():
         assert model.training  # evaluate and preview leave the mode alone
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*batch), batch_size=2)
         assert all(isinstance(v, float) for v in model.evaluate(loader).values())
+
+
+def test_every_generator_samples_through_one_contract_and_refuses_the_same_bad_input():
+    """One opening for all four (Generator.sampling): the same refusals, the training mode restored even after one,
+    and generate returning what the tokenizer decodes, with overrides equal to the options they replace."""
+    models = tiny_models()
+    for kind in ("raster", "var", "flowar", "rar"):
+        model = models[kind].train()
+        for bad, message in ((dict(labels=[3]), r"must lie in \[0, 3\)"), (dict(guidance=-1.0), "guidance must be"),
+                             (dict(guidance_schedule="ramp"), "guidance_schedule must be one of"),
+                             (dict(no_such_knob=1), f"a {kind} model does not take no_such_knob")):
+            kw = {"labels": [0], **bad}
+            with pytest.raises(ValueError, match=message):
+                model.generate(kw.pop("labels"), **kw)
+            assert model.training, f"{kind}: a refused call left the model in eval mode"
+        options = model.sampling_options(guidance=1.5)
+        a = model.generate([0, 2], options, generator=torch.Generator().manual_seed(0))
+        b = model.generate([0, 2], guidance=1.5, generator=torch.Generator().manual_seed(0))
+        for x, y in zip(*(v if isinstance(v, list) else [v] for v in (a, b))):
+            assert torch.equal(x, y), kind
+        assert model.tokenizer.decode(a).shape == (2, 3, 32, 32) and model.training
 
 
 def test_generators_read_their_tokenizer_and_refuse_one_that_does_not_fit():

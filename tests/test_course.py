@@ -100,6 +100,7 @@ def test_a_release_that_would_leak_is_deleted_and_other_mistakes_are_refused(tmp
         release(tmp_path / "out2", root=tmp_path / "out")
 
 
+@pytest.mark.slow
 def test_grading_runs_each_submission_apart_with_a_time_limit_and_writes_the_table(tmp_path, capsys):
     subs = tmp_path / "submissions"
     solution = (ROOT / "exercises" / "solutions" / "ex07_randomized_ar.py").read_text()
@@ -139,6 +140,7 @@ def test_every_grader_names_its_parts():
         assert parts == list(range(1, len(parts) + 1)) and parts, grader.name
 
 
+@pytest.mark.slow
 def test_the_student_copy_passes_its_own_test_command(student_copy):
     """The copy's README test command (its pytest part, run with this interpreter and the copy first on the path):
     every notebook runs in smoke mode up to its first blank, so files the notebooks read must be in the copy."""

@@ -33,6 +33,7 @@ def still_running(text: str) -> list:
 
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="the orphan check reads /proc (Linux)")
+@pytest.mark.slow
 def test_a_class_of_dishonest_submissions_scores_nothing_and_changes_nothing(tmp_path):
     graders = tmp_path / "graders"  # the instructor's graders, copied so the test may let a cheat attack them
     shutil.copytree(ROOT / "exercises", graders, ignore=shutil.ignore_patterns("solutions", "__pycache__"))
@@ -155,6 +156,7 @@ def test_grading_reads_the_released_name_first_and_says_which_file_it_graded(tmp
 WRONG = ROOT / "tests" / "fixtures" / "wrong_answers"
 
 
+@pytest.mark.slow
 def test_every_grader_fails_every_recorded_wrong_answer(tmp_path):
     """tests/fixtures/wrong_answers/exNN_partK_*.py: a solution with one plausible mistake; part K must fail."""
     stubs = {p.name.split("_")[0]: p.name for p in (ROOT / "exercises").glob("ex*_*.py")}

@@ -95,8 +95,9 @@ def test_loss_is_the_per_scale_mean_and_gradients_reach_codes_phi_and_encoder():
 def test_every_scale_reduces_the_residual_of_a_trained_tokenizer_on_real_images(tmp_path):
     from minivar.data import load_dataset
     from minivar.train import TrainConfig, train
+    from tests.helpers import QUICK
     cfg = TrainConfig(name="ms", model="msvqvae", out_dir=str(tmp_path), batch_size=32, lr=3e-3, warmup_steps=5,
-                      max_steps=40, eval_every=100, ckpt_every=100,
+                      max_steps=40, eval_every=100, ckpt_every=100, **QUICK,
                       model_config=MultiScaleVQVAEConfig(image_size=32, ch=16, ch_mult=(1, 2, 2), z_channels=16,
                                                          embed_dim=8, codebook_size=64, scales=(1, 2, 4, 8)))
     model = train(cfg, progress=False)["model"]

@@ -21,7 +21,7 @@ from minivar.rar import RARConfig
 from minivar.raster_ar import RasterARConfig
 from minivar.train import TrainConfig, train
 from minivar.var import VARConfig
-from tests.helpers import crash_at_call, tiny_train_config
+from tests.helpers import QUICK, crash_at_call, tiny_train_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,11 +30,11 @@ def configs(root):
     """One tiny run of every model kind; the generators with every dropout they have, so randomness matters."""
     tok = tiny_train_config(root, name="vq", max_steps=3, eval_every=100, ckpt_every=100)
     ms = TrainConfig(name="ms", model="msvqvae", out_dir=str(root), batch_size=16, max_steps=3, eval_every=100,
-                     ckpt_every=100, eval_batches=1, model_config=MultiScaleVQVAEConfig(
+                     ckpt_every=100, eval_batches=1, **QUICK, model_config=MultiScaleVQVAEConfig(
                          image_size=32, ch=8, ch_mult=(1, 2), z_channels=8, embed_dim=4, codebook_size=32,
                          scales=(1, 2, 4, 8, 16)))
     small = dict(out_dir=str(root), batch_size=16, lr=3e-3, warmup_steps=2, max_steps=12, eval_every=6, ckpt_every=5,
-                 log_every=1, eval_batches=1)
+                 log_every=1, eval_batches=1, **QUICK)
     raster = TrainConfig(name="raster", model="raster", tokenizer=str(root / "vq"), **small,
                          model_config=RasterARConfig(num_classes=9, dim=32, n_layer=1, n_head=4, multiple_of=16,
                                                      class_dropout=0.2, dropout=0.1, token_dropout=0.1))
@@ -42,7 +42,7 @@ def configs(root):
                       model_config=VARConfig(num_classes=9, depth=2, dim=32, n_head=4, class_dropout=0.2,
                                              dropout=0.1, attn_dropout=0.1, drop_path=0.1))
     kl = TrainConfig(name="kl", model="klvae", out_dir=str(root), batch_size=16, max_steps=3, eval_every=100,
-                     ckpt_every=100, eval_batches=1, model_config=KLAutoencoderConfig(image_size=32, ch=8,
+                     ckpt_every=100, eval_batches=1, **QUICK, model_config=KLAutoencoderConfig(image_size=32, ch=8,
                                                                                      ch_mult=(1, 2), z_channels=4))
     flowar = TrainConfig(name="flowar", model="flowar", tokenizer=str(root / "kl"), **small,
                          model_config=FlowARConfig(num_classes=9, dim=32, n_head=2, encoder_depth=1, decoder_depth=1,

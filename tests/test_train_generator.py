@@ -13,7 +13,7 @@ from minivar.models import weights_checksum
 from minivar.runs import load_run
 from minivar.token_cache import CACHE_KEYS, token_dataset
 from minivar.train import train
-from tests.helpers import tiny_raster_config, tiny_train_config
+from tests.helpers import QUICK, tiny_raster_config, tiny_train_config
 
 
 @pytest.fixture(scope="module")
@@ -141,13 +141,13 @@ def test_var_trains_on_a_multiscale_tokenizer_through_the_same_loop(tmp_path):
     from minivar.train import TrainConfig
     from minivar.var import VARConfig
     tok_cfg = TrainConfig(name="ms", model="msvqvae", out_dir=str(tmp_path), batch_size=16, max_steps=3,
-                          eval_every=100, ckpt_every=100, eval_batches=1,
+                          eval_every=100, ckpt_every=100, eval_batches=1, **QUICK,
                           model_config=MultiScaleVQVAEConfig(image_size=32, ch=8, ch_mult=(1, 2), z_channels=8,
                                                              embed_dim=4, codebook_size=32, scales=(1, 2, 4, 8, 16)))
     train(tok_cfg, progress=False)
     cfg = TrainConfig(name="var", model="var", tokenizer=str(tok_cfg.run_dir), out_dir=str(tmp_path), batch_size=16,
                       lr=3e-3, warmup_steps=5, max_steps=30, eval_every=15, ckpt_every=15, log_every=1, eval_batches=1,
-                      model_config=VARConfig(depth=1, dim=32, n_head=4))  # vocabulary, scales: the tokenizer's
+                      **QUICK, model_config=VARConfig(depth=1, dim=32, n_head=4))  # vocabulary, scales: the tokenizer's
     result = train(cfg, progress=False)
     records = [json.loads(line) for line in (cfg.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert sum(r["loss"] for r in records[-3:]) / 3 < sum(r["loss"] for r in records[:3]) / 3 - 0.3
@@ -164,13 +164,16 @@ def test_var_trains_on_a_multiscale_tokenizer_through_the_same_loop(tmp_path):
         train(wrong, progress=False)
 
 
+@pytest.mark.slow
 def test_the_demo_trains_from_scratch_or_over_the_shipped_tokenizer_and_draws_beside_the_shipped_var(
         tmp_path, capsys, monkeypatch):
     from minivar import checkpoint, pretrained
     monkeypatch.setattr(checkpoint, "SHIPPED_DIR", tmp_path / "weights")  # nothing shipped yet
     out = tmp_path / "demo"
-    tiny = ["--minutes", "0.06", "--out", str(out), "--fd", "30", "--set", "dim=32", "--set", "depth=1"]
-    args = ["demo", "--from-scratch", *tiny, "--set-tokenizer", "ch=8", "--set-tokenizer", "z_channels=8"]
+    tiny = ["--minutes", "0.06", "--out", str(out), "--fd", "30", "--set", "data_limit=256", "--set", "dim=32",
+            "--set", "depth=1"]
+    args = ["demo", "--from-scratch", *tiny, "--set-tokenizer", "ch=8", "--set-tokenizer", "z_channels=8",
+            "--set-tokenizer", "data_limit=256"]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert (out / "scales.png").exists() and len(list((out / "classes").glob("*.png"))) == 9
