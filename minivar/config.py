@@ -2,7 +2,7 @@
 against its types (and its model config's).
 
     cfg = TrainConfig(name="mine", model="vqvae", model_config={"codebook_size": 1024})
-    cfg = with_overrides(cfg, ["lr=1e-3", "model.ema=true"])       # a new, checked TrainConfig
+    cfg = with_overrides(cfg, ["lr=1e-3", "ema_weights=0.999"])      # a new, checked TrainConfig
 
 The named configurations are in recipes.py; this file knows no model by name: a kind's config class comes from the
 registry (models.MODELS).
@@ -17,6 +17,8 @@ from pathlib import Path
 
 from .checkpoint import PRETRAINED
 from .models import Generator, checkpoint_path, model_class
+
+RENAMED = {"ema": "ema_weights"}  # saved training-config fields renamed since, old name -> new
 
 
 @dataclass
@@ -38,8 +40,9 @@ class TrainConfig:
     betas: tuple = (0.9, 0.95)
     weight_decay: float = 0.0
     grad_clip: float = 1.0
-    ema: float = 0.0  # > 0: a moving average of the weights with this decay (e.g. 0.999; it warms up as
-    # min(ema, (1 + t) / (10 + t))) is what the final metrics, sampling and load use; the raw weights resume
+    ema_weights: float = 0.0  # > 0: a moving average of the weights with this decay (e.g. 0.999; it warms up
+    # as min(ema_weights, (1 + t) / (10 + t))) is what the final metrics, sampling and load use; the raw weights resume.
+    # (Not the VQ codebook's `ema`, a model field: codes updated as moving averages.)
     perceptual_weight: float = 0.0  # LPIPS term of the tokenizer loss (downloads VGG16 once; GPU recipes: 1.0)
     disc_weight: float = 0.0  # PatchGAN hinge term (GPU recipes: 0.5, as LlamaGen)
     disc_start: int = 0  # step at which the discriminator and its loss switch on
@@ -98,7 +101,7 @@ class TrainConfig:
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"{key} must be a whole number >= {low}, got {value!r}; --set {key}=...")
         for key in ("lr", "min_lr_ratio", "weight_decay", "grad_clip", "minutes", "ckpt_minutes", "perceptual_weight",
-                    "disc_weight", "disc_lr", "ema"):
+                    "disc_weight", "disc_lr", "ema_weights"):
             value = getattr(self, key)
             if isinstance(value, numbers.Real) and not isinstance(value, bool):
                 value = float(value) if not isinstance(value, int) else value
@@ -107,10 +110,16 @@ class TrainConfig:
                     or not math.isfinite(value):
                 raise ValueError(f"{key} must be a finite number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}; "
                                  f"--set {key}=...")
-        if self.ema >= 1:
-            codebook = " (for the VQ codebook's EMA: --set model.ema=true)" if hasattr(self.model_config, "ema") else ""
-            raise ValueError(f"ema is the weights' average, a decay in [0, 1) (0 = off; 0.999 averages about the last "
-                             f"1000 steps), got {self.ema}; --set ema=0.999{codebook}")
+        if self.ema_weights >= 1:
+            raise ValueError(f"ema_weights is the weights' moving average, a decay in [0, 1) (0 = off; 0.999 "
+                             f"averages about the last 1000 steps), got {self.ema_weights}; --set ema_weights=0.999")
+
+    @classmethod
+    def from_saved(cls, saved: dict) -> "TrainConfig":
+        """The TrainConfig a checkpoint's "config" holds, from any version of minivar: a field renamed since takes
+        its new name (`ema` -> `ema_weights`: `ema` is the VQ codebook's), a field this version lacks is left out."""
+        saved = {RENAMED.get(k, k): v for k, v in saved.items()}
+        return cls(**{k: v for k, v in saved.items() if k in cls.__dataclass_fields__})
 
     @property
     def run_dir(self) -> Path:
@@ -136,8 +145,9 @@ def settable_keys(cfg: TrainConfig) -> list:
 
 def with_overrides(cfg: TrainConfig, overrides=()) -> TrainConfig:
     """A new TrainConfig: `cfg` with the "key=value" overrides applied (a training field, or a model field as "key" or
-    "model.key"), each parsed against its field's type, then made and checked once, as a whole (so the order of the
-    overrides never matters: `dim=64 n_head=2` and `n_head=2 dim=64` are the same)."""
+    "model.key"; no model config has a field of the training config's names), each parsed against its field's type,
+    then made and checked once, as a whole (so the order of the overrides never matters: `dim=64 n_head=2` and
+    `n_head=2 dim=64` are the same)."""
     train = {f.name: getattr(cfg, f.name) for f in dataclasses.fields(cfg) if f.name != "model_config"}
     model = {f.name: getattr(cfg.model_config, f.name) for f in dataclasses.fields(cfg.model_config)}
     train_fields = {f.name: f for f in dataclasses.fields(cfg) if f.name != "model_config"}
@@ -146,7 +156,7 @@ def with_overrides(cfg: TrainConfig, overrides=()) -> TrainConfig:
         if "=" not in item:
             raise ValueError(f"--set expects key=value, got {item!r}")
         key, value = (s.strip() for s in item.split("=", 1))
-        to_model = key.startswith("model.")  # "model.ema": the model's field where a training field has that name
+        to_model = key.startswith("model.")  # "model.KEY": the model config's field, said explicitly
         key = key.removeprefix("model.")
         if key == "model" and value != cfg.model:  # another model kind needs another config: another recipe
             raise ValueError(f"--set model={value} would keep the {cfg.model} settings; start from a recipe of that "
@@ -154,19 +164,13 @@ def with_overrides(cfg: TrainConfig, overrides=()) -> TrainConfig:
         if to_model and key not in model_fields:
             raise ValueError(f"the {cfg.model} model's config has no field {key!r}; its fields: "
                              f"{', '.join(model_fields)}")
-        if key in train_fields and not (to_model and key in model_fields):
+        if key in train_fields and not to_model:
             target, f = train, train_fields[key]
         elif key in model_fields:
             target, f = model, model_fields[key]
         else:
             raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(settable_keys(cfg))}")
-        try:
-            target[key] = parse_value(value, f.type, key)
-        except ValueError as e:
-            if target is train and key in model_fields:  # e.g. ema: the weights' average or the VQ codebook's
-                raise ValueError(f"{e}. {key!r} names a training setting here; for the model's own {key!r} write "
-                                 f"model.{key}={value}") from None
-            raise
+        target[key] = parse_value(value, f.type, key)
     return TrainConfig(**train, model_config=type(cfg.model_config)(**model))
 
 

@@ -90,7 +90,7 @@ IMAGENET64_KL = IMAGENET64_VQVAE.like(
 
 # the emoji generators share one optimiser and length, and are about one size (~3 M parameters), so notebooks 05-08
 # compare models, not budgets; the 3,290 training emoji are few, hence dropout and the weights' average
-_EMOJI_GEN = dict(dataset="emoji", batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=0.05, ema=0.999,
+_EMOJI_GEN = dict(dataset="emoji", batch_size=64, lr=1e-3, warmup_steps=100, weight_decay=0.05, ema_weights=0.999,
                   max_steps=2000, eval_every=250, ckpt_every=250)
 _CIFAR_GEN = dict(dataset="cifar10", batch_size=256, lr=4e-4, warmup_steps=1000, weight_decay=0.05, max_steps=50_000,
                   eval_every=2500, ckpt_every=2500, num_workers=4)  # LlamaGen's AdamW settings
@@ -134,7 +134,7 @@ EMOJI_FLOWAR = Recipe(
     "FlowAR over the shipped emoji-kl's 8x8x4 latents (notebook 06; pretrained:emoji-flowar): scales 1-2-4-8, 2 + 2 "
     "AdaLN blocks of width 176 and FlowAR's transformer head, about emoji-var's size; no weights' average (the "
     "shipped run predates the option)",
-    "flowar", {**_EMOJI_GEN, "ema": 0.0, "tokenizer": "pretrained:emoji-kl"},
+    "flowar", {**_EMOJI_GEN, "ema_weights": 0.0, "tokenizer": "pretrained:emoji-kl"},
     dict(num_classes=9, dim=176, n_head=4, encoder_depth=2, decoder_depth=2, head="transformer", head_width=128,
          head_depth=2, dropout=0.1, guidance=2.0, sample_steps=25))
 CIFAR10_FLOWAR = Recipe(

@@ -18,7 +18,7 @@ def load_run(run_dir, map_location="cpu"):
     path = checkpoint_path(run_dir)
     ckpt = load_checkpoint(path, map_location)
     model = model_from_checkpoint(ckpt, path, map_location)
-    cfg = TrainConfig(**{k: v for k, v in ckpt["config"].items() if k in TrainConfig.__dataclass_fields__})
+    cfg = TrainConfig.from_saved(ckpt["config"])
     return model, cfg, model.tokenizer if cfg.tokenizer else None
 
 

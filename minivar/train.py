@@ -50,7 +50,7 @@ from .checkpoint import (
     set_rng_state,
     stopped,
 )
-from .config import TrainConfig
+from .config import RENAMED, TrainConfig
 from .data import StepBatches, flip_batch, preview_batch
 from .files import run_lock, write_json
 from .losses import AdversarialObjective, TokenizerLoss
@@ -159,13 +159,13 @@ def adamw(module, cfg: TrainConfig, lr=None, skip=frozenset()):
 
 class RunState:
     """What a checkpoint holds beside the config, and what a resume puts back: the weights, the optimizer, the
-    objective's own parts (a discriminator and its optimizer), the weights' moving average (cfg.ema > 0: what the
-    final metrics, sampling and minivar.load use), the step and the seconds trained."""
+    objective's own parts (a discriminator and its optimizer), the weights' moving average (cfg.ema_weights > 0: what
+    the final metrics, sampling and minivar.load use), the step and the seconds trained."""
 
-    def __init__(self, model, opt, objective, ema_decay: float):
+    def __init__(self, model, opt, objective, ema_weights: float):
         self.model, self.opt, self.objective = model, opt, objective
         self.ema = {k: v.detach().clone() for k, v in model.state_dict().items() if v.is_floating_point()} \
-            if ema_decay else None
+            if ema_weights else None
         self.step, self.elapsed = 0, 0.0
         self.saved_step, self.saved_time = 0, time.time()  # the last checkpoint's step, and when it was written
         self.mid_step = False  # True while an update is half applied (a checkpoint now would hold half a step)
@@ -217,7 +217,8 @@ def restore(ckpt_path, cfg: TrainConfig, state: RunState, tokenizer_checksum, de
         raise ValueError(f"{ckpt_path} was trained with model {saved['model']} {saved['model_config']}, "
                          f"which differs from the requested one; resume with the same recipe and --set "
                          f"options, or start a new run (--set name=...)")
-    check_resume(saved, cfg.to_dict(), run_dir)  # what it learns from stays; its budget may change
+    check_resume({RENAMED.get(k, k): v for k, v in saved.items()}, cfg.to_dict(), run_dir)  # what it learns from
+    # stays (under a field's current name); its budget may change
     try:
         state.load(ckpt)
     except RuntimeError as e:
@@ -257,7 +258,7 @@ def _train(cfg: TrainConfig, resume: bool, progress: bool, rank: int, world: int
     cfg.model_config = model.cfg  # a generator's config now holds what it read from its tokenizer
     train_set, test_set, flip = training_data(cfg, tokenizer, progress and rank == 0)
     opt = adamw(model, cfg, skip=model.no_weight_decay())
-    state = RunState(model, opt, make_objective(cfg, model, dev, distributed(world, dev)), cfg.ema)
+    state = RunState(model, opt, make_objective(cfg, model, dev, distributed(world, dev)), cfg.ema_weights)
     extra = {"tokenizer_checksum": weights_checksum(tokenizer)} if tokenizer is not None else {}
     rng = begin(cfg, state, extra, resume, dev, owner=rank == 0, say=progress and rank == 0)
 
@@ -325,7 +326,7 @@ def take_step(cfg: TrainConfig, state: RunState, x, labels, amp):
     metrics.update(state.objective.update(state.step, amp))  # the discriminator's turn, once it is on
     state.opt.step()
     if state.ema:
-        state.average(cfg.ema)
+        state.average(cfg.ema_weights)
     state.step += 1
     state.mid_step = False
     return loss, metrics, lr, grad_norm

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import signal
@@ -9,6 +10,8 @@ import minivar.train as train_module
 from minivar import recipes
 from minivar.__main__ import main
 from minivar.checkpoint import CheckpointError, load_checkpoint
+from minivar.config import TrainConfig
+from minivar.models import MODELS
 from minivar.train import StepBatches, lr_at, train
 from tests.helpers import crash_at_call, tiny_train_config
 
@@ -171,12 +174,17 @@ def test_recipes_and_overrides():
     with pytest.raises(ValueError, match="divisible"):
         recipes.get("emoji-vqvae", ["image_size=30"])
     # a name both configs have: plain means the training one, "model." the model's; a mix-up names the fix
-    cfg = recipes.get("emoji-vqvae", ["ema=0.99", "model.ema=true"])
-    assert cfg.ema == 0.99 and cfg.model_config.ema is True
-    with pytest.raises(ValueError, match="model.ema=true"):
-        recipes.get("emoji-vqvae", ["ema=true"])
-    with pytest.raises(ValueError, match="model.ema=true"):
-        recipes.get("emoji-vqvae", ["ema=1"])
+    cfg = recipes.get("emoji-vqvae", ["ema_weights=0.99", "ema=true"])  # the weights' average, the codebook's
+    assert cfg.ema_weights == 0.99 and cfg.model_config.ema is True
+    assert recipes.get("emoji-vqvae", ["model.ema=true"]).model_config.ema is True  # the model's field, explicitly
+    with pytest.raises(ValueError, match="ema_weights is the weights' moving average, a decay in"):
+        recipes.get("emoji-vqvae", ["ema_weights=1"])
+    for kind, cls in MODELS.items():  # so every --set key names one field: no model config reuses a training name
+        shared = {f.name for f in dataclasses.fields(cls.config_class)} & set(TrainConfig.__dataclass_fields__)
+        assert not shared, f"{kind}'s config shares {shared} with TrainConfig"
+    old = {**recipes.get("emoji-raster").to_dict(), "ema": 0.9}  # a checkpoint's config from before the rename
+    old.pop("ema_weights")
+    assert TrainConfig.from_saved(old).ema_weights == 0.9
     with pytest.raises(ValueError, match="no field 'lr'"):
         recipes.get("emoji-vqvae", ["model.lr=0.5"])
     for name in recipes.RECIPES:
@@ -220,10 +228,10 @@ def test_gan_and_perceptual_terms_train_and_resume(tmp_path, monkeypatch):
 
 
 def test_a_moving_average_of_the_weights_is_kept_saved_loaded_and_resumed_exactly(tmp_path, monkeypatch):
-    """cfg.ema > 0: ema <- d * ema + (1 - d) * weights after every step (d warms up to cfg.ema); load() and the
+    """cfg.ema_weights > 0: ema <- d * ema + (1 - d) * weights after every step (d warms up to it); load() and the
     final metrics use it, the raw weights resume training, and a killed run resumes to the same average."""
     from minivar import load
-    cfg = tiny_train_config(tmp_path / "a", max_steps=12, ckpt_every=5, eval_every=100, ema=0.7)
+    cfg = tiny_train_config(tmp_path / "a", max_steps=12, ckpt_every=5, eval_every=100, ema_weights=0.7)
     result = train(cfg, progress=False)
     ckpt = load_checkpoint(cfg.run_dir / "ckpt.pt")
     assert set(ckpt["ema"]) == {k for k, v in ckpt["model"].items() if v.is_floating_point()}
@@ -233,14 +241,14 @@ def test_a_moving_average_of_the_weights_is_kept_saved_loaded_and_resumed_exactl
     for k, v in ckpt["ema"].items():
         assert torch.equal(loaded[k], v) and torch.equal(result["model"].state_dict()[k], v), k
     # the recursion itself, one step further by hand: ema_13 = d ema_12 + (1 - d) w_13, d = min(0.7, 13 / 22)
-    more = tiny_train_config(tmp_path / "a", max_steps=13, ckpt_every=5, eval_every=100, ema=0.7)
+    more = tiny_train_config(tmp_path / "a", max_steps=13, ckpt_every=5, eval_every=100, ema_weights=0.7)
     train(more, resume=True, progress=False)
     ckpt13 = load_checkpoint(cfg.run_dir / "ckpt.pt")
     k = changed[0]
-    d = min(0.7, 13 / 22)  # the decay warms up: (1 + t) / (10 + t) until it reaches cfg.ema
+    d = min(0.7, 13 / 22)  # the decay warms up: (1 + t) / (10 + t) until it reaches cfg.ema_weights
     torch.testing.assert_close(ckpt13["ema"][k], d * ckpt["ema"][k] + (1 - d) * ckpt13["model"][k])
 
-    killed = tiny_train_config(tmp_path / "b", max_steps=12, ckpt_every=5, eval_every=100, ema=0.7)
+    killed = tiny_train_config(tmp_path / "b", max_steps=12, ckpt_every=5, eval_every=100, ema_weights=0.7)
     crash_at_call(monkeypatch, 9, RuntimeError("killed"))
     with pytest.raises(RuntimeError, match="killed"):
         train(killed, progress=False)
@@ -249,5 +257,5 @@ def test_a_moving_average_of_the_weights_is_kept_saved_loaded_and_resumed_exactl
     again = load_checkpoint(killed.run_dir / "ckpt.pt")
     for k, v in ckpt["ema"].items():
         assert torch.equal(again["ema"][k], v), f"{k}: the resumed run's average differs"
-    with pytest.raises(ValueError, match="a decay in \\[0, 1\\).*--set ema=0.999"):
-        tiny_train_config(tmp_path / "c", ema=1.0).check_numbers()
+    with pytest.raises(ValueError, match="a decay in \\[0, 1\\).*--set ema_weights=0.999"):
+        tiny_train_config(tmp_path / "c", ema_weights=1.0).check_numbers()
