@@ -17,15 +17,6 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 BLANK = 'raise NotImplementedError("your code here")'  # what the student copy leaves where a solution was
 
 
-def pytest_collection_modifyitems(config, items):
-    # Under `--dist loadgroup` (the README's command) a worker takes a test file at a time, and all the notebooks
-    # together: notebooks share run folders (a smoke run one trains, another loads), which one process owns at a time.
-    if config.getoption("dist", default="no") == "loadgroup":
-        for item in items:
-            group = "notebooks" if item.path.suffix == ".ipynb" else str(item.path)
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
 def pytest_collect_file(parent, file_path):
     # Without --nbmake (the student copy's settings, see minivar/course.py), a notebook runs here instead: cell by
     # cell up to its first blank, so a fresh copy passes and each blank filled lets the notebook run further.

@@ -34,7 +34,7 @@ import torch
 
 from . import checkpoint, models, smoke
 from .checkpoint import PRETRAINED, file_sha256, read_log, save_checkpoint, shipped_manifest, shipped_names
-from .files import write_json, write_text
+from .files import FolderInUse, write_json, write_text
 from .models import Generator, Tokenizer, weights_checksum
 from .recipes import get as get_recipe
 from .runs import load_run
@@ -88,8 +88,24 @@ def load_or_train(recipe: str, train: bool = False, minutes: float = 8.0, sets=(
         print(f"no shipped checkpoint named {name!r}: training it here for {minutes:g} minutes")
     cfg = get_recipe(recipe, [f"name={name}{'-smoke' if smoke() else '-here'}", f"minutes={minutes}",
                               "max_steps=100000", *sets])
-    result = train_run(cfg, resume=True)
+    result = train_waiting_for_others(cfg)
     return result["model"].eval(), read_log(cfg.run_dir / "metrics.jsonl"), str(cfg.run_dir)
+
+
+def train_waiting_for_others(cfg, patience_minutes: float = 60.0) -> dict:
+    """train(cfg, resume=True); while another process owns the run (another notebook training the same run, a second
+    test worker), wait for it to finish, then continue (usually: load) what it trained."""
+    deadline, said = time.monotonic() + 60 * patience_minutes, False
+    while True:
+        try:
+            return train_run(cfg, resume=True)
+        except FolderInUse as e:
+            if time.monotonic() > deadline:
+                raise
+            if not said:
+                print(f"{e}\nwaiting for it (up to {patience_minutes:g} minutes), then loading what it trained")
+                said = True
+            time.sleep(2)
 
 
 # ---------------------------------------------------------------- measuring and exporting (maintainers)

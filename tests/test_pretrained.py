@@ -201,3 +201,22 @@ def test_generation_frames_end_on_the_sample_the_generator_draws(name, n_frames)
     assert torch.allclose(frames[-1][1], final, atol=1e-5)  # the last frame is the finished sample
     if name in ("emoji-raster", "emoji-rar"):  # earlier frames: the same image, the undrawn rows greyed out
         assert torch.equal(frames[3][1][:, :16], final[:, :16]) and (frames[3][1][:, 16:] == 0.6).all()
+
+
+def test_a_run_another_process_is_training_is_waited_for_then_loaded(tmp_path, capsys):
+    """Two notebooks (or test workers) training the same smoke run: the second waits for the first's lock, then
+    continues (here: finishes) the run instead of failing."""
+    import subprocess
+    import sys
+
+    from minivar.pretrained import train_waiting_for_others
+    cfg = tiny_train_config(tmp_path, max_steps=2, eval_every=100, ckpt_every=100)
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom minivar.files import run_lock\n"
+                               "lock = run_lock(sys.argv[1]).__enter__()\nprint('held', flush=True)\ntime.sleep(3)",
+                               str(cfg.run_dir)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        result = train_waiting_for_others(cfg, patience_minutes=2)
+    finally:
+        holder.wait(timeout=60)
+    assert result["step"] == 2 and "is in use by process" in capsys.readouterr().out
