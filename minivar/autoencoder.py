@@ -225,6 +225,8 @@ class VQVAE(Tokenizer):
                 "image_size": c.image_size}
 
     def quantize(self, images):
+        """Images in [-1, 1] -> (z_q (B, C, h, w) with the straight-through gradient, tokens (B, h, w), the VQ loss,
+        stats): the VectorQuantizer's output (MaskGITVQ.quantize returns the same four)."""
         self.check_images(images)
         return self.quantizer(self.quant_conv(self.encoder(images)))
 

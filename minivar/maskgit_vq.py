@@ -145,12 +145,15 @@ class MaskGITVQ(Tokenizer):
                 "image_size": c.image_size}
 
     def quantize(self, images):
-        """Images in [-1, 1] -> (encoder output z (B, C, h, w), tokens (B, h, w))."""
+        """Images in [-1, 1] -> (z_q (B, C, h, w) with the straight-through gradient, tokens (B, h, w), the VQ loss,
+        stats): what VQVAE.quantize returns. The loss is the release's: codebook term + beta * commitment term."""
         self.check_images(images)
         z = self.encoder((images + 1) / 2)  # the release's encoder reads [0, 1]
         B, C, h, w = z.shape
-        tokens = nearest_code(z.permute(0, 2, 3, 1).reshape(-1, C), self.codebook.weight)
-        return z, tokens.view(B, h, w)
+        tokens = nearest_code(z.permute(0, 2, 3, 1).reshape(-1, C), self.codebook.weight).view(B, h, w)
+        zq = self.codebook(tokens).permute(0, 3, 1, 2)
+        vq = F.mse_loss(zq.detach(), z) + self.cfg.beta * F.mse_loss(zq, z.detach())
+        return z + (zq - z).detach(), tokens, vq, {}
 
     @torch.no_grad()
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -176,11 +179,9 @@ class MaskGITVQ(Tokenizer):
     def forward(self, images):
         """-> reconstructions in [-1, 1], losses {"recon", "vq", "total"}, stats: VQ-VAE training with the
         release's commitment loss and straight-through gradients (for fine-tuning; RAR uses it frozen)."""
-        z, tokens = self.quantize(images)
-        zq = self.codebook(tokens).permute(0, 3, 1, 2)
-        vq = F.mse_loss(zq.detach(), z) + self.cfg.beta * F.mse_loss(zq, z.detach())  # (the release's weighting)
-        recon = self.decoder(z + (zq - z).detach()) * 2 - 1
-        return recon, reconstruction_losses(recon, images, vq), {}
+        z_q, _, vq, stats = self.quantize(images)
+        recon = self.decoder(z_q) * 2 - 1
+        return recon, reconstruction_losses(recon, images, vq), stats
 
 
 __all__ = ["MaskGITVQConfig", "MaskGITVQ"]
