@@ -94,6 +94,7 @@ _EMOJI_GEN = dict(dataset="emoji", batch_size=64, lr=1e-3, warmup_steps=100, wei
                   max_steps=2000, eval_every=250, ckpt_every=250)
 _CIFAR_GEN = dict(dataset="cifar10", batch_size=256, lr=4e-4, warmup_steps=1000, weight_decay=0.05, max_steps=50_000,
                   eval_every=2500, ckpt_every=2500, num_workers=4)  # LlamaGen's AdamW settings
+_RAR_B_OPTIMISER = dict(betas=(0.9, 0.96), weight_decay=0.03)  # RAR-B's AdamW, for the GPU RAR recipes
 _IMAGENET64_GEN = dict(dataset="imagenet64", batch_size=256, lr=4e-4, warmup_steps=2000, weight_decay=0.05,
                        max_steps=300_000, eval_every=10_000, ckpt_every=5000, num_workers=8)
 
@@ -159,12 +160,12 @@ EMOJI_RAR = Recipe(
 CIFAR10_RAR = Recipe(
     "cifar10-raster's width and depth in RAR's blocks over cifar10-vqvae's maps; RAR-B's optimiser (betas 0.9/0.96, "
     "weight decay 0.03)",
-    "rar", {**_CIFAR_GEN, "tokenizer": "runs/cifar10-vqvae", "betas": (0.9, 0.96), "weight_decay": 0.03},
+    "rar", {**_CIFAR_GEN, **_RAR_B_OPTIMISER, "tokenizer": "runs/cifar10-vqvae"},
     dict(num_classes=10, dim=512, n_layer=12, n_head=8, guidance=2.0))
 IMAGENET64_RAR = Recipe(
     "RAR-B's blocks at half its depth (768 wide, 12 layers, 16 heads) over imagenet64-vqvae's maps; RAR-B's optimiser "
     "and anneal window (RAR-B samples with guidance 16 and power 2.75 at 256 px)",
-    "rar", {**_IMAGENET64_GEN, "tokenizer": "runs/imagenet64-vqvae", "betas": (0.9, 0.96), "weight_decay": 0.03},
+    "rar", {**_IMAGENET64_GEN, **_RAR_B_OPTIMISER, "tokenizer": "runs/imagenet64-vqvae"},
     dict(num_classes=1000, dim=768, n_layer=12, n_head=16, guidance=4.0, guidance_power=1.0))
 
 RECIPES = {
