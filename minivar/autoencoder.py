@@ -1,6 +1,6 @@
 """The VQ-VAE tokenizer: a VQGAN-style CNN encoder, a vector quantizer, and a mirrored decoder.
 
-    image (B, 3, H, W) --Encoder--> (B, z_channels, h, w) --1x1 conv--> z (B, embed_dim, h, w)
+    image (B, 3, H, W) --Encoder--> (B, z_channels, h, w) --1x1 conv--> z (B, code_dim, h, w)
       --VQ--> tokens (B, h, w) / z_q --1x1 conv--> --Decoder--> image (B, 3, H, W)
 
 with h = H / 2**(len(ch_mult) - 1). The blocks follow taming-transformers' VQGAN, which LlamaGen's and
@@ -26,13 +26,15 @@ from .vq import VectorQuantizer
 
 @dataclass
 class VQVAEConfig:
+    renamed = {"embed_dim": "code_dim"}  # fields of checkpoints from an older minivar, old -> new (models.py)
+
     image_size: int = 32  # input images are (3, image_size, image_size) in [-1, 1]
     ch: int = 64  # width of the first (full-resolution) level; the main cost on a CPU
     ch_mult: tuple = (1, 2, 2)  # width multiplier per level; len - 1 = number of 2x downsamplings
     num_res_blocks: int = 1  # ResNet blocks per encoder level (VQGAN / LlamaGen: 2; the decoder has one more)
     attn: bool = False  # self-attention at the lowest resolution: mid block + after its ResNet blocks (VQGAN)
     z_channels: int = 64  # encoder output / decoder input width
-    embed_dim: int = 64  # code dimension: quant_conv maps z_channels -> embed_dim (ViT-VQGAN's factorized codes)
+    code_dim: int = 64  # code dimension: quant_conv maps z_channels -> code_dim (ViT-VQGAN's factorized codes)
     codebook_size: int = 512  # K: number of codes, i.e. the vocabulary of the generators
     beta: float = 0.25  # commitment weight (VQ-VAE paper, LlamaGen)
     codebook_init: str = "uniform"  # "uniform": tiny codes in +-1/K (taming, LlamaGen); "data": first batch's z
@@ -51,14 +53,14 @@ class VQVAEConfig:
             raise ValueError(f"unknown codebook_init {self.codebook_init!r}; choose uniform or data")
 
     @property
-    def latent_size(self) -> int:
+    def grid(self) -> int:
         return self.image_size // 2 ** (len(self.ch_mult) - 1)
 
 
 def check_autoencoder_config(cfg):
     """What every autoencoder config of the course must satisfy (VQ and KL alike)."""
     cfg.ch_mult = tuple(cfg.ch_mult)
-    sizes = ("image_size", "ch", "z_channels", "embed_dim", "codebook_size")
+    sizes = ("image_size", "ch", "z_channels", "code_dim", "codebook_size", "latent_channels")
     for key in [k for k in sizes if hasattr(cfg, k)]:
         value = getattr(cfg, key)
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -211,18 +213,16 @@ class VQVAE(Tokenizer):
     def __init__(self, cfg: VQVAEConfig):
         super().__init__(cfg)
         self.encoder, self.decoder = vqgan_encoder_decoder(cfg)
-        self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, 1)
-        self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.embed_dim, cfg.beta, l2_norm=cfg.l2_norm, ema=cfg.ema,
+        self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.code_dim, 1)
+        self.quantizer = VectorQuantizer(cfg.codebook_size, cfg.code_dim, cfg.beta, l2_norm=cfg.l2_norm, ema=cfg.ema,
                                          ema_decay=cfg.ema_decay, restart_after=cfg.restart_after,
                                          entropy_weight=cfg.entropy_weight, rotation_trick=cfg.rotation_trick,
                                          init=cfg.codebook_init)
-        self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, 1)
+        self.post_quant_conv = nn.Conv2d(cfg.code_dim, cfg.z_channels, 1)
 
-    def code_format(self) -> dict:
-        """What a generator over these tokens reads from the tokenizer (models.Generator.bind)."""
-        c = self.cfg
-        return {"vocab_size": c.codebook_size, "grid": c.latent_size, "code_dim": c.embed_dim,
-                "image_size": c.image_size}
+    @property
+    def last_layer(self) -> nn.Parameter:  # where the GAN's adaptive weight compares gradients: the decoder's last conv
+        return self.decoder.conv_out.weight
 
     def quantize(self, images):
         """Images in [-1, 1] -> (z_q (B, C, h, w) with the straight-through gradient, tokens (B, h, w), the VQ loss,

@@ -66,7 +66,7 @@ class TrainConfig:
         if self.model_config is None:
             self.model_config = cls.config_class()
         if isinstance(self.model_config, dict):
-            self.model_config = cls.config_class(**self.model_config)
+            self.model_config = cls.config_from(self.model_config)
         if type(self.model_config) is not cls.config_class:
             raise ValueError(f"model {self.model!r} takes a {cls.config_class.__name__}, not a "
                              f"{type(self.model_config).__name__}: start from a recipe of that model instead of "
@@ -169,6 +169,9 @@ def with_overrides(cfg: TrainConfig, overrides=()) -> TrainConfig:
         elif key in model_fields:
             target, f = model, model_fields[key]
         else:
+            renamed = {**RENAMED, **getattr(type(cfg.model_config), "renamed", {})}
+            if key in renamed:  # a name from an older minivar (or its notes)
+                raise ValueError(f"{key} is called {renamed[key]} now: --set {renamed[key]}={value}")
             raise ValueError(f"unknown key {key!r}; valid keys: {', '.join(settable_keys(cfg))}")
         target[key] = parse_value(value, f.type, key)
     return TrainConfig(**train, model_config=type(cfg.model_config)(**model))

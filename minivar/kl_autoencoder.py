@@ -14,7 +14,7 @@ times a `latent_scale` (FlowAR multiplies MAR's KL-16 latents by 0.2325 = 1 / 4.
 that is 0, estimated from the data while the tokenizer trains (a running average of 1 / std of the latents,
 kept in the checkpoint like BatchNorm's statistics).
 
-    tok = KLAutoencoder(KLAutoencoderConfig(image_size=32, z_channels=4))
+    tok = KLAutoencoder(KLAutoencoderConfig(image_size=32, latent_channels=4))
     latents = tok.encode(images)        # (B, 4, 8, 8) floats, scaled to about unit std
     images = tok.decode(latents)        # (B, 3, 32, 32)
 
@@ -34,11 +34,13 @@ from .models import Tokenizer, register
 
 @dataclass
 class KLAutoencoderConfig:
+    renamed = {"z_channels": "latent_channels"}  # fields of checkpoints from an older minivar, old -> new
+
     image_size: int = 32  # input images are (3, image_size, image_size) in [-1, 1]
     ch: int = 32  # width of the full-resolution level (MAR's KL-16: 128)
     ch_mult: tuple = (1, 2, 2)  # len - 1 = number of 2x downsamplings (KL-16: (1, 1, 2, 2, 4))
     num_res_blocks: int = 1  # ResNet blocks per encoder level (KL-16: 2; the decoder has one more)
-    z_channels: int = 4  # latent channels C (KL-16: 16)
+    latent_channels: int = 4  # latent channels C (KL-16: 16)
     encoder_attn: bool = False  # self-attention at the encoder's lowest resolution (KL-16: yes, at 16x16)
     mid_attn: bool = True  # self-attention in the middle blocks of encoder and decoder (LDM, MAR)
     dropout: float = 0.0
@@ -52,15 +54,17 @@ class KLAutoencoderConfig:
             raise ValueError("latent_scale and kl_weight must be >= 0")
 
     @property
-    def latent_size(self) -> int:
+    def grid(self) -> int:
         return self.image_size // 2 ** (len(self.ch_mult) - 1)
 
 
 @register("klvae", KLAutoencoderConfig)
 class KLAutoencoder(Tokenizer):
+    code_fields = ("latent_channels", "grid", "image_size")  # continuous latents: no codebook
+
     def __init__(self, cfg: KLAutoencoderConfig):
         super().__init__(cfg)
-        C = cfg.z_channels
+        C = cfg.latent_channels
         self.encoder = Encoder(cfg.ch, cfg.ch_mult, cfg.num_res_blocks, 2 * C, cfg.encoder_attn, cfg.mid_attn,
                                cfg.dropout)  # 2C: a mean and a log-variance per latent channel
         self.decoder = Decoder(cfg.ch, cfg.ch_mult, cfg.num_res_blocks, C, False, cfg.mid_attn, cfg.dropout)
@@ -69,10 +73,9 @@ class KLAutoencoder(Tokenizer):
         self.register_buffer("latent_scale", torch.tensor(cfg.latent_scale or 1.0))
         self.register_buffer("scale_updates", torch.tensor(0))  # how many batches the running estimate has seen
 
-    def code_format(self) -> dict:
-        """What a generator over these latents reads from the tokenizer (models.Generator.bind)."""
-        c = self.cfg
-        return {"latent_channels": c.z_channels, "grid": c.latent_size, "image_size": c.image_size}
+    @property
+    def last_layer(self) -> nn.Parameter:  # where the GAN's adaptive weight compares gradients: the decoder's last conv
+        return self.decoder.conv_out.weight
 
     def encode_moments(self, images: torch.Tensor):
         """Images in [-1, 1] -> the posterior's (mean, logvar), each (B, C, h, w), unscaled (logvar clamped to
@@ -93,7 +96,7 @@ class KLAutoencoder(Tokenizer):
     @torch.no_grad()
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         """Codes (scaled latents, what encode and the generators give) -> images."""
-        C, s = self.cfg.z_channels, self.cfg.latent_size
+        C, s = self.cfg.latent_channels, self.cfg.grid
         if codes.ndim != 4 or tuple(codes.shape[1:]) != (C, s, s) or not codes.is_floating_point():
             raise ValueError(f"expected float latents of shape (B, {C}, {s}, {s}), got {codes.dtype} "
                              f"{tuple(codes.shape)}" + ("; one latent without batch axis: latents[None]"

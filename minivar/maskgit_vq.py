@@ -33,11 +33,13 @@ from .vq import nearest_code
 
 @dataclass
 class MaskGITVQConfig:
+    renamed = {"z_channels": "code_dim"}  # fields of checkpoints from an older minivar, old -> new (models.py)
+
     image_size: int = 256  # input images are (3, image_size, image_size) in [-1, 1]
     ch: int = 128  # the release's hidden_channels
     ch_mult: tuple = (1, 1, 2, 2, 4)  # channel_mult; len - 1 = number of 2x downsamplings
     num_res_blocks: int = 2
-    z_channels: int = 256  # = the code dimension (the quantizer reads the encoder's output directly)
+    code_dim: int = 256  # the release's z_channels: the quantizer reads the encoder's output directly
     codebook_size: int = 1024
     beta: float = 0.25  # the release's commitment_cost: it weights the *codebook* term, the encoder's has weight 1
     dropout: float = 0.0
@@ -50,7 +52,7 @@ class MaskGITVQConfig:
             raise ValueError(f"image_size {self.image_size} is not divisible by 2^{len(self.ch_mult) - 1}")
 
     @property
-    def latent_size(self) -> int:
+    def grid(self) -> int:
         return self.image_size // 2 ** (len(self.ch_mult) - 1)
 
 
@@ -91,7 +93,7 @@ class Encoder(nn.Module):
                 c = w
             self.levels.append(blocks)
         self.mid = nn.Sequential(*[ResBlock(c, c, cfg.dropout) for _ in range(cfg.num_res_blocks)])
-        self.norm_out, self.conv_out = group_norm(c), nn.Conv2d(c, cfg.z_channels, 1)
+        self.norm_out, self.conv_out = group_norm(c), nn.Conv2d(c, cfg.code_dim, 1)
 
     def forward(self, x):
         x = self.conv_in(x)
@@ -108,7 +110,7 @@ class Decoder(nn.Module):
         super().__init__()
         widths = [cfg.ch * m for m in cfg.ch_mult]
         c = widths[-1]
-        self.conv_in = nn.Conv2d(cfg.z_channels, c, 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.code_dim, c, 3, padding=1)
         self.mid = nn.Sequential(*[ResBlock(c, c, cfg.dropout) for _ in range(cfg.num_res_blocks)])
         self.levels = nn.ModuleList()  # coarsest first
         self.upsample = nn.ModuleList()
@@ -136,13 +138,12 @@ class MaskGITVQ(Tokenizer):
     def __init__(self, cfg: MaskGITVQConfig):
         super().__init__(cfg)
         self.encoder, self.decoder = Encoder(cfg), Decoder(cfg)
-        self.codebook = nn.Embedding(cfg.codebook_size, cfg.z_channels)
+        self.codebook = nn.Embedding(cfg.codebook_size, cfg.code_dim)
         nn.init.uniform_(self.codebook.weight, -1.0 / cfg.codebook_size, 1.0 / cfg.codebook_size)
 
-    def code_format(self) -> dict:
-        c = self.cfg
-        return {"vocab_size": c.codebook_size, "grid": c.latent_size, "code_dim": c.z_channels,
-                "image_size": c.image_size}
+    @property
+    def last_layer(self) -> nn.Parameter:  # where the GAN's adaptive weight compares gradients: the decoder's last conv
+        return self.decoder.conv_out.weight
 
     def quantize(self, images):
         """Images in [-1, 1] -> (z_q (B, C, h, w) with the straight-through gradient, tokens (B, h, w), the VQ loss,
@@ -160,7 +161,7 @@ class MaskGITVQ(Tokenizer):
         return self.quantize(images)[1]
 
     def check_tokens(self, tokens):
-        s, V = self.cfg.latent_size, self.cfg.codebook_size
+        s, V = self.cfg.grid, self.cfg.codebook_size
         if tokens.dtype != torch.long or tokens.ndim != 3 or tokens.shape[1:] != (s, s):
             raise ValueError(f"expected token maps as a LongTensor (B, {s}, {s}), got {tokens.dtype} "
                              f"{tuple(tokens.shape)}")

@@ -15,6 +15,7 @@
 
 import torch
 
+from .models import Tokenizer
 from .vq import usage_stats
 
 
@@ -180,6 +181,14 @@ def rfid(real: torch.Tensor, fake: torch.Tensor) -> float:
 
 # ---------------------------------------------------------------------------- tokenizer evaluation
 
+def evaluate_model(model, loader, max_batches=None) -> dict:
+    """What the training loop reports on the test set: a tokenizer's reconstruction metrics (evaluate_tokenizer
+    below), a generator's own evaluate() (its test loss)."""
+    if isinstance(model, Tokenizer):
+        return evaluate_tokenizer(model, loader, model.device, max_batches)
+    return model.evaluate(loader, max_batches)
+
+
 @torch.no_grad()
 def evaluate_tokenizer(model, loader, device="cpu", max_batches=None, fd=False) -> dict:
     """Test-set PSNR and SSIM of reconstructions (each image encoded and decoded once), codebook usage /
@@ -204,7 +213,7 @@ def evaluate_tokenizer(model, loader, device="cpu", max_batches=None, fd=False) 
     result = {"psnr": torch.cat(psnrs).mean().item(), "ssim": torch.cat(ssims).mean().item()}
     tokens = torch.cat(tokens)
     if not tokens.is_floating_point():
-        stats = usage_stats(tokens, model.code_format()["vocab_size"])
+        stats = usage_stats(tokens, model.code_format()["codebook_size"])
         result.update(usage=stats["usage"].item(), perplexity=stats["perplexity"].item())
     if fd:
         result["fd_emoji"] = fd_emoji(torch.cat(reals), torch.cat(recons))

@@ -7,15 +7,17 @@ subclasses `Tokenizer` or `Generator`, carries `@register("kind", ConfigClass)`,
 
     all models     loss(batch, progress) -> (loss, metrics)   batch = (x, labels); progress in [0, 1] = how far
                                                                the run is (RAR anneals its orders on it)
-                   evaluate(loader, max_batches) -> dict       test metrics (PSNR..., or the test loss)
                    preview(batch, generator) -> images         2 rows in [-1, 1]: images over their reconstructions,
                                                                or two samples for each of the batch's labels
     tokenizers     encode(images) -> codes                     token maps (B, h, w), per-scale lists, or latents
                    decode(codes) -> images                     what encode returns, back to (B, 3, H, W)
-                   code_format() -> dict                       what generators take from it: vocab_size, grid, ...
+                   code_format() -> dict                       its config's `code_fields`: codebook_size, grid, ...
                    last_layer                                  the decoder's last weight (the GAN's adaptive weight)
-    generators     bind(tokenizer)                             the tokenizer is the source of truth for vocab_size,
-                                                               grid, scales, code_dim: they are read from it
+    generators     bind(tokenizer)                             the tokenizer is the source of truth for codebook_size,
+                                                               grid, scales, code_dim: a generator's config fields
+                                                               of the same names are read from it
+                   evaluate(loader, max_batches) -> dict       the test loss (a tokenizer's test metrics, PSNR...,
+                                                               are metrics.evaluate_tokenizer's: metrics.evaluate_model)
                    options_class                               its SamplingOptions dataclass (sampling.py): every
                                                                knob of its sampler, with help; the CLI's flags
                    generate(labels, options, **overrides)      codes the bound tokenizer's decode takes; overrides
@@ -47,7 +49,6 @@ from .checkpoint import (
     shipped_manifest,
     state_checksum,
 )
-from .metrics import evaluate_tokenizer
 from .sampling import GuidanceSchedule, SamplingOptions
 
 MODELS = {}  # kind (the name in recipes and checkpoints) -> model class; filled by @register
@@ -78,12 +79,17 @@ class Model(nn.Module):
         super().__init__()
         self.cfg = cfg
 
+    @classmethod
+    def config_from(cls, fields: dict):
+        """This kind's config from a dict: a recipe's, or a checkpoint's from any version of minivar (a field renamed
+        since, listed in the config class's `renamed` as old -> new, takes its new name: `vocab_size` is a generator's
+        `codebook_size`, the name its tokenizer gives it)."""
+        renamed = getattr(cls.config_class, "renamed", {})
+        return cls.config_class(**{renamed.get(k, k): v for k, v in fields.items()})
+
     def loss(self, batch, progress: float = 0.0):
         """(x, labels) -> (scalar loss to minimise, {name: detached 0-d tensor}); no .item() here: the loop reads
         the numbers only when it logs (a GPU would otherwise wait for the CPU at every step)."""
-        raise NotImplementedError
-
-    def evaluate(self, loader, max_batches=None) -> dict:
         raise NotImplementedError
 
     def preview(self, batch, generator=None) -> torch.Tensor:
@@ -134,8 +140,12 @@ class Tokenizer(Model):
     def decode(self, codes) -> torch.Tensor:
         raise NotImplementedError
 
+    code_fields = ("codebook_size", "grid", "code_dim", "image_size")  # what a generator over its codes reads
+
     def code_format(self) -> dict:
-        raise NotImplementedError
+        """What a generator reads from this tokenizer (Generator.bind): its config's `code_fields`, by the same names
+        as the generator config's fields they fill."""
+        return {name: getattr(self.cfg, name) for name in self.code_fields}
 
     @property
     def tokenizer(self):
@@ -143,17 +153,16 @@ class Tokenizer(Model):
 
     @property
     def last_layer(self) -> nn.Parameter:
-        """The weight the GAN's adaptive weight compares gradients at (taming: the decoder's last conv)."""
-        return self.decoder.conv_out.weight
+        """The weight the GAN's adaptive weight compares gradients at (taming: the decoder's last conv); each
+        tokenizer names its own."""
+        raise NotImplementedError(f"{type(self).__name__} names no last_layer, which the GAN's adaptive weight "
+                                  f"needs: define it (its decoder's last weight), or train with disc_weight=0")
 
     def loss(self, batch, progress: float = 0.0):
         images, _ = batch
         _, losses, stats = self(images)
         total = losses["total"]
         return total, {**{k: v.detach() for k, v in losses.items() if k != "total"}, **stats}
-
-    def evaluate(self, loader, max_batches=None) -> dict:
-        return evaluate_tokenizer(self, loader, self.device, max_batches)
 
     @torch.no_grad()
     def preview(self, batch, generator=None) -> torch.Tensor:
@@ -170,7 +179,7 @@ class Generator(Model):
     """Class labels -> codes of a bound tokenizer. Subclasses implement loss and generate, and name in
     `from_tokenizer` the config fields they read from the tokenizer's code_format()."""
 
-    from_tokenizer = ("vocab_size", "grid")
+    from_tokenizer = ("codebook_size", "grid")
     options_class = SamplingOptions  # a subclass names its own (TokenSampling, FlowARSampling, ...)
 
     def __init__(self, cfg):
@@ -388,7 +397,7 @@ def model_from_checkpoint(ckpt: dict, ckpt_path: Path, map_location="cpu") -> Mo
                               f"({', '.join(MODELS)})")
     cls = MODELS[kind]
     try:
-        model = cls(cls.config_class(**saved["model_config"]))
+        model = cls(cls.config_from(saved["model_config"]))
         model.load_state_dict({**ckpt["model"], **ckpt.get("ema", {})})  # the weights' moving average, if kept
     except (TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{ckpt_path} does not fit this version of minivar's {kind} ({e}); train it again "

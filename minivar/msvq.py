@@ -194,8 +194,8 @@ class MultiScaleVQVAEConfig(VQVAEConfig):
         self.scales = tuple(self.scales)
         if not self.scales or not all(isinstance(s, int) and not isinstance(s, bool) and s > 0 for s in self.scales):
             raise ValueError(f"scales must be whole numbers of tokens per side, e.g. 1,2,3,4,6,8; got {self.scales}")
-        if list(self.scales) != sorted(set(self.scales)) or self.scales[-1] != self.latent_size:
-            raise ValueError(f"scales must increase and end at the latent size {self.latent_size} "
+        if list(self.scales) != sorted(set(self.scales)) or self.scales[-1] != self.grid:
+            raise ValueError(f"scales must increase and end at the latent grid {self.grid} "
                              f"(image_size / 2**(len(ch_mult)-1)), got {self.scales}")
         single_scale_only = self.ema or self.restart_after or self.entropy_weight or self.rotation_trick
         if single_scale_only or self.codebook_init != "uniform":
@@ -209,23 +209,23 @@ class MultiScaleVQVAEConfig(VQVAEConfig):
 
 @register("msvqvae", MultiScaleVQVAEConfig)
 class MultiScaleVQVAE(Tokenizer):
+    code_fields = Tokenizer.code_fields + ("scales",)  # a next-scale generator reads the scales too
+
     def __init__(self, cfg: MultiScaleVQVAEConfig):
         super().__init__(cfg)
         self.encoder, self.decoder = vqgan_encoder_decoder(cfg)
         pad = cfg.quant_kernel // 2
-        self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.embed_dim, cfg.quant_kernel, padding=pad)
-        self.quantizer = MultiScaleQuantizer(cfg.codebook_size, cfg.embed_dim, cfg.scales, cfg.beta, cfg.phi_ratio,
+        self.quant_conv = nn.Conv2d(cfg.z_channels, cfg.code_dim, cfg.quant_kernel, padding=pad)
+        self.quantizer = MultiScaleQuantizer(cfg.codebook_size, cfg.code_dim, cfg.scales, cfg.beta, cfg.phi_ratio,
                                              cfg.n_phi, cfg.l2_norm)
-        self.post_quant_conv = nn.Conv2d(cfg.embed_dim, cfg.z_channels, cfg.quant_kernel, padding=pad)
+        self.post_quant_conv = nn.Conv2d(cfg.code_dim, cfg.z_channels, cfg.quant_kernel, padding=pad)
 
-    def code_format(self) -> dict:
-        """What a next-scale generator reads from this tokenizer (models.Generator.bind)."""
-        c = self.cfg
-        return {"vocab_size": c.codebook_size, "grid": c.latent_size, "scales": c.scales, "code_dim": c.embed_dim,
-                "image_size": c.image_size}
+    @property
+    def last_layer(self) -> nn.Parameter:  # where the GAN's adaptive weight compares gradients: the decoder's last conv
+        return self.decoder.conv_out.weight
 
     def latent(self, images):
-        """Images -> the continuous latent f (B, embed_dim, h, w) the quantizer works on."""
+        """Images -> the continuous latent f (B, code_dim, h, w) the quantizer works on."""
         self.check_images(images)
         return self.quant_conv(self.encoder(images))
 

@@ -98,7 +98,7 @@ def load_llamagen_vq(state_dict: dict, **official_model_args) -> VQVAE:
         raise ValueError("only norm_type='group' and resamp_with_conv=True (LlamaGen's defaults) are supported")
     cfg = VQVAEConfig(image_size=args["image_size"], ch=args["ch"], ch_mult=tuple(args["encoder_ch_mult"]),
                       num_res_blocks=args["num_res_blocks"], attn=True, z_channels=args["z_channels"],
-                      embed_dim=args["codebook_embed_dim"], codebook_size=args["codebook_size"],
+                      code_dim=args["codebook_embed_dim"], codebook_size=args["codebook_size"],
                       beta=args["commit_loss_beta"], l2_norm=args["codebook_l2_norm"],
                       entropy_weight=args["entropy_loss_ratio"], dropout=args["dropout_p"])
     model = VQVAE(cfg)
@@ -136,7 +136,7 @@ def load_llamagen_gpt(state_dict: dict, **official_model_args) -> RasterAR:
     grid = math.isqrt(args["block_size"])
     if grid * grid != args["block_size"]:
         raise ValueError(f"block_size must be a square number of tokens (grid x grid), got {args['block_size']}")
-    cfg = RasterARConfig(vocab_size=args["vocab_size"], grid=grid, num_classes=args["num_classes"], dim=args["dim"],
+    cfg = RasterARConfig(codebook_size=args["vocab_size"], grid=grid, num_classes=args["num_classes"], dim=args["dim"],
                          n_layer=args["n_layer"], n_head=args["n_head"], n_kv_head=args["n_kv_head"] or 0,
                          multiple_of=args["multiple_of"], ffn_dim_multiplier=args["ffn_dim_multiplier"] or 0.0,
                          norm_eps=args["norm_eps"], rope="2d", rope_base=float(args["rope_base"]),
@@ -191,7 +191,7 @@ def load_var_vqvae(state_dict: dict, **official_kwargs) -> MultiScaleVQVAE:
     n_phi = (args["default_qresi_counts"] or n_scales) if share == 0 else share
     cfg = MultiScaleVQVAEConfig(image_size=scales[-1] * 2 ** (len(ch_mult) - 1), ch=args["ch"], ch_mult=ch_mult,
                                 num_res_blocks=args["num_res_blocks"], attn=True, z_channels=args["z_channels"],
-                                embed_dim=args["z_channels"], codebook_size=args["vocab_size"], beta=args["beta"],
+                                code_dim=args["z_channels"], codebook_size=args["vocab_size"], beta=args["beta"],
                                 l2_norm=args["using_znorm"], dropout=args["dropout"], scales=scales,
                                 phi_ratio=abs(args["quant_resi"]) if abs(args["quant_resi"]) > 1e-6 else 0.0,
                                 n_phi=n_phi, quant_kernel=args["quant_conv_ks"])
@@ -239,7 +239,7 @@ def load_var(state_dict: dict, tokenizer=None, **official_kwargs) -> VAR:
     weights = unwrap_state_dict(state_dict)
     if "head.weight" not in weights or "word_embed.weight" not in weights:
         raise ValueError("not a VAR state dict: head.weight / word_embed.weight missing")
-    cfg = VARConfig(vocab_size=weights["head.weight"].shape[0], scales=tuple(args["patch_nums"]),
+    cfg = VARConfig(codebook_size=weights["head.weight"].shape[0], scales=tuple(args["patch_nums"]),
                     code_dim=weights["word_embed.weight"].shape[1], num_classes=args["num_classes"],
                     depth=args["depth"], dim=args["embed_dim"], n_head=args["num_heads"], mlp_ratio=args["mlp_ratio"],
                     norm_eps=args["norm_eps"], class_dropout=args["cond_drop_rate"], dropout=args["drop_rate"],
@@ -265,7 +265,7 @@ def load_mar_vae(state_dict: dict, embed_dim: int = 16, ch_mult=(1, 1, 2, 2, 4),
     weights = unwrap_state_dict(state_dict)
     n = len(tuple(ch_mult))
     cfg = KLAutoencoderConfig(image_size=image_size, ch=ch, ch_mult=tuple(ch_mult), num_res_blocks=num_res_blocks,
-                              z_channels=embed_dim, mid_attn=True, latent_scale=latent_scale,
+                              latent_channels=embed_dim, mid_attn=True, latent_scale=latent_scale,
                               # MAR attends where the encoder's resolution is 16 (its last level for KL-16)
                               encoder_attn=any(re.match(r"encoder\.down\.\d+\.attn\.", k) for k in weights))
     model = KLAutoencoder(cfg)
@@ -356,14 +356,14 @@ def load_rar(state_dict: dict, tokenizer=None, **config) -> RAR:
     if grid * grid != a["image_seq_len"]:
         raise ValueError(f"image_seq_len {a['image_seq_len']} is not a square number of tokens")
     D = a["hidden_size"]
-    cfg = RARConfig(vocab_size=a["codebook_size"], grid=grid, num_classes=a["condition_num_classes"], dim=D,
+    cfg = RARConfig(codebook_size=a["codebook_size"], grid=grid, num_classes=a["condition_num_classes"], dim=D,
                     n_layer=a["num_hidden_layers"], n_head=a["num_attention_heads"],
                     mlp_ratio=a["intermediate_size"] / D,  # the release's ratio: the MLP is int(D * ratio) wide
                     class_dropout=a["class_label_dropout"], dropout=a["dropout"], attn_dropout=a["attn_drop"],
                     guidance=a["guidance_scale"] or 1.0, guidance_power=a["guidance_scale_pow"])
     model = RAR(cfg)
     renamed = rename_weights(unwrap_state_dict(state_dict), RAR_RENAMES)
-    N, V = cfg.seq_len, cfg.vocab_size
+    N, V = cfg.seq_len, cfg.codebook_size
     # the release's tables: N + 1024 rows of positions (both kinds), N + 100 of steps; target-aware rows are read at
     # 2 + grid position, as the plain ones. Exact sizes only: a shorter image_seq_len would otherwise load silently.
     for name, rows, take in (("pos", N + 1024, slice(0, N + 2)), ("target_pos", N + 1024, slice(2, 2 + N)),
@@ -393,7 +393,7 @@ def load_maskgit_vq(state_dict: dict, channel_mult=(1, 1, 2, 2, 4), hidden_chann
         raise ValueError(f"the release quantizes the encoder's output directly: z_channels ({z_channels}) must equal "
                          f"embedding_dim ({embedding_dim})")
     cfg = MaskGITVQConfig(image_size=image_size, ch=hidden_channels, ch_mult=tuple(channel_mult),
-                          num_res_blocks=num_res_blocks, z_channels=z_channels, codebook_size=num_embeddings)
+                          num_res_blocks=num_res_blocks, code_dim=z_channels, codebook_size=num_embeddings)
     model = MaskGITVQ(cfg)
     n = len(cfg.ch_mult)
     renames = [(r"^encoder\.down\.(\d+)\.block\.", r"encoder.levels.\1."), (r"\.nin_shortcut\.", ".skip."),

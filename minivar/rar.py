@@ -33,7 +33,7 @@ same); guidance 0 is the unconditional model, as for every minivar generator (th
 The release computes the guidance schedule in float32, minivar in float64: a sampled token can differ when a draw
 falls within rounding of a boundary (the fixtures' tokens are identical).
 
-    model = build("rar", RARConfig(num_classes=9), tokenizer)          # reads vocab_size and grid
+    model = build("rar", RARConfig(num_classes=9), tokenizer)          # reads codebook_size and grid
     logits = model(tokens, labels, orders)       # (B, N, V): logits[:, k] predicts tokens[b, orders[b, k]]
     maps = model.generate(labels, guidance=2.0)  # (B, grid, grid), raster order with a KV cache
 """
@@ -53,7 +53,9 @@ from .transformer import AdaLN, KVCache, causal_mask, init_weights, modulate
 
 @dataclass
 class RARConfig:
-    vocab_size: int = 0  # the tokenizer's codebook size (0: read from the tokenizer)
+    renamed = {"vocab_size": "codebook_size"}  # fields of checkpoints from an older minivar, old -> new (models.py)
+
+    codebook_size: int = 0  # the tokenizer's codebook size (0: read from the tokenizer)
     grid: int = 0  # token map side (0: read from the tokenizer)
     num_classes: int = 9
     dim: int = 192  # the release's hidden_size (RAR-B: 768)
@@ -197,7 +199,7 @@ class RAR(Generator):
 
     def __init__(self, cfg: RARConfig):
         super().__init__(cfg)
-        D, V, N = cfg.dim, cfg.vocab_size, cfg.seq_len
+        D, V, N = cfg.dim, cfg.codebook_size, cfg.seq_len
         # one table: rows 0..V-1 the image tokens, then the classes, then the null class
         self.embeddings = nn.Embedding(V + cfg.num_classes + 1, D)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, D))
@@ -238,10 +240,10 @@ class RAR(Generator):
         if self.training and self.cfg.class_dropout > 0:
             drop = torch.rand(labels.shape, device=labels.device) < self.cfg.class_dropout
             labels = torch.where(drop, torch.full_like(labels, self.null_class), labels)
-        return labels + self.cfg.vocab_size
+        return labels + self.cfg.codebook_size
 
     def check_inputs(self, tokens, labels, orders):
-        B, N, V = tokens.shape[0], self.cfg.seq_len, self.cfg.vocab_size
+        B, N, V = tokens.shape[0], self.cfg.seq_len, self.cfg.codebook_size
         if tokens.dtype != torch.long or tokens.ndim != 2 or tokens.shape[1] != N:
             raise ValueError(f"expected tokens as a LongTensor (B, {N}) in raster order (flatten token maps with "
                              f".flatten(1)), got {tokens.dtype} {tuple(tokens.shape)}")
@@ -350,7 +352,7 @@ class RAR(Generator):
             if given is not None:
                 given, orders, n_given = self.given_first(given, orders)
             guided = run.schedule.guided  # the conditions' second half: the same sequences without their class
-            ids = run.conditions + self.cfg.vocab_size
+            ids = run.conditions + self.cfg.codebook_size
             orders2 = torch.cat([orders, orders]) if guided else orders
             seq = torch.zeros(B, 0, dtype=torch.long, device=dev)  # tokens in the order they are fed
             if n_given:
@@ -402,8 +404,8 @@ class RAR(Generator):
                              f"{self.cfg.grid})) of tokens, -1 where the model samples; got {given.dtype} "
                              f"{tuple(given.shape)}")
         given = given.long()
-        if given.numel() and (given.min() < -1 or given.max() >= self.cfg.vocab_size):
-            raise ValueError(f"given holds tokens in [0, {self.cfg.vocab_size}) and -1 where the model samples; "
+        if given.numel() and (given.min() < -1 or given.max() >= self.cfg.codebook_size):
+            raise ValueError(f"given holds tokens in [0, {self.cfg.codebook_size}) and -1 where the model samples; "
                              f"got values in [{int(given.min())}, {int(given.max())}]")
         known = given.gather(1, orders) >= 0  # (B, N) in order
         counts = known.sum(1)

@@ -7,12 +7,12 @@ The token map (B, h, w) is read like text, row by row, left to right, and the mo
 The sequence the transformer sees is [class token, t_1, ..., t_{N-1}]; output i predicts t_{i+1}, so one
 forward pass scores every token (teacher forcing) and generation takes N steps, one token each.
 
-    model = RasterAR(RasterARConfig(vocab_size=1024, grid=8, num_classes=9))
+    model = RasterAR(RasterARConfig(codebook_size=1024, grid=8, num_classes=9))
     logits = model(tokens[:, :-1], labels)                  # (B, N, vocab), output i predicts token i
     loss = F.cross_entropy(logits.flatten(0, 1), tokens.flatten())
     maps = model.generate(labels, guidance=2.0, top_k=100)  # (B, 8, 8), decode with the tokenizer
 
-(In training, `minivar.models.build("raster", config, tokenizer)` reads vocab_size and grid from the tokenizer.)
+(In training, `minivar.models.build("raster", config, tokenizer)` reads codebook_size and grid from the tokenizer.)
 
 As LlamaGen's `autoregressive/models/gpt.py` (c2i): Llama blocks (RMSNorm, SwiGLU, 2-D RoPE), a class
 embedding table with one extra row, the null class, that replaces the label with probability
@@ -35,7 +35,9 @@ from .transformer import ClassEmbedding, KVCache, LlamaGenBlock, RMSNorm, init_w
 
 @dataclass
 class RasterARConfig:
-    vocab_size: int = 0  # the tokenizer's codebook size (0: read from the tokenizer when built for training)
+    renamed = {"vocab_size": "codebook_size"}  # fields of checkpoints from an older minivar, old -> new (models.py)
+
+    codebook_size: int = 0  # the tokenizer's codebook size (0: read from the tokenizer when built for training)
     grid: int = 0  # token map side, 8 for 32x32 images through a 4x tokenizer (0: read from the tokenizer)
     num_classes: int = 9  # the emoji groups; one more embedding row is the null class
     dim: int = 256
@@ -76,13 +78,13 @@ class RasterAR(Generator):
     def __init__(self, cfg: RasterARConfig):
         super().__init__(cfg)
         self.class_embedding = ClassEmbedding(cfg.num_classes, cfg.dim, cfg.class_dropout)  # + the null class
-        self.tok_embeddings = nn.Embedding(cfg.vocab_size, cfg.dim)
+        self.tok_embeddings = nn.Embedding(cfg.codebook_size, cfg.dim)
         self.tok_dropout = nn.Dropout(cfg.token_dropout)
         self.layers = nn.ModuleList(LlamaGenBlock(cfg.dim, cfg.n_head, cfg.n_kv_head, cfg.multiple_of,
                                           cfg.ffn_dim_multiplier, cfg.norm_eps, cfg.dropout)
                                     for _ in range(cfg.n_layer))
         self.norm = RMSNorm(cfg.dim, cfg.norm_eps)
-        self.output = nn.Linear(cfg.dim, cfg.vocab_size, bias=False)
+        self.output = nn.Linear(cfg.dim, cfg.codebook_size, bias=False)
         head_dim = cfg.dim // cfg.n_head
         if cfg.rope == "2d":
             rope = rope_2d(cfg.grid, cfg.grid, head_dim, cfg.rope_base, prefix=1, prefix_rope=cfg.prefix_rope)
@@ -90,14 +92,14 @@ class RasterAR(Generator):
             rope = rope_1d(cfg.seq_len, head_dim, cfg.rope_base, prefix=1, prefix_rope=cfg.prefix_rope)
         self.register_buffer("rope", rope, persistent=False)  # (1 + N, head_dim/2, 2): class token, then the grid
         init_weights(self)
-        nn.init.zeros_(self.output.weight)  # uniform predictions at step 0: the loss starts at ln(vocab_size)
+        nn.init.zeros_(self.output.weight)  # uniform predictions at step 0: the loss starts at ln(codebook_size)
 
     @property
     def null_class(self) -> int:
         return self.class_embedding.null_class
 
     def check_inputs(self, tokens, labels):
-        N, V = self.cfg.seq_len, self.cfg.vocab_size
+        N, V = self.cfg.seq_len, self.cfg.codebook_size
         if tokens.dtype != torch.long or tokens.ndim != 2 or tokens.shape[1] > N:
             raise ValueError(f"expected tokens as a LongTensor (B, T) with T <= {N} (flatten token maps "
                              f"with .flatten(1)), got {tokens.dtype} {tuple(tokens.shape)}")

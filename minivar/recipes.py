@@ -39,52 +39,52 @@ _EMOJI_TRAIN = dict(dataset="emoji", batch_size=64, lr=2e-3, warmup_steps=50, ma
 EMOJI_VQVAE = Recipe(
     "a VQ-VAE on the bundled emoji, 32x32 -> 8x8 tokens of 512 plain codes of dimension 8 (notebook 01; shipped as "
     "pretrained:emoji-vqvae); no perceptual or GAN term: LPIPS needs a download and both cost more than a CPU allows",
-    "vqvae", _EMOJI_TRAIN, dict(**_EMOJI_NET, z_channels=64, embed_dim=8, codebook_size=512))
+    "vqvae", _EMOJI_TRAIN, dict(**_EMOJI_NET, z_channels=64, code_dim=8, codebook_size=512))
 EMOJI_VQVAE_L2 = EMOJI_VQVAE.like(
     "notebook 02's finding applied: 1024 l2-normalised codes of dimension 4 (the best fd_emoji of the recorded sweep's "
     "1024-code cells), trained longer; the tokenizer of the emoji raster GPT and RAR (pretrained:emoji-vqvae-l2)",
     max_steps=4000, eval_every=500, ckpt_every=500,
-    model_config=dict(**_EMOJI_NET, z_channels=64, embed_dim=4, codebook_size=1024, l2_norm=True))
+    model_config=dict(**_EMOJI_NET, z_channels=64, code_dim=4, codebook_size=1024, l2_norm=True))
 CIFAR10_VQVAE = Recipe(
     "VQGAN on CIFAR-10 with LlamaGen's losses: LPIPS (weight 1) from the start, PatchGAN (weight 0.5) after a third",
     "vqvae", dict(dataset="cifar10", batch_size=128, lr=4e-4, warmup_steps=500, max_steps=30_000, eval_every=2000,
                   ckpt_every=2000, num_workers=4, perceptual_weight=1.0, disc_weight=0.5, disc_start=10_000),
-    dict(**_CIFAR_NET, attn=True, z_channels=256, embed_dim=8, codebook_size=4096, l2_norm=True))
+    dict(**_CIFAR_NET, attn=True, z_channels=256, code_dim=8, codebook_size=4096, l2_norm=True))
 IMAGENET64_VQVAE = Recipe(
     "VQGAN on ImageNet 64x64, 8x downsampling to 8x8 maps of 16384 l2-normalised codes, LlamaGen's losses",
     "vqvae", dict(dataset="imagenet64", batch_size=128, lr=4e-4, warmup_steps=1000, max_steps=100_000,
                   eval_every=5000, ckpt_every=5000, num_workers=8, perceptual_weight=1.0, disc_weight=0.5,
                   disc_start=30_000),
-    dict(**_IMAGENET64_NET, attn=True, z_channels=256, embed_dim=8, codebook_size=16384, l2_norm=True))
+    dict(**_IMAGENET64_NET, attn=True, z_channels=256, code_dim=8, codebook_size=16384, l2_norm=True))
 
 EMOJI_MSVQ = Recipe(
     "VAR's multi-scale tokenizer on the emoji (notebook 04; pretrained:emoji-msvq): emoji-vqvae's network, scales "
     "1, 2, 3, 4, 6, 8 ending at its 8x8 latent (sides grow 1.3x-2x per scale, as VAR's schedule; 130 tokens)",
     "msvqvae", {**_EMOJI_TRAIN, "max_steps": 4000, "eval_every": 500, "ckpt_every": 500},
-    dict(**_EMOJI_NET, z_channels=64, embed_dim=8, codebook_size=512, scales=(1, 2, 3, 4, 6, 8)))
+    dict(**_EMOJI_NET, z_channels=64, code_dim=8, codebook_size=512, scales=(1, 2, 3, 4, 6, 8)))
 CIFAR10_MSVQ = CIFAR10_VQVAE.like(
     "cifar10-vqvae's network and losses with VAR's quantizer (4096 codes of dimension 8, plain lookup, 4 shared Phis)",
-    model="msvqvae", model_config=dict(**_CIFAR_NET, attn=True, z_channels=256, embed_dim=8, codebook_size=4096,
+    model="msvqvae", model_config=dict(**_CIFAR_NET, attn=True, z_channels=256, code_dim=8, codebook_size=4096,
                                        scales=(1, 2, 3, 4, 6, 8)))
 IMAGENET64_MSVQ = IMAGENET64_VQVAE.like(
     "a 4x-downsampling tokenizer: 64x64 images to 16x16 latents, VAR's 256-px token grid, so VAR's own 10-scale "
     "schedule applies unchanged (680 tokens); VAR's 4096 codes of dimension 32 and 4 shared Phis",
     model="msvqvae", model_config=dict(image_size=64, ch=128, ch_mult=(1, 2, 2), num_res_blocks=2, attn=True,
-                                       z_channels=256, embed_dim=32, codebook_size=4096,
+                                       z_channels=256, code_dim=32, codebook_size=4096,
                                        scales=(1, 2, 3, 4, 5, 6, 8, 10, 13, 16)))
 
 EMOJI_KL = Recipe(
     "the continuous tokenizer FlowAR reads (notebook 06; pretrained:emoji-kl): emoji-vqvae's network with a KL "
     "bottleneck, 32x32 -> 8x8 latents of 4 channels scaled to unit std by a factor estimated while it trains",
-    "klvae", _EMOJI_TRAIN, dict(**_EMOJI_NET, z_channels=4))
+    "klvae", _EMOJI_TRAIN, dict(**_EMOJI_NET, latent_channels=4))
 CIFAR10_KL = CIFAR10_VQVAE.like(
     "cifar10-vqvae's network and losses (LPIPS, PatchGAN) with a KL bottleneck of 8 channels at 8x8",
-    model="klvae", model_config=dict(**_CIFAR_NET, encoder_attn=True, z_channels=8))
+    model="klvae", model_config=dict(**_CIFAR_NET, encoder_attn=True, latent_channels=8))
 IMAGENET64_KL = IMAGENET64_VQVAE.like(
     "64x64 -> 16x16 latents of 16 channels: the latent grid and channels of MAR's KL-16 at 256 px, so FlowAR's own "
     "scales (1, 2, 4, 8, 16) apply",
     model="klvae", model_config=dict(image_size=64, ch=128, ch_mult=(1, 2, 2), num_res_blocks=2, encoder_attn=True,
-                                     z_channels=16))
+                                     latent_channels=16))
 
 # ------------------------------------------------------------------------------- generators
 

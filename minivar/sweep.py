@@ -89,7 +89,7 @@ def run_codebook_sweep(dataset="emoji", steps=None, sizes=None, dims=None, l2=No
             if key in done:
                 continue
             print(f"[{i + 1}/{len(cells)}] {dataset} {name}, {steps} steps", flush=True)
-            cfg = recipes.get(f"{dataset}-vqvae", [f"codebook_size={size}", f"embed_dim={dim}", f"l2_norm={l2_norm}",
+            cfg = recipes.get(f"{dataset}-vqvae", [f"codebook_size={size}", f"code_dim={dim}", f"l2_norm={l2_norm}",
                                                   f"max_steps={steps}", f"name={name}", f"out_dir={runs_dir}/{dataset}",
                                                   f"eval_every={steps}", f"ckpt_every={max(50, steps // 4)}",
                                                   "minutes=0"])

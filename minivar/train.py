@@ -54,6 +54,7 @@ from .config import RENAMED, TrainConfig
 from .data import StepBatches, flip_batch, preview_batch
 from .files import run_lock, write_json
 from .losses import AdversarialObjective, TokenizerLoss
+from .metrics import evaluate_model
 from .models import build, model_class, weights_checksum
 from .runs import load_tokenizer
 from .token_cache import training_data
@@ -209,7 +210,7 @@ def restore(ckpt_path, cfg: TrainConfig, state: RunState, tokenizer_checksum, de
                          f"(it was trained further or replaced), so its codes would mean other images: start this "
                          f"generator afresh (delete {run_dir} or --set name=...), or restore that tokenizer run")
     try:
-        saved_model_config = model_class(saved["model"]).config_class(**saved["model_config"])
+        saved_model_config = model_class(saved["model"]).config_from(saved["model_config"])
     except (KeyError, TypeError, ValueError) as e:
         raise CheckpointError(f"{ckpt_path} holds a model this version of minivar does not know ({e}); "
                               f"delete {run_dir} and train again") from None
@@ -230,7 +231,7 @@ def restore(ckpt_path, cfg: TrainConfig, state: RunState, tokenizer_checksum, de
 def evaluate(model, loader, batch, run_dir, step, cfg, amp) -> dict:
     """Test metrics over the loader, a preview picture of the batch, and the loss curve so far (rank 0)."""
     with amp:
-        metrics = model.evaluate(loader)
+        metrics = evaluate_model(model, loader)
         images = model.preview(batch, generator=torch.Generator(model.device).manual_seed(cfg.seed))
     model.train()  # (the periodic evaluation is followed by more steps; the final one sets eval mode after it)
     for path in (run_dir / "preview.png", run_dir / "eval" / f"step_{step:07d}.png"):  # the latest, the history

@@ -48,7 +48,9 @@ from .transformer import AdaLN, ClassEmbedding, KVCache, init_weights, modulate
 
 @dataclass
 class VARConfig:
-    vocab_size: int = 0  # the tokenizer's codebook size (0: read from the tokenizer when built for training)
+    renamed = {"vocab_size": "codebook_size"}  # fields of checkpoints from an older minivar, old -> new (models.py)
+
+    codebook_size: int = 0  # the tokenizer's codebook size (0: read from the tokenizer when built for training)
     scales: tuple = ()  # the tokenizer's schedule, e.g. (1, 2, 3, 4, 6, 8) (empty: read from the tokenizer)
     code_dim: int = 0  # the tokenizer's code dimension, the teacher-forcing input's channels (0: from the tokenizer)
     num_classes: int = 9
@@ -172,7 +174,7 @@ class VARSampling(TokenSampling):
 
 @register("var", VARConfig)
 class VAR(Generator):
-    from_tokenizer = ("vocab_size", "scales", "code_dim")
+    from_tokenizer = ("codebook_size", "scales", "code_dim")
     options_class = VARSampling
 
     def __init__(self, cfg: VARConfig):
@@ -192,7 +194,7 @@ class VAR(Generator):
         self.blocks = nn.ModuleList(VARBlock(cfg, rates[i]) for i in range(cfg.depth))
         self.head_ln = nn.LayerNorm(D, eps=cfg.norm_eps, elementwise_affine=False)
         self.head_ada = AdaLN(D, D, 2)  # (scale, shift) of the norm before the head
-        self.head = nn.Linear(D, cfg.vocab_size)
+        self.head = nn.Linear(D, cfg.codebook_size)
         level = torch.cat([torch.full((s * s,), k) for k, s in enumerate(cfg.scales)])
         self.register_buffer("level", level, persistent=False)  # (L,) scale index of every token
         mask = torch.zeros(L, L).masked_fill(~block_causal_mask(cfg.scales), float("-inf"))
@@ -341,8 +343,8 @@ class VAR(Generator):
             if m.shape != (batch, s, s) or m.is_floating_point() or m.dtype == torch.bool:
                 raise ValueError(f"prefix[{k}] must be a LongTensor of tokens ({batch}, {s}, {s}) (scale {k + 1} of "
                                  f"{scales}), got {m.dtype} {tuple(m.shape)}")
-            if m.numel() and (int(m.min()) < 0 or int(m.max()) >= self.cfg.vocab_size):
-                raise ValueError(f"prefix[{k}] holds tokens outside [0, {self.cfg.vocab_size}): "
+            if m.numel() and (int(m.min()) < 0 or int(m.max()) >= self.cfg.codebook_size):
+                raise ValueError(f"prefix[{k}] holds tokens outside [0, {self.cfg.codebook_size}): "
                                  f"[{int(m.min())}, {int(m.max())}]")
             out.append(m.long())
         return out

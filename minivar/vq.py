@@ -24,7 +24,7 @@ Options (all off by default), each a few lines below and a section of notebook 0
 - rotation_trick  Fifty et al. 2024: instead of copying the gradient, carry it through the rotation and
                   scaling that maps z onto e_k, so it "sees" the angle between them.
 Low-dimensional codes (ViT-VQGAN's factorized codes) need no option here: the learned in/out projections
-are the VQ-VAE's 1x1 quant_conv / post_quant_conv around the quantizer, with `embed_dim` the code size.
+are the VQ-VAE's 1x1 quant_conv / post_quant_conv around the quantizer, with `code_dim` the code size.
 """
 
 import torch

@@ -12,7 +12,7 @@ QUICK = dict(data_limit=256, ckpt_minutes=0.0)
 
 
 def tiny_vqvae_config(**kw) -> VQVAEConfig:
-    base = dict(image_size=32, ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, embed_dim=8, codebook_size=32)
+    base = dict(image_size=32, ch=8, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, code_dim=8, codebook_size=32)
     return VQVAEConfig(**{**base, **kw})
 
 

@@ -29,7 +29,7 @@ def runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
     tok, gen = tiny_generator_runs(root)
     kl = tiny_train_config(root, name="kl", model="klvae", max_steps=2, eval_every=100, ckpt_every=100,
-                           model_config=KLAutoencoderConfig(image_size=32, ch=8, ch_mult=(1, 2), z_channels=4))
+                           model_config=KLAutoencoderConfig(image_size=32, ch=8, ch_mult=(1, 2), latent_channels=4))
     train(kl, progress=False)
     flowar = tiny_train_config(root, name="flowar", model="flowar", tokenizer=str(kl.run_dir), max_steps=2,
                                eval_every=100, model_config=FlowARConfig(dim=32, n_head=2, encoder_depth=1,
@@ -199,7 +199,7 @@ def test_the_valid_rar_options_sample(runs, tmp_path, capsys):
 def test_failed_validations_leave_no_run_folder(tmp_path):
     for sets in (["max_steps=-5"], ["device=tpu"], ["image_size=30"], ["ch=0"], ["lr=inf"]):
         assert main(train_args(tmp_path, *sets)) == 2
-    assert main(["train", "emoji-raster", "--set", f"out_dir={tmp_path}", "--set", "vocab_size=7", "--set",
+    assert main(["train", "emoji-raster", "--set", f"out_dir={tmp_path}", "--set", "codebook_size=7", "--set",
                  f"tokenizer={tmp_path}/none"]) == 2
     assert not any(tmp_path.iterdir())
 

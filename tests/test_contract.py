@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 import minivar
 from minivar.__main__ import main
+from minivar.metrics import evaluate_model
 from minivar.models import MODELS, Generator, Tokenizer, build, register
 from minivar.sampling import SamplingOptions, option
 from minivar.train import TrainConfig, train
@@ -27,7 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @dataclass
 class UnigramConfig:
-    vocab_size: int = 0  # read from the tokenizer
+    codebook_size: int = 0  # read from the tokenizer
     grid: int = 0  # read from the tokenizer
     num_classes: int = 9
     guidance: float = 1.0
@@ -51,7 +52,7 @@ class Unigram(Generator):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.logits = torch.nn.Parameter(torch.zeros(cfg.num_classes, cfg.grid * cfg.grid, cfg.vocab_size))
+        self.logits = torch.nn.Parameter(torch.zeros(cfg.num_classes, cfg.grid * cfg.grid, cfg.codebook_size))
 
     def loss(self, batch, progress=0.0):
         tokens, labels = batch  # (one-hot @ table, not table[labels]: its backward sums in a fixed order)
@@ -90,7 +91,7 @@ def test_a_generator_written_outside_minivar_trains_samples_and_resumes(tmp_path
     assert records[-1]["loss"] < records[0]["loss"] - 0.3  # from ln 32 = 3.47 down
     progress = [r["progress"] for r in records]  # the loop tells loss() how far the run is
     assert progress[0] == 0.0 and progress == sorted(progress) and progress[-1] == pytest.approx(19 / 20)
-    assert straight["model"].cfg.vocab_size == 32 and straight["model"].cfg.grid == 16  # read from the tokenizer
+    assert straight["model"].cfg.codebook_size == 32 and straight["model"].cfg.grid == 16  # read from the tokenizer
     assert (tmp_path / "a" / "unigram" / "preview.png").exists() and "test_loss" in straight
 
     cfg = unigram_config(tmp_path / "b", tokenizer_dir)
@@ -147,15 +148,15 @@ def tiny_models():
     from tests.helpers import tiny_vqvae_config
     torch.manual_seed(0)
     vq = build("vqvae", tiny_vqvae_config(ch_mult=(1, 2, 2)))
-    ms = build("msvqvae", MultiScaleVQVAEConfig(image_size=32, ch=8, ch_mult=(1, 2, 2), z_channels=8, embed_dim=4,
+    ms = build("msvqvae", MultiScaleVQVAEConfig(image_size=32, ch=8, ch_mult=(1, 2, 2), z_channels=8, code_dim=4,
                                                 codebook_size=32, scales=(1, 2, 4, 8)))
-    kl = build("klvae", KLAutoencoderConfig(image_size=32, ch=8, ch_mult=(1, 2, 2), z_channels=4))
+    kl = build("klvae", KLAutoencoderConfig(image_size=32, ch=8, ch_mult=(1, 2, 2), latent_channels=4))
     raster = build("raster", RasterARConfig(num_classes=3, dim=32, n_layer=1, n_head=4, multiple_of=16), vq.eval())
     var = build("var", VARConfig(num_classes=3, depth=1, dim=32, n_head=4), ms.eval())
     flowar = build("flowar", FlowARConfig(num_classes=3, dim=32, n_head=2, encoder_depth=1, decoder_depth=1,
                                           head_width=64, head_depth=1, sample_steps=2), kl.eval())
     rar = build("rar", RARConfig(num_classes=3, dim=32, n_layer=1, n_head=2), vq.eval())
-    maskgit = build("maskgitvq", MaskGITVQConfig(image_size=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=8,
+    maskgit = build("maskgitvq", MaskGITVQConfig(image_size=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, code_dim=8,
                                                  codebook_size=32))
     return {"vqvae": vq, "msvqvae": ms, "klvae": kl, "raster": raster, "var": var, "flowar": flowar, "rar": rar,
             "maskgitvq": maskgit}
@@ -185,7 +186,8 @@ def test_every_built_in_model_keeps_the_contract():
         assert model.preview(batch).shape == (6, 3, 32, 32), kind  # two rows of three
         assert model.training  # evaluate and preview leave the mode alone
         loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*batch), batch_size=2)
-        assert all(isinstance(v, float) for v in model.evaluate(loader).values())
+        assert all(isinstance(v, float) for v in evaluate_model(model, loader).values())
+        assert model.training
 
 
 def test_every_generator_samples_through_one_contract_and_refuses_the_same_bad_input():
@@ -211,13 +213,36 @@ def test_every_generator_samples_through_one_contract_and_refuses_the_same_bad_i
 
 def test_generators_read_their_tokenizer_and_refuse_one_that_does_not_fit():
     models = tiny_models()
-    assert (models["raster"].cfg.vocab_size, models["raster"].cfg.grid) == (32, 8)
+    assert (models["raster"].cfg.codebook_size, models["raster"].cfg.grid) == (32, 8)
     assert (models["var"].cfg.scales, models["var"].cfg.code_dim) == ((1, 2, 4, 8), 4)
     with pytest.raises(ValueError, match="reads scales from its tokenizer, but a vqvae tokenizer has none"):
         build("var", type(models["var"].cfg)(num_classes=3, depth=1, dim=32, n_head=4), models["vqvae"])
-    with pytest.raises(ValueError, match="vocab_size = 64 but the raster model has 32: --set vocab_size=64 "):
+    with pytest.raises(ValueError, match="codebook_size = 64 but the raster model has 32: --set codebook_size=64 "):
         models["raster"].bind(build("vqvae", type(models["vqvae"].cfg)(**{**models["vqvae"].cfg.__dict__,
                                                                          "codebook_size": 64})))
+
+
+def test_tokenizers_and_generators_call_each_shared_size_by_one_name(tmp_path):
+    """code_format() is the tokenizer config's own fields, untranslated; a generator's fields read from it have the
+    same names and values. A checkpoint or --set from an older minivar (vocab_size, embed_dim) finds the new name."""
+    models = tiny_models()
+    for kind, model in models.items():
+        if isinstance(model, Tokenizer):
+            assert model.code_format() == {f: getattr(model.cfg, f) for f in model.code_fields}, kind
+        else:
+            for f in model.from_tokenizer:
+                assert getattr(model.cfg, f) == getattr(model.tokenizer.cfg, f), (kind, f)
+    # a raster checkpoint written before the rename: its config says vocab_size
+    raster = models["raster"]
+    old = {**{k: v for k, v in raster.cfg.__dict__.items() if k != "codebook_size"}, "vocab_size": 32}
+    assert type(raster).config_from(old) == raster.cfg
+    assert type(models["vqvae"]).config_from({**models["vqvae"].cfg.__dict__, "code_dim": 8}).code_dim == 8
+    legacy = {k: v for k, v in models["vqvae"].cfg.__dict__.items() if k != "code_dim"}
+    assert type(models["vqvae"]).config_from({**legacy, "embed_dim": 4}).code_dim == 4
+    from minivar.config import with_overrides
+    cfg = tiny_train_config(tmp_path)
+    with pytest.raises(ValueError, match="embed_dim is called code_dim now: --set code_dim=4"):
+        with_overrides(cfg, ["embed_dim=4"])
 
 
 def test_the_package_passes_its_linter_with_the_complexity_limit():

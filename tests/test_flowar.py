@@ -19,7 +19,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 def tiny_tokenizer():
     torch.manual_seed(0)
-    return KLAutoencoder(KLAutoencoderConfig(image_size=32, ch=8, ch_mult=(1, 2, 2), z_channels=4)).eval()
+    return KLAutoencoder(KLAutoencoderConfig(image_size=32, ch=8, ch_mult=(1, 2, 2), latent_channels=4)).eval()
 
 
 def tiny_flowar(**kw):

@@ -99,7 +99,7 @@ def test_every_scale_reduces_the_residual_of_a_trained_tokenizer_on_real_images(
     cfg = TrainConfig(name="ms", model="msvqvae", out_dir=str(tmp_path), batch_size=32, lr=3e-3, warmup_steps=5,
                       max_steps=40, eval_every=100, ckpt_every=100, **QUICK,
                       model_config=MultiScaleVQVAEConfig(image_size=32, ch=16, ch_mult=(1, 2, 2), z_channels=16,
-                                                         embed_dim=8, codebook_size=64, scales=(1, 2, 4, 8)))
+                                                         code_dim=8, codebook_size=64, scales=(1, 2, 4, 8)))
     model = train(cfg, progress=False)["model"]
     test = load_dataset("emoji", "test")
     images = torch.stack([test[i][0] for i in range(0, 365, 5)])
@@ -111,11 +111,11 @@ def test_every_scale_reduces_the_residual_of_a_trained_tokenizer_on_real_images(
 
 
 def test_config_checks_name_the_fix():
-    with pytest.raises(ValueError, match="end at the latent size 8"):
+    with pytest.raises(ValueError, match="end at the latent grid 8"):
         MultiScaleVQVAEConfig(image_size=32, ch_mult=(1, 2, 2), scales=(1, 2, 4))
     with pytest.raises(ValueError, match="no ema"):
         MultiScaleVQVAEConfig(image_size=32, ch_mult=(1, 2, 2), ema=True)
-    model = MultiScaleVQVAE(MultiScaleVQVAEConfig(image_size=32, ch=8, ch_mult=(1, 2, 2), z_channels=8, embed_dim=4,
+    model = MultiScaleVQVAE(MultiScaleVQVAEConfig(image_size=32, ch=8, ch_mult=(1, 2, 2), z_channels=8, code_dim=4,
                                                   codebook_size=16, scales=(1, 2, 4, 8)))
     with pytest.raises(ValueError, match=r"sizes \[1, 2, 4, 8\]"):
         model.decode_scales([torch.zeros(1, 2, 2, dtype=torch.long)] * 4)

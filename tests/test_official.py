@@ -173,7 +173,7 @@ def test_maskgit_vq_encode_and_decode_equal_the_release(maskgit):
     torch.testing.assert_close(tok.encoder(maskgit["images01"]), maskgit["encoder_out"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(tok.decode_raw(tokens), maskgit["decoder_raw"], rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(tok.decode(tokens), maskgit["decoded01"] * 2 - 1, rtol=1e-5, atol=1e-5)
-    assert tok.code_format()["vocab_size"] == 48
+    assert tok.code_format()["codebook_size"] == 48
 
 
 def test_maskgit_vq_loader_names_a_wrong_config(maskgit):
@@ -187,7 +187,7 @@ def test_a_released_rar_samples_images_through_its_tokenizer(rar):
     """The pieces fit together as a GPU learner will use them: RAR bound to a MaskGIT VQ whose codebook and grid
     are its own, generate -> decode -> images in [-1, 1]."""
     from minivar.maskgit_vq import MaskGITVQ, MaskGITVQConfig
-    tok = MaskGITVQ(MaskGITVQConfig(image_size=16, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, z_channels=8,
+    tok = MaskGITVQ(MaskGITVQConfig(image_size=16, ch=32, ch_mult=(1, 2, 2), num_res_blocks=1, code_dim=8,
                                     codebook_size=64)).eval()
     model = load_rar(rar["state_dict"], tokenizer=tok, codebook_size=64, **rar["config"])
     images = tok.decode(model.generate(torch.tensor([0, 9]), guidance=2.0))

@@ -75,7 +75,7 @@ def test_the_training_log_ships_and_load_or_train_loads_or_trains(weights, tmp_p
     assert final["step"] == run["step"] == 6 and final["test_loss"] == pytest.approx(run["test_loss"], abs=1e-4)
     assert final["elapsed"] == pytest.approx(run["elapsed"], abs=4)  # the manifest keeps minutes to 0.1
     monkeypatch.chdir(tmp_path)  # train=True: a run of the recipe here (tiny sizes, as a smoke run would set)
-    sets = ["out_dir=runs", "ch=8", "z_channels=8", "ch_mult=1,2", "codebook_size=32", "embed_dim=8", "batch_size=8",
+    sets = ["out_dir=runs", "ch=8", "z_channels=8", "ch_mult=1,2", "codebook_size=32", "code_dim=8", "batch_size=8",
             "log_every=1"]  # a loaded machine may fit only a few steps into the 1.2 s budget: log every one
     model, records, where = pretrained.load_or_train("emoji-vqvae", train=True, minutes=0.02, sets=sets)
     assert isinstance(model, Tokenizer) and not model.training and records[-1]["step"] >= 1

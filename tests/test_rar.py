@@ -12,7 +12,7 @@ from tests.helpers import fit
 
 
 def tiny(**kw):
-    base = dict(vocab_size=16, grid=4, num_classes=4, dim=32, n_layer=2, n_head=4, dropout=0.0, attn_dropout=0.0,
+    base = dict(codebook_size=16, grid=4, num_classes=4, dim=32, n_layer=2, n_head=4, dropout=0.0, attn_dropout=0.0,
                 class_dropout=0.0)
     torch.manual_seed(0)
     model = RAR(RARConfig(**{**base, **kw}))

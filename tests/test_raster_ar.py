@@ -12,7 +12,7 @@ from tests.helpers import fit
 
 
 def tiny(**kw):
-    base = dict(vocab_size=16, grid=4, num_classes=4, dim=32, n_layer=2, n_head=4, multiple_of=16)
+    base = dict(codebook_size=16, grid=4, num_classes=4, dim=32, n_layer=2, n_head=4, multiple_of=16)
     torch.manual_seed(0)
     model = RasterAR(RasterARConfig(**{**base, **kw}))
     torch.nn.init.normal_(model.output.weight, std=0.3)  # a zero head makes every distribution uniform
@@ -21,7 +21,7 @@ def tiny(**kw):
 
 def test_logit_shapes_and_the_zero_head_starts_at_ln_vocab():
     torch.manual_seed(0)
-    model = RasterAR(RasterARConfig(vocab_size=16, grid=4, num_classes=4, dim=32, n_layer=2, n_head=4))
+    model = RasterAR(RasterARConfig(codebook_size=16, grid=4, num_classes=4, dim=32, n_layer=2, n_head=4))
     tokens, labels = torch.randint(0, 16, (3, 16)), torch.tensor([0, 1, 2])
     assert model(tokens[:, :-1], labels).shape == (3, 16, 16)
     assert model.loss((tokens, labels))[0].item() == pytest.approx(math.log(16), abs=1e-6)
@@ -93,7 +93,7 @@ def test_bad_inputs_name_the_fix():
 
 def test_a_tiny_model_memorises_four_token_maps_and_regenerates_them():
     torch.manual_seed(0)
-    model = RasterAR(RasterARConfig(vocab_size=16, grid=4, num_classes=4, dim=64, n_layer=2, n_head=4,
+    model = RasterAR(RasterARConfig(codebook_size=16, grid=4, num_classes=4, dim=64, n_layer=2, n_head=4,
                                     multiple_of=16, class_dropout=0.0))
     maps, labels = torch.randint(0, 16, (4, 16)), torch.arange(4)
     losses = fit(model, (maps, labels), 150)

@@ -31,7 +31,7 @@ def configs(root):
     tok = tiny_train_config(root, name="vq", max_steps=3, eval_every=100, ckpt_every=100)
     ms = TrainConfig(name="ms", model="msvqvae", out_dir=str(root), batch_size=16, max_steps=3, eval_every=100,
                      ckpt_every=100, eval_batches=1, **QUICK, model_config=MultiScaleVQVAEConfig(
-                         image_size=32, ch=8, ch_mult=(1, 2), z_channels=8, embed_dim=4, codebook_size=32,
+                         image_size=32, ch=8, ch_mult=(1, 2), z_channels=8, code_dim=4, codebook_size=32,
                          scales=(1, 2, 4, 8, 16)))
     small = dict(out_dir=str(root), batch_size=16, lr=3e-3, warmup_steps=2, max_steps=12, eval_every=6, ckpt_every=5,
                  log_every=1, eval_batches=1, **QUICK)
@@ -43,7 +43,7 @@ def configs(root):
                                              dropout=0.1, attn_dropout=0.1, drop_path=0.1))
     kl = TrainConfig(name="kl", model="klvae", out_dir=str(root), batch_size=16, max_steps=3, eval_every=100,
                      ckpt_every=100, eval_batches=1, **QUICK, model_config=KLAutoencoderConfig(image_size=32, ch=8,
-                                                                                     ch_mult=(1, 2), z_channels=4))
+                                                                                     ch_mult=(1, 2), latent_channels=4))
     flowar = TrainConfig(name="flowar", model="flowar", tokenizer=str(root / "kl"), **small,
                          model_config=FlowARConfig(num_classes=9, dim=32, n_head=2, encoder_depth=1, decoder_depth=1,
                                                    head_width=64, head_depth=1, class_dropout=0.2, dropout=0.1,
@@ -52,7 +52,7 @@ def configs(root):
                       model_config=RARConfig(num_classes=9, dim=32, n_layer=1, n_head=2, class_dropout=0.2,
                                              dropout=0.1, attn_dropout=0.1, anneal_start=0.3, anneal_end=0.7))
     maskgit = TrainConfig(name="maskgitvq", model="maskgitvq", **small, model_config=MaskGITVQConfig(
-        image_size=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, z_channels=8, codebook_size=32, dropout=0.1))
+        image_size=32, ch=32, ch_mult=(1, 2), num_res_blocks=1, code_dim=8, codebook_size=32, dropout=0.1))
     return {"vqvae": (tiny_train_config(root, name="vqvae", max_steps=12, ckpt_every=5, eval_every=6), []),
             "msvqvae": (TrainConfig(**{**ms.to_dict(), "name": "msvqvae", **small}), []),
             "klvae": (TrainConfig(**{**kl.to_dict(), "name": "klvae", **small}), []),

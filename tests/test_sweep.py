@@ -7,7 +7,7 @@ import torch
 
 from minivar import sweep
 
-TINY = ["ch=8", "z_channels=8", "codebook_size=16", "embed_dim=4", "batch_size=16", "eval_batches=1", "log_every=1"]
+TINY = ["ch=8", "z_channels=8", "codebook_size=16", "code_dim=4", "batch_size=16", "eval_batches=1", "log_every=1"]
 
 
 def test_an_ablation_sheet_records_each_row_once_with_its_curve(tmp_path, monkeypatch):

@@ -108,8 +108,8 @@ def test_generator_errors_name_the_fix(tmp_path, tokenizer_dir):
         train(recipes.get("emoji-raster", [f"out_dir={tmp_path}", f"tokenizer={tmp_path}/emoji-vqvae-l2"]),
               progress=False)
     cfg = tiny_raster_config(tmp_path, tokenizer_dir)
-    cfg.model_config.vocab_size = 64
-    with pytest.raises(ValueError, match="--set vocab_size=32 "):
+    cfg.model_config.codebook_size = 64
+    with pytest.raises(ValueError, match="--set codebook_size=32 "):
         train(cfg, progress=False)
     cfg = tiny_raster_config(tmp_path, tokenizer_dir)
     cfg.model_config.grid = 8
@@ -143,7 +143,7 @@ def test_var_trains_on_a_multiscale_tokenizer_through_the_same_loop(tmp_path):
     tok_cfg = TrainConfig(name="ms", model="msvqvae", out_dir=str(tmp_path), batch_size=16, max_steps=3,
                           eval_every=100, ckpt_every=100, eval_batches=1, **QUICK,
                           model_config=MultiScaleVQVAEConfig(image_size=32, ch=8, ch_mult=(1, 2), z_channels=8,
-                                                             embed_dim=4, codebook_size=32, scales=(1, 2, 4, 8, 16)))
+                                                             code_dim=4, codebook_size=32, scales=(1, 2, 4, 8, 16)))
     train(tok_cfg, progress=False)
     cfg = TrainConfig(name="var", model="var", tokenizer=str(tok_cfg.run_dir), out_dir=str(tmp_path), batch_size=16,
                       lr=3e-3, warmup_steps=5, max_steps=30, eval_every=15, ckpt_every=15, log_every=1, eval_batches=1,

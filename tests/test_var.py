@@ -20,7 +20,7 @@ SCALES = (1, 2, 3, 4)
 def tiny_tokenizer(scales=SCALES):
     """A random multi-scale tokenizer (16 codes of dim 4) whose quantizer turns VAR's tokens into its inputs."""
     tok = MultiScaleVQVAE(MultiScaleVQVAEConfig(image_size=4 * scales[-1], ch=8, ch_mult=(1, 2, 2), z_channels=8,
-                                                embed_dim=4, codebook_size=16, scales=scales))
+                                                code_dim=4, codebook_size=16, scales=scales))
     tok.quantizer.codebook.weight.data.normal_()
     return tok.eval()
 
@@ -173,12 +173,12 @@ def test_errors_name_the_fix():
         model(torch.tensor([0, 1]), torch.zeros(2, 30, 4))
     with pytest.raises(ValueError, match=r"\(B, 30\)"):
         split_scales(torch.zeros(2, 31, dtype=torch.long), SCALES)
-    bare = VAR(VARConfig(vocab_size=16, scales=SCALES, code_dim=4, num_classes=3, depth=1, dim=32, n_head=4))
+    bare = VAR(VARConfig(codebook_size=16, scales=SCALES, code_dim=4, num_classes=3, depth=1, dim=32, n_head=4))
     with pytest.raises(RuntimeError, match=r"bind\(tokenizer\)"):
         bare.generate(torch.tensor([0]))
     with pytest.raises(ValueError, match="--set scales=1,2,4 "):
         bare.bind(tiny_tokenizer((1, 2, 4)))
-    with pytest.raises(ValueError, match="leaves vocab_size, scales, code_dim unset"):
+    with pytest.raises(ValueError, match="leaves codebook_size, scales, code_dim unset"):
         VAR(VARConfig(num_classes=3, depth=1, dim=32, n_head=4))
     for labels, message in [(torch.tensor([0.5]), "integers"), (torch.tensor([3]), r"\[0, 3\)"),
                             (torch.tensor([-1]), r"\[0, 3\)"), (torch.tensor(1), "1-D")]:
