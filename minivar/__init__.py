@@ -45,5 +45,5 @@ def smoke() -> bool:
 
 # The registry of model kinds (models.MODELS): importing a model's module registers it. A new model is its
 # own file plus its name on this line.
-from . import autoencoder, flowar, kl_autoencoder, maskgit_vq, msvq, rar, raster_ar, var  # noqa: E402, F401
+from . import autoencoder, flowar, kl_autoencoder, maskgit_vq, msvq, rar, raster_ar, text_to_image, var  # noqa: E402, F401
 from .models import load  # noqa: E402, F401

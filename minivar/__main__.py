@@ -17,6 +17,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from . import recipes
@@ -73,18 +74,13 @@ def cmd_sample(args):
         raise ValueError(f"--n {args.n} would hold {need / 2**30:.1f} GiB of images in memory (this machine has "
                          f"{have / 2**30:.0f} GiB): draw fewer, e.g. --n {max(1, have // 4 // (need // args.n))}, or "
                          f"several smaller runs with other --seed values")
-    n_cls = model.cfg.num_classes
-    classes = parse_classes(args.classes, n_cls) if args.classes else list(range(n_cls))
-    labels = torch.tensor(classes * (args.n // len(classes) + 1))[:args.n]
+    if args.fd and cfg.dataset != "emoji":
+        raise ValueError("--fd computes fd_emoji, which needs an emoji run; use torch-fidelity for FID")
+    labels, columns, layout = sample_conditions(args, model, tokenizer.code_format()["image_size"])
     if args.fd:
-        if cfg.dataset != "emoji":
-            raise ValueError("--fd computes fd_emoji, which needs an emoji run; use torch-fidelity for FID")
-        from .data import dataset_labels, load_dataset
+        from .data import load_dataset
         test = load_dataset("emoji", "test", image_size=tokenizer.code_format()["image_size"])
         real = torch.stack([test[i][0] for i in range(len(test))])
-        if not args.classes:  # compare like with like: the test split's class frequencies, not uniform classes
-            test_labels = dataset_labels(test)
-            labels = test_labels[torch.arange(args.n) % len(test_labels)]
     from .checkpoint import PRETRAINED  # a shipped model's samples go under runs/pretrained/, not into the package
     folder = Path("runs") / "pretrained" / args.run[len(PRETRAINED):] if args.run.startswith(PRETRAINED) else \
         Path(args.run)
@@ -93,7 +89,8 @@ def cmd_sample(args):
     name = "_".join([f"samples_guidance{options.guidance:g}",
                      *(name_part(k, v) for k, v in changed.items() if k != "guidance"),
                      f"seed{args.seed}", f"n{args.n}", *(["fd"] if args.fd else []),
-                     *([f"classes{'-'.join(map(str, classes))}"] if args.classes else [])])
+                     *([f"classes{'-'.join(map(str, columns))}"] if args.classes else []),
+                     *([f"prompts{len(columns)}"] if args.prompt else [])])
     out = check_picture_path(args.out) if args.out else folder / f"{name}.png"
     check_writable(out)  # before the sampling, not after it
     if args.npz:
@@ -103,14 +100,13 @@ def cmd_sample(args):
         if npz.suffix != ".npz":
             raise ValueError(f"--npz names the file to write, ending in .npz (numpy would add it), got {args.npz!r}")
         check_writable(npz, "--npz")
-    labels = labels.to(dev)
+    labels = labels.to(dev) if torch.is_tensor(labels) else labels
     g = torch.Generator(dev).manual_seed(args.seed)
     t0 = time.time()
     images = model.sample_images(labels, args.batch_size, options, generator=g, progress=True)
     seconds = time.time() - t0
     shown = min(len(images), 256)
-    save_grid(out, images[:shown], nrow=16 if args.fd and not args.classes else min(len(classes), 16))
-    layout = "labels follow the test split" if args.fd and not args.classes else f"one column per class: {classes[:16]}"
+    save_grid(out, images[:shown], nrow=min(len(columns), 16))
     print(f"wrote {out}: {shown} of {len(images)} samples ({layout}), guidance {options.guidance:g} "
           f"({options.guidance_schedule}), {seconds:.1f} s ({len(images) / seconds:.1f} images/s)")
     if args.npz:  # the layout of the ADM evaluator (guided-diffusion/evaluations) that published FIDs come from
@@ -119,7 +115,8 @@ def cmd_sample(args):
         from .data import to_uint8_images
         from .files import atomic_write
         with atomic_write(args.npz, "wb") as fh:  # a kill or a full disk mid-write keeps an earlier file whole
-            np.savez(fh, arr_0=to_uint8_images(images), labels=labels.cpu().numpy())
+            np.savez(fh, arr_0=to_uint8_images(images), labels=np.asarray(labels if not torch.is_tensor(labels)
+                                                                            else labels.cpu()))
         print(f"wrote {args.npz}: arr_0 {tuple(images.shape[:1]) + tuple(images.shape[2:]) + (3,)} uint8 (NHWC), "
               f"labels ({len(labels)},)")
     if args.fd:
@@ -127,6 +124,36 @@ def cmd_sample(args):
         fd, low, high = fd_emoji_ci(images, real)
         print(f"fd_emoji({len(images)} samples vs {len(real)} test emoji) = {fd:.2f}  (95% bootstrap interval "
               f"{low:.2f} - {high:.2f})")
+
+
+def sample_conditions(args, model, image_size):
+    """What `sample` draws for -> (conditions, one per sample; the grid's columns; the layout in words). A class
+    model: --classes in turn (or, with --fd, the test split's labels: like compared with like); a text model:
+    the --prompt captions in turn (or, with --fd, the test split's captions)."""
+    import torch
+
+    from .data import dataset_labels, load_captions, load_dataset
+    captions = getattr(model, "conditions", "classes") == "captions"
+    if captions and args.classes:
+        raise ValueError(f"a {model.kind} model draws for captions, not classes: --prompt \"red apple\" (repeatable)")
+    if not captions and args.prompt:
+        raise ValueError(f"a {model.kind} model draws for class labels, not captions: --classes 0,3 (the t2i "
+                         f"models take --prompt)")
+    if captions:
+        if args.fd and not args.prompt:  # the test split's own captions, in order
+            test = load_captions("emoji", "test")
+            return [test[i % len(test)] for i in range(args.n)], list(range(16)), "captions of the test split"
+        if not args.prompt:
+            raise ValueError(f"a {model.kind} model draws for captions: give one or more --prompt \"red apple\"")
+        prompts = list(args.prompt)
+        return (prompts * (args.n // len(prompts) + 1))[:args.n], prompts, f"one column per prompt: {prompts[:16]}"
+    n_cls = model.cfg.num_classes
+    classes = parse_classes(args.classes, n_cls) if args.classes else list(range(n_cls))
+    if args.fd and not args.classes:  # compare like with like: the test split's class frequencies, not uniform
+        test_labels = dataset_labels(load_dataset("emoji", "test", image_size=image_size))
+        return test_labels[torch.arange(args.n) % len(test_labels)], list(range(16)), "labels follow the test split"
+    labels = torch.tensor(classes * (args.n // len(classes) + 1))[:args.n]
+    return labels, classes, f"one column per class: {classes[:16]}"
 
 
 def option_flags() -> dict:
@@ -281,6 +308,8 @@ def main(argv=None):
     p.add_argument("--n", type=int, default=64, help="number of samples (default 64)")
     add_option_flags(p)  # one flag per field of the generators' SamplingOptions (sampling.py)
     p.add_argument("--classes", default="", help="comma-separated class indices (default: all, in turn)")
+    p.add_argument("--prompt", action="append", default=[],
+                   help="a caption to draw for (text-to-image models; repeat for more, one column each)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--fd", action="store_true",
@@ -327,7 +356,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     args.command_line = " ".join(["python -m minivar", *argv])  # what a record says was run
     try:
-        args.func(args)
+        with warnings.catch_warnings():  # a warning on the command line is one plain line, not a source line
+            warnings.showwarning = lambda message, *_, **__: print(f"note: {message}", file=sys.stderr)
+            args.func(args)
     except (ValueError, OSError, RuntimeError) as e:  # course.ReleaseError, files.FolderInUse and disk errors too
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -405,6 +405,28 @@ def load_dataset(name: str, split: str = "train", image_size: int = 32, root=Non
     return LOADERS[name](split, image_size=image_size, root=root, flip=flip)
 
 
+def load_captions(name: str, split: str = "train", root=None) -> list:
+    """The caption of each image of a split, in load_dataset's order: emoji's names ("red apple", "cat face",
+    "woman farmer: medium skin tone"). The other datasets have class labels only, and say so."""
+    if name != "emoji":
+        raise ValueError(f"{name} has no captions (only class labels); text-to-image trains on emoji, whose images "
+                         f"are named (--set dataset=emoji, and captions=emoji for the t2i model)")
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose 'train' or 'test'")
+    path = Path(root or DATA_DIR) / "emoji.npz"
+    if not path.exists():
+        load_emoji(split, root=root)  # raises the missing-file message
+    with np.load(path) as f:
+        return [str(n) for n in f["names"][f["is_test"] == (split == "test")]]
+
+
+def limit_indices(n_items: int, n: int):
+    """The items limit_dataset keeps: all (None) when n = 0 or n >= n_items, else a fixed random n of them, sorted."""
+    if n <= 0 or n >= n_items:
+        return None
+    return torch.randperm(n_items, generator=torch.Generator().manual_seed(0))[:n].sort().values.tolist()
+
+
 # ------------------------------------------------------------------ the training data order = f(step)
 
 class StepBatches(Sampler):
@@ -463,13 +485,14 @@ def batch_for_step(dataset, step, batch_size, seed=0, rank=0, world=1, flip=Fals
 def limit_dataset(dataset, n: int):
     """The whole dataset (n = 0 or n >= its size), or a fixed random subset of n of its items, in their order (the
     same n items whatever the run's seed: TrainConfig.data_limit)."""
-    if n <= 0 or n >= len(dataset):
-        return dataset
-    keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(0))[:n].sort().values
-    return Subset(dataset, keep.tolist())
+    keep = limit_indices(len(dataset), n)
+    return dataset if keep is None else Subset(dataset, keep)
 
 
 def preview_batch(dataset, n=16):
-    """The first test item of each of the first n classes: what every preview shows, from the same items."""
+    """The first test item of each of the first n classes: what every preview shows, from the same items. (Items
+    whose condition is a caption, not a class: n items spread evenly over the set.)"""
     labels = dataset_labels(dataset)
+    if labels.ndim > 1:
+        return default_collate([dataset[i] for i in torch.linspace(0, len(dataset) - 1, min(n, 9)).long().tolist()])
     return default_collate([dataset[int((labels == c).nonzero()[0])] for c in labels.unique()[:n]])

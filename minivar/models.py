@@ -292,7 +292,8 @@ class Generator(Model):
     @torch.no_grad()
     def preview(self, batch, generator=None) -> torch.Tensor:
         """Two samples for each label of the batch (two rows), with the model's default guidance."""
-        labels = batch[1].to(self.device).repeat(2)
+        labels = batch[1].to(self.device)
+        labels = torch.cat([labels, labels])  # (class labels (B,) or caption ids (B, T) alike)
         return self.tokenizer.decode(self.generate(labels, generator=generator)).float().clamp(-1, 1)
 
     def check_labels(self, labels) -> torch.Tensor:

@@ -30,16 +30,18 @@ import torch.nn.functional as F
 
 from .models import Generator, register
 from .sampling import TokenByToken, guidance_mix, sample
+from .text import prefix_attention
 from .transformer import ClassEmbedding, KVCache, LlamaGenBlock, RMSNorm, init_weights, rope_1d, rope_2d
 
 
 @dataclass
-class RasterARConfig:
+class LlamaGenConfig:
+    """The GPT of both raster generators (the class-conditional one below, text_to_image's): sizes, positions,
+    regularisation and the default guidance; each adds the fields of its condition."""
     renamed = {"vocab_size": "codebook_size"}  # fields of checkpoints from an older minivar, old -> new (models.py)
 
     codebook_size: int = 0  # the tokenizer's codebook size (0: read from the tokenizer when built for training)
     grid: int = 0  # token map side, 8 for 32x32 images through a 4x tokenizer (0: read from the tokenizer)
-    num_classes: int = 9  # the emoji groups; one more embedding row is the null class
     dim: int = 256
     n_layer: int = 6
     n_head: int = 8
@@ -49,8 +51,7 @@ class RasterARConfig:
     norm_eps: float = 1e-5
     rope: str = "2d"  # "2d": rows and columns rotate separate channel pairs (LlamaGen); "1d": raster index
     rope_base: float = 10000.0
-    prefix_rope: str = "identity"  # the class token's rotation; "zeros" reproduces LlamaGen (see transformer.py)
-    class_dropout: float = 0.1  # probability of training on the null class (enables classifier-free guidance)
+    prefix_rope: str = "identity"  # the condition tokens' rotation; "zeros" reproduces LlamaGen (transformer.py)
     dropout: float = 0.0  # residual / feed-forward dropout
     token_dropout: float = 0.0  # dropout on the input embeddings (LlamaGen's token_dropout_p)
     guidance: float = 2.0  # default classifier-free guidance of generate() (1 = none)
@@ -71,13 +72,20 @@ class RasterARConfig:
         return self.grid * self.grid
 
 
+@dataclass
+class RasterARConfig(LlamaGenConfig):
+    num_classes: int = 9  # the emoji groups; one more embedding row is the null class
+    class_dropout: float = 0.1  # probability of training on the null class (enables classifier-free guidance)
+
+
 @register("raster", RasterARConfig)
 class RasterAR(Generator):
     options_class = TokenByToken  # temperature, top-k, top-p, KV cache; guidance constant over the tokens
+    prefix_len = 1  # positions before the image tokens: the class token (text_to_image: the caption's words)
 
     def __init__(self, cfg: RasterARConfig):
         super().__init__(cfg)
-        self.class_embedding = ClassEmbedding(cfg.num_classes, cfg.dim, cfg.class_dropout)  # + the null class
+        self.make_condition(cfg)
         self.tok_embeddings = nn.Embedding(cfg.codebook_size, cfg.dim)
         self.tok_dropout = nn.Dropout(cfg.token_dropout)
         self.layers = nn.ModuleList(LlamaGenBlock(cfg.dim, cfg.n_head, cfg.n_kv_head, cfg.multiple_of,
@@ -87,53 +95,75 @@ class RasterAR(Generator):
         self.output = nn.Linear(cfg.dim, cfg.codebook_size, bias=False)
         head_dim = cfg.dim // cfg.n_head
         if cfg.rope == "2d":
-            rope = rope_2d(cfg.grid, cfg.grid, head_dim, cfg.rope_base, prefix=1, prefix_rope=cfg.prefix_rope)
+            rope = rope_2d(cfg.grid, cfg.grid, head_dim, cfg.rope_base, prefix=self.prefix_len,
+                           prefix_rope=cfg.prefix_rope)
         else:
-            rope = rope_1d(cfg.seq_len, head_dim, cfg.rope_base, prefix=1, prefix_rope=cfg.prefix_rope)
-        self.register_buffer("rope", rope, persistent=False)  # (1 + N, head_dim/2, 2): class token, then the grid
+            rope = rope_1d(cfg.seq_len, head_dim, cfg.rope_base, prefix=self.prefix_len, prefix_rope=cfg.prefix_rope)
+        self.register_buffer("rope", rope, persistent=False)  # (P + N, head_dim/2, 2): the condition, then the grid
         init_weights(self)
         nn.init.zeros_(self.output.weight)  # uniform predictions at step 0: the loss starts at ln(codebook_size)
+
+    # ---- the condition: what stands before the image tokens (text_to_image.TextToImage replaces these four)
+
+    def make_condition(self, cfg):
+        self.class_embedding = ClassEmbedding(cfg.num_classes, cfg.dim, cfg.class_dropout)  # + the null class
 
     @property
     def null_class(self) -> int:
         return self.class_embedding.null_class
+
+    def condition(self, labels):
+        """labels (B,) -> (the prefix tokens (B, 1, dim), the key mask: None, nothing to hide). In training a label
+        is replaced by the null class with probability class_dropout."""
+        return self.class_embedding(labels)[:, None], None
+
+    def condition_mask(self, labels):
+        return None  # (B, P) bool for a prefix with padding; None: plain causal attention
+
+    def check_condition(self, labels, batch: int, values: bool = True):
+        """The condition's type and shape, and (values=True) its range: an error that names what was expected."""
+        if labels.dtype != torch.long or labels.shape != (batch,):
+            raise ValueError(f"expected labels as a LongTensor ({batch},), got {labels.dtype} {tuple(labels.shape)}")
+        if values and labels.numel() and (labels.min() < 0 or labels.max() > self.null_class):
+            raise ValueError(f"labels must lie in [0, {self.cfg.num_classes}] ({self.cfg.num_classes} = null class)")
 
     def check_inputs(self, tokens, labels):
         N, V = self.cfg.seq_len, self.cfg.codebook_size
         if tokens.dtype != torch.long or tokens.ndim != 2 or tokens.shape[1] > N:
             raise ValueError(f"expected tokens as a LongTensor (B, T) with T <= {N} (flatten token maps "
                              f"with .flatten(1)), got {tokens.dtype} {tuple(tokens.shape)}")
-        if labels.dtype != torch.long or labels.shape != tokens.shape[:1]:
-            raise ValueError(f"expected labels as a LongTensor ({tokens.shape[0]},), got {labels.dtype} "
-                             f"{tuple(labels.shape)}")
-        if tokens.is_cuda and self.training:
-            return  # reading values would make the CPU wait for the GPU at every step; training data are checked
-        if tokens.numel() and (tokens.min() < 0 or tokens.max() >= V):
+        # reading values would make the CPU wait for the GPU at every step: in GPU training (checked data) only shapes
+        values = not (tokens.is_cuda and self.training)
+        self.check_condition(labels, tokens.shape[0], values)
+        if values and tokens.numel() and (tokens.min() < 0 or tokens.max() >= V):
             raise ValueError(f"tokens must lie in [0, {V}) (the tokenizer's codebook), got "
                              f"[{tokens.min().item()}, {tokens.max().item()}]")
-        if labels.numel() and (labels.min() < 0 or labels.max() > self.null_class):
-            raise ValueError(f"labels must lie in [0, {self.cfg.num_classes}] ({self.cfg.num_classes} = null class)")
 
     def forward(self, tokens, labels, caches=None):
         """tokens (B, T) with T < N, labels (B,) -> logits (B, T + 1, vocab); output i predicts token i.
 
         With `caches` (one KVCache per layer) the call continues a sequence: `tokens` are the next positions,
-        after the class token and the tokens already in the caches, and the logits are for the positions after
-        each of them (no class token this time unless the caches are empty).
+        after the condition (the class token) and the tokens already in the caches, and the logits are for the
+        positions after each of them (no condition this time unless the caches are empty).
         """
         self.check_inputs(tokens, labels)
-        n_past = len(caches[0]) if caches is not None else 0
-        if n_past + tokens.shape[1] + (n_past == 0) > self.cfg.seq_len + 1:
+        n_past, P = len(caches[0]) if caches is not None else 0, self.prefix_len
+        if n_past + tokens.shape[1] + (P if n_past == 0 else 0) > self.cfg.seq_len + P:
             raise ValueError(f"the caches hold {n_past} positions; {tokens.shape[1]} more exceed the sequence of "
-                             f"1 + {self.cfg.seq_len} (class token + image tokens)")
+                             f"{P} + {self.cfg.seq_len} (condition + image tokens)")
         x = self.tok_embeddings(tokens)  # (B, T, dim)
-        if n_past == 0:  # the sequence starts with the class token
-            cls = self.class_embedding(labels)[:, None]  # (B, 1, dim); labels dropped at random in training
-            x = torch.cat([cls, x], dim=1)
+        if n_past == 0:  # the sequence starts with the condition (dropped at random in training)
+            prefix, key_mask = self.condition(labels)
+            x = torch.cat([prefix, x], dim=1)
+        else:
+            key_mask = self.condition_mask(labels)
+        mask = None if key_mask is None else prefix_attention(key_mask, x.shape[1], n_past)
         x = self.tok_dropout(x)
         rope = self.rope[n_past:n_past + x.shape[1]]
         for i, layer in enumerate(self.layers):
-            x = layer(x, rope, cache=caches[i] if caches is not None else None)
+            x = layer(x, rope, mask, cache=caches[i] if caches is not None else None)
+        if n_past == 0:
+            x = x[:, P - 1:]  # the condition's last position predicts the first image token
         return self.output(self.norm(x)).float()
 
     def loss(self, batch, progress: float = 0.0):
@@ -182,4 +212,4 @@ class RasterAR(Generator):
         return seq[:B].view(B, self.cfg.grid, self.cfg.grid)
 
 
-__all__ = ["RasterARConfig", "RasterAR"]
+__all__ = ["LlamaGenConfig", "RasterARConfig", "RasterAR"]

@@ -103,6 +103,12 @@ EMOJI_RASTER = Recipe(
     "pretrained:emoji-raster): 6 layers of width 192",
     "raster", dict(**_EMOJI_GEN, tokenizer="pretrained:emoji-vqvae-l2"),
     dict(num_classes=9, dim=192, n_layer=6, n_head=6, multiple_of=64, class_dropout=0.1, dropout=0.1, guidance=2.0))
+EMOJI_T2I = EMOJI_RASTER.like(
+    "LlamaGen's text-to-image at emoji-raster's size and budget: each emoji's name (\"red apple\") in place of its "
+    "class, its words through a 2-block text encoder trained with the model, left-padded before the image tokens "
+    "(notebook 09; pretrained:emoji-t2i)",
+    model="t2i", model_config=dict(dim=192, n_layer=6, n_head=6, multiple_of=64, caption_dropout=0.1, dropout=0.1,
+                                   guidance=2.0, text_dim=128, text_depth=2, text_heads=4))
 CIFAR10_RASTER = Recipe(
     "a GPT-B-like width over cifar10-vqvae's 8x8 maps of 4096 codes, LlamaGen's optimiser settings",
     "raster", dict(**_CIFAR_GEN, tokenizer="runs/cifar10-vqvae"),
@@ -170,7 +176,8 @@ IMAGENET64_RAR = Recipe(
 
 RECIPES = {
     "emoji-vqvae": EMOJI_VQVAE, "emoji-vqvae-l2": EMOJI_VQVAE_L2, "cifar10-vqvae": CIFAR10_VQVAE,
-    "imagenet64-vqvae": IMAGENET64_VQVAE, "emoji-raster": EMOJI_RASTER, "cifar10-raster": CIFAR10_RASTER,
+    "imagenet64-vqvae": IMAGENET64_VQVAE, "emoji-raster": EMOJI_RASTER, "emoji-t2i": EMOJI_T2I,
+    "cifar10-raster": CIFAR10_RASTER,
     "imagenet64-raster": IMAGENET64_RASTER, "emoji-msvq": EMOJI_MSVQ, "emoji-var": EMOJI_VAR,
     "cifar10-msvq": CIFAR10_MSVQ, "cifar10-var": CIFAR10_VAR, "imagenet64-msvq": IMAGENET64_MSVQ,
     "imagenet64-var": IMAGENET64_VAR, "emoji-kl": EMOJI_KL, "emoji-flowar": EMOJI_FLOWAR, "cifar10-kl": CIFAR10_KL,

@@ -19,8 +19,9 @@ from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from .data import dataset_fingerprint, dataset_labels, limit_dataset, load_dataset
-from .models import weights_checksum
+from .data import dataset_fingerprint, dataset_labels, limit_dataset, limit_indices, load_captions, load_dataset
+from .models import model_class, weights_checksum
+from .text import Vocabulary
 
 CACHE_KEYS = ("codes", "labels", "made_by")
 
@@ -96,11 +97,25 @@ def training_data(cfg, tokenizer, progress=True):
                 limit_dataset(load_dataset(cfg.dataset, "test", image_size=size, root=root), limit), cfg.flip)
     kw = dict(cache_dir=cfg.token_cache_dir, root=root, progress=progress, limit=limit)
     train_set = token_dataset(tokenizer, cfg.dataset, "train", flip=cfg.flip, **kw)
+    test_set = token_dataset(tokenizer, cfg.dataset, "test", flip=False, **kw)
+    if getattr(model_class(cfg.model), "conditions", "classes") == "captions":
+        return with_captions(train_set, cfg, "train", cfg.flip), with_captions(test_set, cfg, "test"), False
     n_classes = int(dataset_labels(train_set).max()) + 1
     if n_classes > cfg.model_config.num_classes:
         raise ValueError(f"{cfg.dataset} has {n_classes} classes but the generator's num_classes is "
                          f"{cfg.model_config.num_classes}; --set num_classes={n_classes}")
-    return train_set, token_dataset(tokenizer, cfg.dataset, "test", flip=False, **kw), False
+    return train_set, test_set, False
 
 
-__all__ = ["token_dataset", "training_data", "encode_dataset", "code_rows", "storage_dtype"]
+def with_captions(codes: TensorDataset, cfg, split: str, flip: bool = False) -> TensorDataset:
+    """(codes, caption word ids (N, max_words)): what a text-conditioned generator trains on, each image's caption
+    in place of its class (the mirror images' codes, the second half when flipped, keep their image's caption).
+    Words the model's vocabulary lacks (the test split's new words) are read as <unk>."""
+    captions = load_captions(cfg.dataset, split, cfg.data_root or None)
+    keep = limit_indices(len(captions), cfg.data_limit)
+    captions = captions if keep is None else [captions[i] for i in keep]
+    ids, _ = Vocabulary(cfg.model_config.words).encode(captions, cfg.model_config.max_words)
+    return TensorDataset(codes.tensors[0], torch.cat([ids, ids]) if flip and split == "train" else ids)
+
+
+__all__ = ["token_dataset", "training_data", "with_captions", "encode_dataset", "code_rows", "storage_dtype"]
