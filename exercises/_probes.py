@@ -120,3 +120,26 @@ class LinearField(torch.nn.Module, Probe):
             self.fail(f"the head takes one time per sample, t of shape ({x.shape[0]},); got "
                       f"{tuple(getattr(t, 'shape', ())) or t!r} (pass t itself, not a copy reshaped for broadcasting)")
         return x @ self.a + z @ self.b + t.view(-1, 1, 1)
+
+
+class CaptionToy(Probe):
+    """A next-token model conditioned on captions: step(conditions (R, T) long) -> logits (R, V), each row's logits
+    a fixed function of its words (a row of NULL = 1 is the null caption). It records every call, so a guided step
+    that calls it twice, or builds the null half wrongly, is seen."""
+
+    def __init__(self, n_words, V, seed, part="Part 4 (guided_logits)"):
+        g = torch.Generator().manual_seed(seed)
+        self.part, self.table = part, torch.randn(n_words, V, generator=g)
+        self.calls = []
+
+    def __call__(self, conditions):
+        if not isinstance(conditions, torch.Tensor) or conditions.ndim != 2 or conditions.dtype != torch.long:
+            self.fail(f"{self.part}: step_logits takes caption rows (R, T) long, got "
+                      f"{getattr(conditions, 'dtype', type(conditions).__name__)} "
+                      f"{tuple(getattr(conditions, 'shape', ()))}")
+        self.calls.append(conditions.clone())
+        weights = torch.arange(1, conditions.shape[1] + 1, dtype=torch.float)  # the words' order matters
+        return (self.table[conditions] * weights[None, :, None]).sum(1)
+
+    def record(self):
+        return {"calls": [c.tolist() for c in self.calls]}

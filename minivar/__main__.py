@@ -76,7 +76,7 @@ def cmd_sample(args):
                          f"several smaller runs with other --seed values")
     if args.fd and cfg.dataset != "emoji":
         raise ValueError("--fd computes fd_emoji, which needs an emoji run; use torch-fidelity for FID")
-    labels, columns, layout = sample_conditions(args, model, tokenizer.code_format()["image_size"])
+    labels, columns, layout = sample_conditions(args, model)
     if args.fd:
         from .data import load_dataset
         test = load_dataset("emoji", "test", image_size=tokenizer.code_format()["image_size"])
@@ -126,13 +126,13 @@ def cmd_sample(args):
               f"{low:.2f} - {high:.2f})")
 
 
-def sample_conditions(args, model, image_size):
+def sample_conditions(args, model):
     """What `sample` draws for -> (conditions, one per sample; the grid's columns; the layout in words). A class
     model: --classes in turn (or, with --fd, the test split's labels: like compared with like); a text model:
     the --prompt captions in turn (or, with --fd, the test split's captions)."""
     import torch
 
-    from .data import dataset_labels, load_captions, load_dataset
+    from .pretrained import test_conditions
     captions = getattr(model, "conditions", "classes") == "captions"
     if captions and args.classes:
         raise ValueError(f"a {model.kind} model draws for captions, not classes: --prompt \"red apple\" (repeatable)")
@@ -141,8 +141,7 @@ def sample_conditions(args, model, image_size):
                          f"models take --prompt)")
     if captions:
         if args.fd and not args.prompt:  # the test split's own captions, in order
-            test = load_captions("emoji", "test")
-            return [test[i % len(test)] for i in range(args.n)], list(range(16)), "captions of the test split"
+            return test_conditions(model, args.n), list(range(16)), "captions of the test split"
         if not args.prompt:
             raise ValueError(f"a {model.kind} model draws for captions: give one or more --prompt \"red apple\"")
         prompts = list(args.prompt)
@@ -150,8 +149,7 @@ def sample_conditions(args, model, image_size):
     n_cls = model.cfg.num_classes
     classes = parse_classes(args.classes, n_cls) if args.classes else list(range(n_cls))
     if args.fd and not args.classes:  # compare like with like: the test split's class frequencies, not uniform
-        test_labels = dataset_labels(load_dataset("emoji", "test", image_size=image_size))
-        return test_labels[torch.arange(args.n) % len(test_labels)], list(range(16)), "labels follow the test split"
+        return test_conditions(model, args.n), list(range(16)), "labels follow the test split"
     labels = torch.tensor(classes * (args.n // len(classes) + 1))[:args.n]
     return labels, classes, f"one column per class: {classes[:16]}"
 

@@ -126,7 +126,7 @@ def measure(model, n: int = 1000, guidance=None, seed: int = 0, batch_size: int 
     Generator: fd_emoji with its 95% bootstrap interval, and k-NN precision / recall, of n samples whose labels
     follow the test split's class frequencies (as `python -m minivar sample RUN --n 1000 --fd` draws them), drawn
     with the generator's sampling options (fields of its options_class, e.g. guidance_schedule="constant")."""
-    from .data import dataset_labels, load_dataset
+    from .data import load_dataset
     from .metrics import emoji_precision_recall, evaluate_tokenizer, fd_emoji_ci
     if isinstance(model, Tokenizer):
         from torch.utils.data import DataLoader
@@ -135,8 +135,7 @@ def measure(model, n: int = 1000, guidance=None, seed: int = 0, batch_size: int 
         return {("fd_emoji_recon" if k == "fd_emoji" else k): round(float(v), 4) for k, v in stats.items()}
     test = load_dataset("emoji", "test", image_size=model.tokenizer.code_format()["image_size"])
     real = torch.stack([test[i][0] for i in range(len(test))])
-    test_labels = dataset_labels(test)
-    labels = test_labels[torch.arange(n) % len(test_labels)]
+    labels = test_conditions(model, n)
     chosen = model.sampling_options(guidance=guidance, **options)
     g = torch.Generator(model.device).manual_seed(seed)
     images = model.sample_images(labels, batch_size, chosen, generator=g, progress=progress)
@@ -145,6 +144,17 @@ def measure(model, n: int = 1000, guidance=None, seed: int = 0, batch_size: int 
     return {"guidance": chosen.guidance, "samples": n, "seed": seed, "fd_emoji": round(fd, 3),
             "fd_emoji_ci95": [round(low, 3), round(high, 3)], "precision": round(precision, 3),
             "recall": round(recall, 3)}
+
+
+def test_conditions(model, n: int):
+    """What n samples compared with the emoji test split are drawn for, in the split's order, cycled: its labels (so
+    the class frequencies match), or for a text model its captions (the words it never saw included)."""
+    from .data import dataset_labels, load_captions, load_dataset
+    if getattr(model, "conditions", "classes") == "captions":
+        captions = load_captions("emoji", "test")
+        return [captions[i % len(captions)] for i in range(n)]
+    labels = dataset_labels(load_dataset("emoji", "test", image_size=model.tokenizer.code_format()["image_size"]))
+    return labels[torch.arange(n) % len(labels)]
 
 
 def machine() -> str:

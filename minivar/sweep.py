@@ -232,6 +232,18 @@ ABLATIONS = {
           for what, g, opts in (("ramp to 4.0", 4.0, {}), ("top-p 0.8", 2.5, {"top_p": 0.8}),
                                 ("ramp to 4.0, top-p 0.8", 4.0, {"top_p": 0.8}))],
     ]),
+    # text-to-image (notebook 09): what the caption's path into the GPT needs, at sheet 03's 400 steps; sampled for
+    # the test split's captions (their new words read as <unk>), fd_emoji against the test emoji as everywhere
+    "09": dict(title="text-to-image: the text encoder's depth, learned or frozen words, caption dropout", steps=400,
+               rows=[
+        ("recipe (2 text blocks, learned words, caption dropout 0.1)", "emoji-t2i", [], 2.0),
+        ("no text blocks (word embeddings + positions)", "emoji-t2i", ["text_depth=0"], 2.0),
+        ("4 text blocks", "emoji-t2i", ["text_depth=4"], 2.0),
+        ("frozen random word embeddings", "emoji-t2i", ["frozen_words=true"], 2.0),
+        ("caption dropout 0 (no guidance possible)", "emoji-t2i", ["caption_dropout=0"], 1.0),
+        ("recipe, guidance 1 (no guidance)", SAME_RUN + "recipe (2 text blocks, learned words, caption dropout 0.1)",
+         [], 1.0),
+    ]),
 }
 ABLATION_FIELDS = ["row", "recipe", "sets", "options", "steps", "params_m", "train_loss", "test_loss", "psnr", "ssim",
                    "usage", "perplexity", "fd_emoji_recon", "guidance", "fd_emoji", "fd_low", "fd_high", "precision",

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.parametrize("ex,parts", [("ex01", 4), ("ex02", 4), ("ex03", 5), ("ex04", 3), ("ex05", 5),
-                                      ("ex06", 4), ("ex07", 4)])
+                                      ("ex06", 4), ("ex07", 4), ("ex09", 4)])
 def test_untouched_stubs_fail_every_grader_with_a_named_part(ex, parts):
     proc = subprocess.run([sys.executable, "-m", "pytest", "-m", ex, "-p", "no:cacheprovider", "-q", "--no-header",
                            "-rf", "exercises"], cwd=ROOT, capture_output=True, text=True, timeout=300,
