@@ -238,6 +238,10 @@ class Generator(Model):
         given = {k: v for k, v in overrides.items() if v is not None}
         return (dataclasses.replace(options, **given) if given else options).resolved(self.cfg)
 
+    def with_null(self, labels):
+        """The conditions of a guided batch: the labels, then the null class for each (the unconditional half)."""
+        return torch.cat([labels, torch.full_like(labels, self.null_class)])
+
     @contextlib.contextmanager
     def sampling(self, labels, options=None, **overrides):
         """The opening every generate() shares: options resolved and checked, labels checked, and the conditions
@@ -246,11 +250,11 @@ class Generator(Model):
         options = self.sampling_options(options, **overrides)
         labels = self.check_labels(labels)
         schedule = options.schedule
-        conditions = torch.cat([labels, torch.full_like(labels, self.null_class)]) if schedule.guided else labels
+        conditions = self.with_null(labels) if schedule.guided else labels
         was_training = self.training
         self.eval()
         try:
-            yield Draw(labels, conditions, options, schedule, labels.shape[0])
+            yield Draw(labels, conditions, options, schedule, len(labels))
         finally:
             self.train(was_training)
 

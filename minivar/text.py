@@ -21,7 +21,7 @@ the dropped caption's padding mask, so the null caption's length varies with the
 """
 
 import re
-from typing import NamedTuple
+from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -80,10 +80,27 @@ class Vocabulary:
         return [" ".join(self.words[i] for i in row.tolist() if i != PAD) for row in torch.as_tensor(ids)]
 
 
-class Captions(NamedTuple):
-    """Caption features from any text encoder: features (B, T, D) float, mask (B, T) bool (True = a real token)."""
+@dataclass
+class Captions:
+    """Caption features from any text encoder, the slot LlamaGen's T5 fills: features (B, T, D) float, mask (B, T)
+    bool (True = a real token, left-padded as the ids are). A row with no real token stands for the null caption
+    (guidance's unconditional half, with_null). A batch: len(), split(n), cat() as a tensor's."""
     features: torch.Tensor
     mask: torch.Tensor
+
+    def __len__(self):
+        return self.features.shape[0]
+
+    def split(self, size: int) -> list:
+        return [Captions(f, m) for f, m in zip(self.features.split(size), self.mask.split(size))]
+
+    def to(self, device) -> "Captions":
+        return Captions(self.features.to(device), self.mask.to(device))
+
+    def with_null(self) -> "Captions":
+        """These captions, then a null caption for each (zero features, nothing visible: the model reads its null)."""
+        return Captions(torch.cat([self.features, torch.zeros_like(self.features)]),
+                        torch.cat([self.mask, torch.zeros_like(self.mask)]))
 
 
 def caption_mask(ids: torch.Tensor) -> torch.Tensor:

@@ -77,21 +77,25 @@ class TextToImage(RasterAR):
         attended to). A null row (all NULL) reads the learned null caption, seen whole; in training a random share
         of the captions is dropped to it."""
         if isinstance(captions, Captions):
-            features, mask = captions
-            null = torch.zeros(features.shape[0], dtype=torch.bool, device=features.device)
+            features, mask, null = captions.features, captions.mask, ~captions.mask.any(1)
         else:
             features, mask, null = self.text_encoder(captions), caption_mask(captions), (captions == NULL).all(1)
         null = self.caption_embedder.drop(null)
         return self.caption_embedder(features, null), mask | null[:, None]
 
     def condition_mask(self, captions):
-        return captions.mask if isinstance(captions, Captions) else caption_mask(captions) | \
-            (captions == NULL).all(1, keepdim=True)
+        if isinstance(captions, Captions):
+            return captions.mask | ~captions.mask.any(1, keepdim=True)  # a null row is seen whole
+        return caption_mask(captions) | (captions == NULL).all(1, keepdim=True)
+
+    def with_null(self, captions):
+        """Guidance's batch: the captions, then the null caption for each (word ids: rows of NULL)."""
+        return captions.with_null() if isinstance(captions, Captions) else super().with_null(captions)
 
     def check_condition(self, captions, batch: int, values: bool = True):
         T, V = self.cfg.max_words, len(self.cfg.words)
         if isinstance(captions, Captions):
-            f, m = captions
+            f, m = captions.features, captions.mask
             if f.shape != (batch, T, self.cfg.text_dim) or m.shape != (batch, T) or m.dtype != torch.bool:
                 raise ValueError(f"Captions from an external encoder must be features ({batch}, {T}, "
                                  f"{self.cfg.text_dim}) and a bool mask ({batch}, {T}), got {tuple(f.shape)} and "
@@ -116,7 +120,14 @@ class TextToImage(RasterAR):
         return ids.to(self.device)
 
     def check_labels(self, labels) -> torch.Tensor:
-        """What generate() conditions on: prompts (strings) or word ids (B, max_words)."""
+        """What generate() conditions on: prompts (strings), word ids (B, max_words), or Captions from another
+        encoder."""
+        if isinstance(labels, Captions):
+            self.check_condition(labels, len(labels))
+            if not labels.mask.any(1).all():
+                raise ValueError("a caption to sample for has no visible token (an all-False mask row is the null "
+                                 "caption, guidance's)")
+            return labels.to(self.device)
         if isinstance(labels, str) or (isinstance(labels, (list, tuple)) and labels and
                                        all(isinstance(p, str) for p in labels)):
             return self.encode_prompts(labels)

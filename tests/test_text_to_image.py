@@ -107,6 +107,15 @@ def test_features_from_another_encoder_plug_into_the_same_slot():
     assert logits.shape == (2, 6, 32)
     with pytest.raises(ValueError, match="text_dim must be the encoder's width"):
         model(torch.randint(0, 32, (2, 5)), Captions(torch.randn(2, 6, 8), mask))
+    # the text encoder's own features through the slot: the very samples the word ids give, guidance included
+    ids = model.encode_prompts(["red apple", "cat face"])
+    with torch.no_grad():
+        own = Captions(model.text_encoder(ids), ids != PAD)
+    g = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    assert torch.equal(model.generate(own, generator=g(), guidance=3.0),
+                       model.generate(ids, generator=g(), guidance=3.0))
+    with pytest.raises(ValueError, match="no visible token"):
+        model.generate(Captions(features, torch.zeros(2, 6, dtype=torch.bool)))
 
 
 def test_a_t2i_run_trains_on_the_emoji_captions_and_its_loss_falls(tmp_path):
