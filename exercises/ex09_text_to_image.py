@@ -42,5 +42,5 @@ def drop_captions(ids: torch.Tensor, p: float, generator: torch.Generator = None
 def guided_logits(step_logits, ids: torch.Tensor, scale: float) -> torch.Tensor:
     """Part 4. One guided step over captions. `step_logits(conditions)` returns the next token's logits (R, V) for
     caption rows conditions (R, T). Call it ONCE, on the captions followed by one null caption (a row of NULL) per
-    caption, and mix the two halves: uncond + scale * (cond - uncond) -> (B, V). scale 1 is the captions alone."""
+    caption, and mix the two halves: uncond + scale·(cond − uncond) -> (B, V). scale 1 is the captions alone."""
     raise NotImplementedError("Part 4 (guided_logits) is not done yet")

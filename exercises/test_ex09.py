@@ -15,11 +15,10 @@ def ex(request):
 
 
 def reference_ids(captions, vocabulary, length):
-    ids = torch.full((len(captions), length), PAD, dtype=torch.long)
-    for row, words in enumerate(captions):
-        if words:
-            ids[row, length - len(words):] = torch.tensor([vocabulary.get(w, UNK) for w in words])
-    return ids
+    # built as lists, row by row: padding first, then each word's id (or UNK)
+    rows = [[PAD] * (length - len(words)) + [vocabulary[w] if w in vocabulary else UNK for w in words]
+            for words in captions]
+    return torch.tensor(rows, dtype=torch.long).reshape(len(captions), length)
 
 
 def test_part1_caption_ids(ex):
@@ -115,5 +114,5 @@ def test_part4_guided_logits(ex):
         both = twin(want_rows)
         want = both[B:] + scale * (both[:B] - both[B:])
         assert isinstance(got, torch.Tensor) and got.shape == want.shape and torch.allclose(got, want, atol=1e-5), \
-            f"Part 4 (guided_logits): at scale {scale}, the mix is not uncond + scale * (cond - uncond) (the first " \
+            f"Part 4 (guided_logits): at scale {scale}, the mix is not uncond + scale·(cond − uncond) (the first " \
             f"{B} rows are the captions', the last {B} the null caption's)"
