@@ -185,7 +185,7 @@ def test_the_shipped_checkpoints_are_whole_small_and_load():
         model = pretrained.load(name)
         assert sum(p.numel() for p in model.parameters()) == info["parameters"]
         total += info["bytes"]
-    assert total <= 40e6, f"{total / 1e6:.1f} MB of shipped weights"
+    assert total <= 50e6, f"{total / 1e6:.1f} MB of shipped weights (the budget: 50 MB in all, half precision)"
 
 
 @pytest.mark.parametrize("name, n_frames", [("emoji-raster", 8), ("emoji-rar", 8), ("emoji-var", 6),
