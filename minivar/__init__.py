@@ -38,6 +38,15 @@ def device_named(name: str) -> torch.device:
     return torch.device(name)
 
 
+def per_dataset(dataset: str, **choices):
+    """What a notebook uses on each dataset it runs on (its parameters cell: the recipes, image size...) ->
+    choices[dataset]. The keywords are the datasets the notebook offers; any other is an error that lists them."""
+    if dataset not in choices:
+        raise ValueError(f"this notebook runs on {', '.join(choices)}; got DATASET = {dataset!r} (set DATASET in "
+                         f"the parameters cell to one of those)")
+    return choices[dataset]
+
+
 def smoke() -> bool:
     """True when MINIVAR_SMOKE=1: notebooks and loops shrink so they run in seconds (CI, quick checks)."""
     return os.environ.get("MINIVAR_SMOKE", "0") not in ("", "0", "false", "False")

@@ -44,17 +44,19 @@ def test_the_interval_pattern_reads_printed_and_typed_intervals():
         ("5.90", "4.36", "7.44"), ("6.21", "4.75", "7.66")]
 
 
-# Notebooks 00-04: every figure their prose quotes is printed by one of their own cells (or read from a shipped
+# Notebooks 00-04 and 09: every figure their prose quotes is printed by one of their own cells (or read from a shipped
 # model's manifest they load, or set in their code), to the precision quoted. Figures from the papers are listed
 # here, each with where it comes from.
 PROSE_NOTEBOOKS = ["00_start_here", "01_vector_quantization", "02_codebook_size_and_dim", "03_raster_autoregression",
-                   "04_multiscale_tokenizer"]
+                   "04_multiscale_tokenizer", "09_text_to_image"]
 PAPER_FIGURES = {
     "00_start_here": {"95%": "the level of the fd_emoji intervals", "0.01": "an example loss, converted to dB in "
                       "the same sentence", "26dB": "10 log10(2^2 / 0.01), the example loss in dB"},
     "02_codebook_size_and_dim": {"97%": "LlamaGen, Table 2 (codebook usage, 8-d l2 codes)",
                                  "2.19": "LlamaGen, Table 2 (rFID, 8-d l2 codes)",
                                  "90%": "a threshold in a question to try"},
+    "09_text_to_image": {"2.3": "the LlamaGen paper's section number", "30dB": "the copy threshold: a training emoji decoded from its own tokens is about 28 dB "
+                                 "from itself (notebook 07)"},
 }
 FIGURE = re.compile(r"(?<![\w.×/-])(\d+(?:\.\d+)?)(?:\s?(%|dB\b|min\b|minutes\b))?")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
