@@ -55,8 +55,10 @@ PAPER_FIGURES = {
     "02_codebook_size_and_dim": {"97%": "LlamaGen, Table 2 (codebook usage, 8-d l2 codes)",
                                  "2.19": "LlamaGen, Table 2 (rFID, 8-d l2 codes)",
                                  "90%": "a threshold in a question to try"},
-    "09_text_to_image": {"2.3": "the LlamaGen paper's section number", "30dB": "the copy threshold: a training emoji decoded from its own tokens is about 28 dB "
-                                 "from itself (notebook 07)"},
+    "09_text_to_image": {
+        "2.3": "the LlamaGen paper's section number",
+        "30dB": "the copy threshold: a training emoji decoded from its own tokens is about 28 dB from itself "
+                "(notebook 07)"},
 }
 FIGURE = re.compile(r"(?<![\w.×/-])(\d+(?:\.\d+)?)(?:\s?(%|dB\b|min\b|minutes\b))?")
 NUMBER = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
