@@ -32,54 +32,23 @@ import argparse
 import datetime
 import functools
 import json
-import pickle
 import shutil
 import tempfile
 import time
 import traceback
 from pathlib import Path
 
-import numpy as np
 import torch
 from common import RESULTS, machine, record
 
 import minivar.train
 from minivar import recipes
-from minivar.data import load_dataset
+from minivar.data import load_dataset, write_official_format
 from minivar.losses import TokenizerLoss
 from minivar.models import Generator
 from minivar.token_cache import code_rows, encode_dataset
 
 GPU_RECIPES = [name for name in recipes.RECIPES if name.startswith(("cifar10-", "imagenet64-"))]
-
-
-# ------------------------------------------------------------------ data in the official formats, random pixels
-
-def write_cifar10(root: Path, n_train: int, n_test: int, seed: int = 0):
-    """cifar-10-batches-py/ as the python tarball unpacks it: 5 training pickles, test_batch, batches.meta."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    sizes = [n_train // 5 + (i < n_train % 5) for i in range(5)] + [n_test]
-    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
-    for name, n in zip(names, sizes):
-        data = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8)  # (N, 3*32*32), channel-major rows
-        with open(folder / name, "wb") as fh:
-            pickle.dump({"batch_label": name, "data": data, "labels": rng.integers(0, 10, n).tolist()}, fh)
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-                                     "truck"], "num_cases_per_batch": sizes[0]}, fh)
-
-
-def write_imagenet64(root: Path, n_train: int, n_test: int, seed: int = 1):
-    """imagenet64/ as the downsampled-ImageNet zips unpack: train_data_batch_1.npz ..., val_data.npz, each with
-    `data` (N, 12288) uint8 and 1-based `labels`."""
-    folder = root / "imagenet64"
-    folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for name, n in (("train_data_batch_1", n_train), ("val_data", n_test)):
-        np.savez(folder / f"{name}.npz", data=rng.integers(0, 256, size=(n, 12288), dtype=np.uint8),
-                 labels=rng.integers(1, 1001, n), mean=np.zeros(12288, dtype=np.float32))
 
 
 # ------------------------------------------------------------------------------------------------ measuring
@@ -278,8 +247,8 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         root, runs = Path(tmp) / "data", Path(tmp) / "runs"
         n_test = max(256, args.images // 8)
-        write_cifar10(root, args.images, n_test)
-        write_imagenet64(root, args.images, n_test)
+        write_official_format("cifar10", root, args.images, n_test, seed=0)
+        write_official_format("imagenet64", root, args.images, n_test, seed=1)
         for name in order:
             print(f"{name} ...", flush=True)
             try:

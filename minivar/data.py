@@ -10,10 +10,14 @@ Every dataset yields (image, label) with image a float tensor in [-1, 1] of shap
                <root>/imagenet64/. Read through memory maps: the 1.28M images never sit in RAM at once.
 - "folder"     any ImageFolder tree (root/<class>/<image>), resized and centre-cropped.
 
+<root> is the `root` argument (`--set data_root=...`), else the folder in the environment variable MINIVAR_DATA
+(one copy of CIFAR-10 or ImageNet-64 for every lab and notebook), else the repo's data/.
+
 The training loop's data order lives here too: `StepBatches` and `flip_batch` make every batch a pure function
 of the step, so a resumed run sees exactly the batches an uninterrupted one would have seen (`batch_for_step`).
 """
 
+import os
 import pickle
 import warnings
 import zipfile
@@ -24,11 +28,22 @@ import torch
 from torch.utils.data import Dataset, Sampler, Subset, TensorDataset, default_collate
 
 DATA_DIR = Path(__file__).resolve().parent.parent / "data"  # the repo's data/ (bundled set, downloads)
+DATA_ENV = "MINIVAR_DATA"  # a folder for the downloaded datasets instead of data/ (one copy shared by every lab)
 DATASETS = ("emoji", "cifar10", "imagenet64", "folder")
 SPLITS = ("train", "test")
 
 CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+
+def data_root(name: str, root=None) -> Path:
+    """Where dataset `name` is read from: `root` if given; else, for the downloaded datasets, the folder named by
+    the environment variable MINIVAR_DATA if set; else the repo's data/ (where emoji ships)."""
+    if root:
+        return Path(root)
+    if name != "emoji" and os.environ.get(DATA_ENV):
+        return Path(os.environ[DATA_ENV]).expanduser()
+    return DATA_DIR
 
 
 def to_tensor_images(uint8_hwc: np.ndarray) -> torch.Tensor:
@@ -115,21 +130,55 @@ def read_cifar_batches(folder: Path, split: str):
     return images, labels, classes
 
 
+DOWNLOAD_TIMEOUT = 30  # seconds without a byte before a download gives up (a firewall that drops packets would
+# otherwise hold a lab's first cell for minutes)
+
+
+def download_cifar10(root: Path, url: str = None, md5: str = None) -> Path:
+    """Fetch cifar-10-python.tar.gz (163 MB) into root, check its MD5, extract cifar-10-batches-py/ there and delete
+    the archive. Without internet it fails within DOWNLOAD_TIMEOUT seconds, saying what to download by hand."""
+    import hashlib
+    import tarfile
+    import urllib.request
+
+    from tqdm.auto import tqdm
+    url, md5 = url or CIFAR_URL, md5 or CIFAR_MD5
+    root.mkdir(parents=True, exist_ok=True)
+    archive = root / "cifar-10-python.tar.gz.part"
+    by_hand = (f"Download {CIFAR_URL} by hand and extract it into {root} (it holds cifar-10-batches-py/), set "
+               f"{DATA_ENV} to a folder that has it, or use the offline dataset: --set dataset=emoji")
+    try:
+        with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response, open(archive, "wb") as out:
+            total, digest = int(response.headers.get("Content-Length") or 0) or None, hashlib.md5()
+            with tqdm(total=total, unit="B", unit_scale=True, desc="CIFAR-10") as bar:
+                while chunk := response.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+    except OSError as e:  # no internet, DNS, a proxy, a timeout, disk full: all OSErrors (URLError is one)
+        archive.unlink(missing_ok=True)
+        raise RuntimeError(f"could not download CIFAR-10 from {url} ({e}). {by_hand}") from e
+    if digest.hexdigest() != md5:
+        archive.unlink()
+        raise RuntimeError(f"the CIFAR-10 download from {url} is corrupt (MD5 {digest.hexdigest()}, expected {md5}); "
+                           f"run again. {by_hand}")
+    with tarfile.open(archive, "r:gz") as tar:
+        safe = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}  # python >= 3.11.4 / 3.10.12
+        tar.extractall(root, **safe)  # "data": no absolute paths, links or devices out of the archive
+    archive.unlink()
+    return root / "cifar-10-batches-py"
+
+
 def load_cifar10(split, image_size=32, root=None, flip=False, download=True):
     if image_size != 32:
         raise ValueError(f"cifar10 images are 32x32, got image_size={image_size}")
-    root = Path(root or DATA_DIR)
+    root = data_root("cifar10", root)
     folder = root / "cifar-10-batches-py"
     if not (folder / "batches.meta").exists():
         if not download:
             raise FileNotFoundError(f"{folder} not found: run once with internet access (download=True), or "
                                     f"place the extracted cifar-10-python.tar.gz from {CIFAR_URL} in {root}")
-        from torchvision.datasets.utils import download_and_extract_archive
-        try:
-            download_and_extract_archive(CIFAR_URL, str(root), md5=CIFAR_MD5)
-        except Exception as e:  # no internet, proxy, disk full...
-            raise RuntimeError(f"could not download CIFAR-10 ({e}). Download {CIFAR_URL} by hand and extract it "
-                               f"into {root}, or use the offline dataset: --set dataset=emoji") from e
+        download_cifar10(root)
     images, labels, classes = read_cifar_batches(folder, split)
     return ArrayDataset(images, labels, classes, flip)
 
@@ -229,7 +278,7 @@ def load_imagenet64(split, image_size=64, root=None, flip=False):
     import re
     if image_size != 64:
         raise ValueError(f"imagenet64 images are 64x64, got image_size={image_size}")
-    folder = Path(root or DATA_DIR) / "imagenet64"
+    folder = data_root("imagenet64", root) / "imagenet64"
     if split == "train":  # train_data_batch_1.npz ... _10.npz; other names (a _1_old.npz copy) are not read
         numbered = {int(m.group(1)): p for p in folder.glob("train_data_batch_*.npz")
                     if (m := re.fullmatch(r"train_data_batch_(\d+)\.npz", p.name))}
@@ -249,6 +298,45 @@ def load_imagenet64(split, image_size=64, root=None, flip=False):
             f"(Imagenet64_train_part1/2.zip and Imagenet64_val.zip from image-net.org, after registering) "
             f"and unzip them into {folder}")
     return ImageNet64(files, flip)
+
+
+# ------------------------------------------------------------- synthetic copies in the official formats
+
+CIFAR_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def write_official_format(name: str, root, n_train: int, n_test: int, seed: int = 0, batches: int = 1) -> dict:
+    """Write random images in a dataset's official on-disk format under `root`, as its download unpacks:
+    cifar10 -> cifar-10-batches-py/ (data_batch_1..5, test_batch, batches.meta: python pickles of (N, 3072) uint8
+    channel-major rows and 0-based labels); imagenet64 -> imagenet64/ (train_data_batch_1..<batches>.npz and
+    val_data.npz: `data` (N, 12288) uint8, 1-based `labels`, `mean`). So the download paths, the GPU recipes and the
+    notebooks run offline on files a real copy would hold. Returns {file stem: (data, labels as written)}."""
+    rng, root, written = np.random.default_rng(seed), Path(root), {}
+
+    def sizes(n, k):
+        return [n // k + (i < n % k) for i in range(k)]
+    if name == "cifar10":
+        folder = root / "cifar-10-batches-py"
+        folder.mkdir(parents=True, exist_ok=True)
+        files = [(f"data_batch_{i + 1}", n) for i, n in enumerate(sizes(n_train, 5))] + [("test_batch", n_test)]
+        for stem, n in files:
+            data, labels = rng.integers(0, 256, size=(n, 3072), dtype=np.uint8), rng.integers(0, 10, n).tolist()
+            with open(folder / stem, "wb") as fh:
+                pickle.dump({"batch_label": stem, "data": data, "labels": labels}, fh)
+            written[stem] = (data, labels)
+        with open(folder / "batches.meta", "wb") as fh:
+            pickle.dump({"label_names": list(CIFAR_CLASSES), "num_cases_per_batch": files[0][1]}, fh)
+    elif name == "imagenet64":
+        folder = root / "imagenet64"
+        folder.mkdir(parents=True, exist_ok=True)
+        files = [(f"train_data_batch_{i + 1}", n) for i, n in enumerate(sizes(n_train, batches))]
+        for stem, n in files + [("val_data", n_test)]:
+            data, labels = rng.integers(0, 256, size=(n, 12288), dtype=np.uint8), rng.integers(1, 1001, n).tolist()
+            np.savez(folder / f"{stem}.npz", data=data, labels=labels, mean=np.zeros(12288, dtype=np.float32))
+            written[stem] = (data, labels)
+    else:
+        raise ValueError(f"no official format to write for {name!r}; choose cifar10 or imagenet64")
+    return written
 
 
 # ---------------------------------------------------------------------------------------------- folder
@@ -368,6 +456,17 @@ def dataset_labels(dataset) -> torch.Tensor:
     return torch.as_tensor(np.asarray(dataset.labels), dtype=torch.long)
 
 
+def shown_classes(dataset, k: int = 10) -> tuple:
+    """The classes a figure shows -> (class indices (n,) long, short names): every class when there are at most k
+    (emoji's 9, CIFAR's 10), else k spread evenly over the classes the split holds (ImageNet's 1,000). Short names:
+    "Smileys" for "Smileys & Emotion", "class 207" for an ImageNet label."""
+    present = torch.unique(dataset_labels(dataset))
+    picked = present if len(dataset.classes) <= k else present[torch.linspace(0, len(present) - 1, min(k, len(
+        present))).round().long().unique()]
+    names = [dataset.classes[c].split(" & ")[0] for c in picked.tolist()]
+    return picked, [f"class {n}" if n.isdigit() else n for n in names]
+
+
 # where each dataset's files live under its root (the repo's data/ by default)
 DATA_FILES = {"emoji": "emoji.npz", "cifar10": "cifar-10-batches-py", "imagenet64": "imagenet64", "folder": "."}
 
@@ -377,10 +476,9 @@ def dataset_fingerprint(name: str, split: str, root=None) -> str:
     and every data file's name, size and modification time there. Two roots, or a file added, replaced or touched,
     give another fingerprint (what the token cache is keyed by, beside the tokenizer's weights)."""
     import hashlib
-    import os
     if name not in DATA_FILES:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(DATASETS)}")
-    base = (Path(root) if root else DATA_DIR).resolve() / DATA_FILES[name]
+    base = data_root(name, root).resolve() / DATA_FILES[name]
     h = hashlib.sha256(f"{name}\0{split}\0{base}".encode())
     paths = [base] if base.is_file() else sorted(
         Path(folder) / f for folder, _, names in os.walk(base) for f in names)  # os.walk: no symlink loops

@@ -36,6 +36,7 @@ from . import checkpoint, models, smoke
 from .checkpoint import PRETRAINED, file_sha256, read_log, save_checkpoint, shipped_manifest, shipped_names
 from .files import FolderInUse, write_json, write_text
 from .models import Generator, Tokenizer, weights_checksum
+from .recipes import RECIPES
 from .recipes import get as get_recipe
 from .runs import load_run
 from .train import train as train_run
@@ -74,20 +75,36 @@ def run_result(where: str) -> dict:
     return json.loads(path.read_text())
 
 
-def load_or_train(recipe: str, train: bool = False, minutes: float = 8.0, sets=(), name=None):
+# Smoke runs (MINIVAR_SMOKE=1) of any recipe: offline (no LPIPS download, no GAN) and small batches on the main
+# process, so a GPU recipe's code path runs on a CPU in seconds; the notebook's own sets shrink the model.
+SMOKE_SETS = ("perceptual_weight=0", "disc_weight=0", "num_workers=0", "batch_size=16", "eval_batches=2")
+
+
+def load_or_train(recipe: str, train: bool = False, minutes: float = 8.0, sets=(), name=None, tokenizer_sets=()):
     """The notebooks' "load the shipped checkpoint, else train" -> (model in eval mode, its training log records,
     where it lives: "pretrained:NAME" or the run folder, what a generator's `tokenizer=` takes).
     train=False: the shipped model `name` (default: the recipe's name). train=True (or no shipped one, or
     MINIVAR_SMOKE=1, where this trains tiny): train the recipe here for `minutes` with `--set` overrides `sets` (a
     variant of a recipe ships under its own name: load_or_train("emoji-flowar", sets=["head=mlp"],
-    name="emoji-flowar-mlp")), as the run NAME-here (NAME-smoke), continued if it exists."""
+    name="emoji-flowar-mlp")), as the run NAME-here (NAME-smoke), continued if it exists.
+    A generator whose recipe names a recipe's tokenizer run ("runs/cifar10-msvq") that is not there (or any, in a
+    smoke run) gets it the same way first: load_or_train(that recipe, train, minutes, tokenizer_sets); a run folder
+    named in `sets` ("tokenizer=runs/cifar10-msvq-here") is used as it is."""
     name = name or recipe
     if not train and not smoke() and name in available():
         return load(name), training_log(name), PRETRAINED + name
     if not train and not smoke():
         print(f"no shipped checkpoint named {name!r}: training it here for {minutes:g} minutes")
-    cfg = get_recipe(recipe, [f"name={name}{'-smoke' if smoke() else '-here'}", f"minutes={minutes}",
-                              "max_steps=100000", *sets])
+    sets = [f"name={name}{'-smoke' if smoke() else '-here'}", f"minutes={minutes}", "max_steps=100000",
+            *(SMOKE_SETS if smoke() else ()), *sets]
+    cfg = get_recipe(recipe, sets)
+    wanted = cfg.tokenizer
+    tokenizer_recipe = Path(wanted).name
+    if wanted and not wanted.startswith(PRETRAINED) and tokenizer_recipe in RECIPES and (
+            smoke() or not models.checkpoint_path(wanted).exists()):
+        print(f"{recipe} reads the tokenizer {wanted}: getting it first")
+        *_, where = load_or_train(tokenizer_recipe, train, minutes, sets=tokenizer_sets)
+        cfg = get_recipe(recipe, [*sets, f"tokenizer={where}"])
     result = train_waiting_for_others(cfg)
     return result["model"].eval(), read_log(cfg.run_dir / "metrics.jsonl"), str(cfg.run_dir)
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from minivar import recipes
-from minivar.data import dataset_labels, load_dataset
+from minivar.data import dataset_labels, load_dataset, write_official_format
 from tests.helpers import tiny_vqvae_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
@@ -19,8 +19,8 @@ import gpu_calibration  # noqa: E402  (a script beside the package, imported fro
 
 
 def test_synthetic_data_is_read_by_the_real_loaders(tmp_path):
-    gpu_calibration.write_cifar10(tmp_path, n_train=23, n_test=7)
-    gpu_calibration.write_imagenet64(tmp_path, n_train=11, n_test=5)
+    write_official_format("cifar10", tmp_path, n_train=23, n_test=7)
+    write_official_format("imagenet64", tmp_path, n_train=11, n_test=5, seed=1)
     for name, n_train, n_test, size, classes in (("cifar10", 23, 7, 32, 10), ("imagenet64", 11, 5, 64, 1000)):
         train, test = (load_dataset(name, split, image_size=size, root=tmp_path) for split in ("train", "test"))
         assert (len(train), len(test)) == (n_train, n_test)

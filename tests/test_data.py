@@ -1,4 +1,3 @@
-import pickle
 import zipfile
 
 import numpy as np
@@ -6,7 +5,8 @@ import pytest
 import torch
 from PIL import Image
 
-from minivar.data import load_cifar10, load_dataset, npz_member_memmap
+from minivar import data
+from minivar.data import load_cifar10, load_dataset, npz_member_memmap, write_official_format
 
 
 def test_emoji_images_labels_and_fixed_split():
@@ -32,20 +32,7 @@ def test_emoji_flip_augmentation():
 
 
 def write_cifar(root, n_per_batch=4):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    batches = {}
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        data = rng.integers(0, 256, size=(n_per_batch, 3072), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n_per_batch).tolist()
-        with open(folder / name, "wb") as fh:
-            pickle.dump({"batch_label": name, "data": data, "labels": labels}, fh)
-        batches[name] = (data, labels)
-    with open(folder / "batches.meta", "wb") as fh:
-        pickle.dump({"label_names": ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
-                                     "ship", "truck"], "num_cases_per_batch": n_per_batch}, fh)
-    return batches
+    return write_official_format("cifar10", root, n_train=5 * n_per_batch, n_test=n_per_batch)
 
 
 def test_cifar10_reads_the_python_pickle_batches(tmp_path):
@@ -63,6 +50,60 @@ def test_cifar10_reads_the_python_pickle_batches(tmp_path):
 def test_cifar10_missing_says_how_to_get_it(tmp_path):
     with pytest.raises(FileNotFoundError, match="cifar-10-python.tar.gz"):
         load_cifar10("train", root=tmp_path, download=False)
+
+
+def cifar_archive(tmp_path):
+    """cifar-10-python.tar.gz as the official site serves it (cifar-10-batches-py/ inside), and its MD5."""
+    import hashlib
+    import tarfile
+    batches = write_cifar(tmp_path / "made")
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(tmp_path / "made" / "cifar-10-batches-py", arcname="cifar-10-batches-py")
+    return archive, hashlib.md5(archive.read_bytes()).hexdigest(), batches
+
+
+def test_cifar10_download_checks_extracts_and_loads(tmp_path, monkeypatch):
+    archive, md5, batches = cifar_archive(tmp_path)
+    monkeypatch.setattr(data, "CIFAR_URL", archive.as_uri())  # a file:// URL: urllib reads it as it would https
+    monkeypatch.setattr(data, "CIFAR_MD5", md5)
+    test = load_cifar10("test", root=tmp_path / "root", download=True)
+    assert len(test) == 4 and test.classes[0] == "airplane" and test[1][1] == batches["test_batch"][1][1]
+    assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["cifar-10-batches-py"]  # the archive is gone
+
+
+def test_cifar10_download_refuses_a_corrupt_archive(tmp_path, monkeypatch):
+    archive, md5, _ = cifar_archive(tmp_path)
+    monkeypatch.setattr(data, "CIFAR_URL", archive.as_uri())
+    with pytest.raises(RuntimeError, match="corrupt.*run again.*by hand"):
+        load_cifar10("train", root=tmp_path / "root", download=True)
+    assert list((tmp_path / "root").iterdir()) == []  # nothing half-written is left to be mistaken for data
+
+
+def test_cifar10_download_without_internet_fails_at_once_saying_what_to_fetch(tmp_path, monkeypatch):
+    import socket
+    with socket.socket() as s:  # a local port nobody listens on: the connection is refused, as offline
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(data, "CIFAR_URL", f"http://127.0.0.1:{port}/cifar-10-python.tar.gz")
+    with pytest.raises(RuntimeError, match=r"could not download CIFAR-10.*by hand.*extract it into .*root"):
+        load_cifar10("train", root=tmp_path / "root", download=True)
+
+    def silent(*args, **kwargs):  # a firewall that drops packets: urllib's timeout fires, no hang
+        raise TimeoutError("timed out")
+    monkeypatch.setattr("urllib.request.urlopen", silent)
+    with pytest.raises(RuntimeError, match="timed out.*MINIVAR_DATA"):
+        load_cifar10("train", root=tmp_path / "root", download=True)
+
+
+def test_the_data_folder_can_be_set_once_for_every_lab(tmp_path, monkeypatch):
+    write_official_format("cifar10", tmp_path / "shared", n_train=10, n_test=3)
+    write_official_format("imagenet64", tmp_path / "shared", n_train=4, n_test=2)
+    monkeypatch.setenv("MINIVAR_DATA", str(tmp_path / "shared"))
+    assert len(load_dataset("cifar10", "test")) == 3 and len(load_dataset("imagenet64", "test", image_size=64)) == 2
+    assert len(load_dataset("emoji", "test")) == 365  # the bundled set is still read from the package
+    assert data.dataset_fingerprint("cifar10", "test") == data.dataset_fingerprint("cifar10", "test",
+                                                                                 tmp_path / "shared")
 
 
 def write_imagenet64(folder, compress=False):
