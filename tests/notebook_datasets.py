@@ -46,7 +46,7 @@ def write_data(root: Path) -> Path:
 
 def run_on(notebook: str, dataset: str, data_root: Path, work: Path, monkeypatch):
     """Execute every cell of the notebook with DATASET = dataset, in a kernel whose working folder is `work` (its
-    runs land there, never beside the notebooks)."""
+    runs land there, never beside the notebooks); no cell may fail, and no emoji model may be trained for it."""
     from nbclient import NotebookClient
     monkeypatch.setenv("MINIVAR_DATA", str(data_root))
     monkeypatch.setenv("MINIVAR_SMOKE", "1")
@@ -54,4 +54,8 @@ def run_on(notebook: str, dataset: str, data_root: Path, work: Path, monkeypatch
     cell = parameters_cell(nb)
     cell.source = DATASET_LINE.sub(f'DATASET = "{dataset}"', cell.source, count=1)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(work)}}).execute()
+    shown = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
+    assert "labels must lie" not in shown and "Traceback" not in shown
+    trained = sorted(p.name for p in (work / "runs").glob("*")) if (work / "runs").exists() else []
+    assert not [r for r in trained if r.startswith("emoji-")], f"{notebook} trained emoji runs on {dataset}: {trained}"
     return nb
