@@ -75,9 +75,10 @@ def run_result(where: str) -> dict:
     return json.loads(path.read_text())
 
 
-# Smoke runs (MINIVAR_SMOKE=1) of any recipe: offline (no LPIPS download, no GAN) and small batches on the main
-# process, so a GPU recipe's code path runs on a CPU in seconds; the notebook's own sets shrink the model.
-SMOKE_SETS = ("perceptual_weight=0", "disc_weight=0", "num_workers=0", "batch_size=16", "eval_batches=2")
+# Smoke runs (MINIVAR_SMOKE=1) of any recipe: offline (no LPIPS download, no GAN), small batches on the main
+# process and four steps, so a GPU recipe's code path runs on a CPU in seconds; the notebook's own sets shrink the
+# model. (They check that the code runs, not what it learns.)
+SMOKE_SETS = ("perceptual_weight=0", "disc_weight=0", "num_workers=0", "batch_size=16", "eval_batches=2", "max_steps=4")
 
 
 def load_or_train(recipe: str, train: bool = False, minutes: float = 8.0, sets=(), name=None, tokenizer_sets=()):
