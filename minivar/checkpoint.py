@@ -211,7 +211,7 @@ def prepare_run_dir(run_dir, config: dict, step: int):
 
 # the fields a resumed run may change: when it stops, how often it reports and saves, where it runs
 RESUMABLE = {"max_steps", "minutes", "eval_every", "ckpt_every", "ckpt_minutes", "log_every", "eval_batches",
-             "num_workers", "device", "amp", "name", "out_dir"}  # (a run folder may be moved or renamed)
+             "num_workers", "device", "amp", "grad_accum", "name", "out_dir"}  # (a run folder may be moved or renamed)
 
 
 def check_resume(saved: dict, asked: dict, run_dir):

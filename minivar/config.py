@@ -34,6 +34,8 @@ class TrainConfig:
     flip: bool = True  # random horizontal flips of training images (generators: flipped copies' codes)
     tokenizer: str = ""  # generators: the tokenizer's run folder (codes cached there), or "pretrained:NAME"
     batch_size: int = 64  # global batch, split evenly over torchrun ranks
+    grad_accum: int = 1  # > 1: each step's batch in this many slices, gradients accumulated (the same update in
+    # less memory, for a card the batch does not fit; benchmarks/gpu_plan.py says which cards need it)
     lr: float = 1e-3
     min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
     warmup_steps: int = 100
@@ -91,7 +93,7 @@ class TrainConfig:
 
     def check_numbers(self):
         """Counts are whole numbers with a floor, rates and weights are numbers >= 0 (lr > 0): one clear line."""
-        for key, low in (("batch_size", 1), ("max_steps", 0), ("eval_every", 1), ("ckpt_every", 1),
+        for key, low in (("batch_size", 1), ("grad_accum", 1), ("max_steps", 0), ("eval_every", 1), ("ckpt_every", 1),
                          ("log_every", 1), ("eval_batches", 1), ("warmup_steps", 0), ("num_workers", 0),
                          ("disc_start", 0), ("seed", 0), ("data_limit", 0)):
             value = getattr(self, key)
@@ -110,6 +112,9 @@ class TrainConfig:
                     or not math.isfinite(value):
                 raise ValueError(f"{key} must be a finite number {'> 0' if key == 'lr' else '>= 0'}, got {value!r}; "
                                  f"--set {key}=...")
+        if self.batch_size % self.grad_accum:
+            raise ValueError(f"grad_accum={self.grad_accum} must divide batch_size={self.batch_size} (slices of equal "
+                             f"size make the same update as the whole batch); --set grad_accum=2 or 4 ...")
         if self.ema_weights >= 1:
             raise ValueError(f"ema_weights is the weights' moving average, a decay in [0, 1) (0 = off; 0.999 "
                              f"averages about the last 1000 steps), got {self.ema_weights}; --set ema_weights=0.999")

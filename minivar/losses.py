@@ -13,6 +13,7 @@
   (LlamaGen keeps this off by default; minivar turns it on, as taming does, see `TrainConfig`.)
 """
 
+import contextlib
 import warnings
 
 import torch
@@ -133,6 +134,12 @@ class TokenizerLoss(nn.Module):
                       "logits_fake": logits_fake.detach().mean()}
 
 
+def no_sync(module):
+    """A module's DistributedDataParallel no_sync() (gradients kept on each rank, averaged at the next backward
+    outside it), or nothing to do for a plain module."""
+    return module.no_sync() if hasattr(module, "no_sync") else contextlib.nullcontext()
+
+
 class AdversarialObjective:
     """A tokenizer's training objective with LPIPS and the PatchGAN, as the training loop sees any objective:
 
@@ -140,6 +147,10 @@ class AdversarialObjective:
         update(step, amp) -> metrics                         then the discriminator's own step (once it is on), on
                                                              the reconstructions of that same batch, detached
         state_dict() / load_state_dict(state)                the discriminator and its optimizer, in the checkpoint
+        no_sync()                                            a context in which DDP does not average gradients yet
+
+With gradient accumulation (TrainConfig.grad_accum) the loop calls loss() once per slice of the batch; the
+discriminator's step then runs over the same slices, its gradients accumulated the same way.
 
     `forward` is the tokenizer (or its DistributedDataParallel wrapper) and `discriminator` likewise; `terms` is the
     TokenizerLoss holding both networks; `optimizer` the discriminator's (None without one: LPIPS alone)."""
@@ -148,23 +159,31 @@ class AdversarialObjective:
         self.tokenizer, self.terms, self.optimizer = tokenizer, terms, optimizer
         self.forward = wrap(tokenizer)
         self.discriminator = wrap(terms.discriminator) if optimizer is not None else None
-        self.last = None  # (images, reconstructions) of the batch the last loss() saw
+        self.seen = []  # (images, reconstructions detached) of each slice of the batch since the last update
 
     def loss(self, x, labels, progress, step):
         recon, losses, stats = self.forward(x)
         total, extra = self.terms.generator_loss(x, recon, losses, step, self.tokenizer.last_layer, self.discriminator)
-        self.last = (x, recon)
+        self.seen.append((x, recon.detach()))  # detached: the discriminator's step needs the pixels, not the graph
         return total, {**{k: v.detach() for k, v in losses.items() if k != "total"}, **stats, **extra}
 
     def update(self, step, amp) -> dict:
+        seen, self.seen = self.seen, []
         if self.optimizer is None or not self.terms.gan_active(step):
             return {}
-        with amp:
-            d_loss, metrics = self.terms.discriminator_loss(*self.last, step, self.discriminator)
         self.optimizer.zero_grad(set_to_none=True)
-        d_loss.backward()
+        metrics = {}
+        for i, (x, recon) in enumerate(seen):  # one slice at a time, as the autoencoder's step: the same memory
+            with contextlib.nullcontext() if i == len(seen) - 1 else no_sync(self.discriminator):
+                with amp:
+                    d_loss, m = self.terms.discriminator_loss(x, recon, step, self.discriminator)
+                (d_loss / len(seen)).backward()
+            metrics = {k: metrics.get(k, 0) + v / len(seen) for k, v in m.items()}
         self.optimizer.step()
         return metrics
+
+    def no_sync(self):
+        return no_sync(self.forward)
 
     def state_dict(self) -> dict:
         if self.optimizer is None:

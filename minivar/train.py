@@ -53,7 +53,7 @@ from .checkpoint import (
 from .config import RENAMED, TrainConfig
 from .data import StepBatches, flip_batch, preview_batch
 from .files import run_lock, write_json
-from .losses import AdversarialObjective, TokenizerLoss
+from .losses import AdversarialObjective, TokenizerLoss, no_sync
 from .metrics import evaluate_model
 from .models import build, model_class, weights_checksum
 from .runs import load_tokenizer
@@ -113,6 +113,9 @@ class ModelObjective:
 
     def load_state_dict(self, state: dict):
         pass
+
+    def no_sync(self):
+        return no_sync(self.call)
 
 
 def make_objective(cfg: TrainConfig, model, dev, wrap):
@@ -253,6 +256,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> dict
 
 def _train(cfg: TrainConfig, resume: bool, progress: bool, rank: int, world: int, dev) -> dict:
     # everything that can refuse the run comes before its folder is made
+    if cfg.batch_size % (world * cfg.grad_accum):
+        raise ValueError(f"batch_size={cfg.batch_size} must divide into {world} processes x grad_accum="
+                         f"{cfg.grad_accum} slices of equal size; --set batch_size=... or grad_accum=...")
     tokenizer = load_tokenizer(cfg, dev) if cfg.tokenizer else None  # generators only
     torch.manual_seed(cfg.seed)  # the model's initial weights depend on the seed alone
     model = build(cfg.model, cfg.model_config, tokenizer).to(dev)
@@ -316,11 +322,8 @@ def take_step(cfg: TrainConfig, state: RunState, x, labels, amp):
     lr = lr_at(cfg, state.step, state.elapsed)
     for group in state.opt.param_groups:
         group["lr"] = lr
-    with amp:
-        loss, metrics = compute_loss(state.objective, x, labels, run_progress(cfg, state.step, state.elapsed),
-                                     state.step)
     state.opt.zero_grad(set_to_none=True)
-    loss.backward()
+    loss, metrics = accumulate(cfg, state, x, labels, amp)
     grad_norm = torch.nn.utils.clip_grad_norm_(state.model.parameters(), cfg.grad_clip or math.inf)  # 0: no clip
     state.note_if_bad(loss, grad_norm)
     state.mid_step = True
@@ -331,6 +334,24 @@ def take_step(cfg: TrainConfig, state: RunState, x, labels, amp):
     state.step += 1
     state.mid_step = False
     return loss, metrics, lr, grad_norm
+
+
+def accumulate(cfg: TrainConfig, state: RunState, x, labels, amp):
+    """The batch's loss and gradients, in cfg.grad_accum slices when the whole batch does not fit the card: each
+    slice's mean loss / n, backpropagated, sums to the batch's mean (slices of equal size), and its gradients with
+    it; only a memory's worth of one slice's activations is alive at once. Under DDP the ranks average once, at the
+    last slice. -> (the batch's loss, its metrics), on the device."""
+    n = cfg.grad_accum
+    progress = run_progress(cfg, state.step, state.elapsed)
+    loss, metrics = 0.0, {}
+    for i, (xs, ys) in enumerate(zip(x.tensor_split(n), labels.tensor_split(n))):
+        with contextlib.nullcontext() if i == n - 1 else state.objective.no_sync():
+            with amp:  # the forward in autocast, the backward outside it (as torch.amp recommends)
+                part, m = compute_loss(state.objective, xs, ys, progress, state.step)
+            (part / n).backward()
+        loss = loss + part.detach() / n
+        metrics = {k: metrics.get(k, 0) + v / n for k, v in m.items()}
+    return loss, metrics
 
 
 def save(cfg: TrainConfig, state: RunState, extra: dict, rank: int):
@@ -439,4 +460,4 @@ def done(cfg: TrainConfig, step: int, elapsed: float, world: int, dev) -> bool:
 
 
 __all__ = ["TrainConfig", "train", "compute_loss", "LossCall", "ModelObjective", "RunState", "make_objective", "lr_at",
-           "run_progress", "StepBatches", "TrainingInterrupted"]
+           "run_progress", "accumulate", "StepBatches", "TrainingInterrupted"]

@@ -25,6 +25,10 @@ def test_two_gloo_processes_match_one_process_on_the_same_global_batch(tmp_path)
     ddp = torch.load(tmp_path / "ddp" / "grads.pt", weights_only=True)
     for name, g in single.items():
         torch.testing.assert_close(ddp[name], g, rtol=1e-3, atol=1e-5, msg=name)  # float summation order only
+    # and in two slices per rank (grad_accum=2): the same gradients as the whole batch in one process
+    for grads in (torch.load(tmp_path / d / "grads_accum.pt", weights_only=True) for d in ("single", "ddp")):
+        for name, g in single.items():
+            torch.testing.assert_close(grads[name], g, rtol=1e-3, atol=1e-5, msg=name)
 
     # the whole loop too: 4 steps of train() under torchrun end at the same weights as in one process
     w1 = torch.load(tmp_path / "single" / "weights.pt", weights_only=True)

@@ -259,3 +259,50 @@ def test_a_moving_average_of_the_weights_is_kept_saved_loaded_and_resumed_exactl
         assert torch.equal(again["ema"][k], v), f"{k}: the resumed run's average differs"
     with pytest.raises(ValueError, match="a decay in \\[0, 1\\).*--set ema_weights=0.999"):
         tiny_train_config(tmp_path / "c", ema_weights=1.0).check_numbers()
+
+
+def accumulated_gradients(cfg, x, labels, step=0):
+    """The gradients of the model (and of the discriminator, after its own step) from one accumulated step."""
+    from contextlib import nullcontext
+
+    from minivar.models import build
+    torch.manual_seed(0)  # the same initial weights for every grad_accum
+    model = build(cfg.model, cfg.model_config)
+    objective = train_module.make_objective(cfg, model, torch.device("cpu"), wrap=lambda m: m)
+    state = train_module.RunState(model, train_module.adamw(model, cfg), objective, 0.0)
+    loss, metrics = train_module.accumulate(cfg, state, x, labels, nullcontext())
+    metrics.update(objective.update(step, nullcontext()))
+    disc = getattr(getattr(objective, "terms", None), "discriminator", None)
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    return loss, metrics, grads, ({n: p.grad.clone() for n, p in disc.named_parameters()} if disc else {})
+
+
+def test_gradient_accumulation_makes_the_whole_batchs_update_in_slices(tmp_path):
+    """grad_accum=n: the batch in n slices, each slice's loss / n backpropagated: the same loss and gradients as the
+    whole batch at once (up to float rounding), the memory of one slice."""
+    x = torch.rand(8, 3, 32, 32, generator=torch.Generator().manual_seed(1)) * 2 - 1
+    labels = torch.zeros(8, dtype=torch.long)
+    cfg = tiny_train_config(tmp_path, batch_size=8)
+    whole_loss, whole_metrics, whole, _ = accumulated_gradients(cfg, x, labels)
+    for n in (2, 4):
+        loss, metrics, grads, _ = accumulated_gradients(dataclasses.replace(cfg, grad_accum=n), x, labels)
+        torch.testing.assert_close(loss, whole_loss, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(metrics["recon"], whole_metrics["recon"], rtol=1e-5, atol=1e-6)
+        assert grads.keys() == whole.keys()
+        for name, g in grads.items():
+            torch.testing.assert_close(g, whole[name], rtol=1e-4, atol=1e-6, msg=name)
+    # the discriminator's step runs over the same slices (its BatchNorm sees one slice at a time: close, not equal)
+    gan = tiny_train_config(tmp_path, batch_size=8, disc_weight=0.5, adaptive_disc_weight=False)
+    _, metrics, _, disc_whole = accumulated_gradients(gan, x, labels)
+    _, metrics2, _, disc_sliced = accumulated_gradients(dataclasses.replace(gan, grad_accum=2), x, labels)
+    assert "d_loss" in metrics2 and torch.isfinite(metrics2["d_loss"])
+    assert disc_sliced.keys() == disc_whole.keys() and all(g.abs().sum() > 0 for g in disc_sliced.values())
+
+
+def test_gradient_accumulation_trains_resumes_and_refuses_uneven_slices(tmp_path):
+    with pytest.raises(ValueError, match="grad_accum=3 must divide batch_size=16"):
+        tiny_train_config(tmp_path, grad_accum=3)
+    cfg = tiny_train_config(tmp_path, max_steps=4, ckpt_every=2, grad_accum=2)
+    assert train(cfg, progress=False)["step"] == 4
+    # a machine setting: a run may resume on a card that needs another accumulation
+    assert train(dataclasses.replace(cfg, max_steps=6, grad_accum=4), resume=True, progress=False)["step"] == 6
