@@ -447,8 +447,8 @@ LOADERS = {"emoji": load_emoji, "cifar10": load_cifar10, "imagenet64": load_imag
 
 
 def dataset_labels(dataset) -> torch.Tensor:
-    """Every label of a dataset of this module (or of a TensorDataset of codes, or a Subset of either), without loading
-    its images."""
+    """Every label of a dataset of this module (or of a token cache's CachedCodes, a TensorDataset, or a Subset of
+    any of them), without loading its images or codes."""
     if isinstance(dataset, TensorDataset):
         return dataset.tensors[1]
     if isinstance(dataset, Subset):

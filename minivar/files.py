@@ -110,13 +110,14 @@ class PathLock:
     block, or fail at once naming the process that owns it. The lock is held on a small hidden file beside it
     (`.NAME.lock`, so a refused run leaves no folder behind; removed when the block ends) through an open file
     descriptor: released when the block ends or the process dies, even by kill -9 (its file then stays, unlocked,
-    and the next owner takes it over). Re-entrant within one process."""
+    and the next owner takes it over). Re-entrant within one process. wait=True: block until the owner lets go
+    instead of failing (for work the next owner would only repeat, such as building a token cache)."""
 
     _held = {}  # lock file -> [open file, depth], for this process
 
     def __init__(self, path, what: str = "a run", fix: str = "wait for it to finish, or stop it",
-                 elsewhere: str = "choose another place"):
-        self.path, self.what, self.fix, self.elsewhere = Path(path), what, fix, elsewhere
+                 elsewhere: str = "choose another place", wait: bool = False):
+        self.path, self.what, self.fix, self.elsewhere, self.wait = Path(path), what, fix, elsewhere, wait
         self.lock_file = self.path.parent / f".{self.path.name}.lock"
 
     def __enter__(self):
@@ -135,7 +136,7 @@ class PathLock:
             if fcntl is None:
                 break
             try:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fh.fileno(), fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
                 fh.seek(0)
                 owner = fh.read().strip() or "another process"

@@ -155,7 +155,7 @@ def test_sample_and_train_take_pretrained_names(weights, tmp_path, monkeypatch, 
     assert "wrote runs/pretrained/gen/samples_guidance2_seed0_n3.png: 3 of 3 samples" in capsys.readouterr().out
     cfg = tiny_raster_config(tmp_path / "runs", "pretrained:tok", name="over-shipped", max_steps=3)
     train(cfg, progress=False)
-    assert (tmp_path / "runs" / "tokens" / "tok" / "emoji_test_32_n256.pt").is_file()  # cached under out_dir
+    assert (tmp_path / "runs" / "tokens" / "tok" / "emoji_test_32_n256" / "codes.npy").is_file()  # under out_dir
     model, loaded_cfg, tokenizer = load_run(cfg.run_dir)
     assert loaded_cfg.tokenizer == "pretrained:tok" and isinstance(tokenizer, Tokenizer)
     assert not list(weights["folder"].glob("tokens*"))

@@ -273,8 +273,8 @@ def test_the_token_cache_is_keyed_by_the_images_not_only_the_tokenizer(generator
     tokenizer = load(generator_run).tokenizer
     a, b = write_folder(tmp_path / "A", (20, 60, 200)), write_folder(tmp_path / "B", (230, 120, 10))
     kw = dict(cache_dir=tmp_path / "tokens", progress=False, flip=False)
-    codes_a = token_dataset(tokenizer, "folder", "train", root=a, **kw).tensors[0]
-    codes_b = token_dataset(tokenizer, "folder", "train", root=b, **kw).tensors[0]  # the same cache file name
+    codes_a = token_dataset(tokenizer, "folder", "train", root=a, **kw).all_codes()
+    codes_b = token_dataset(tokenizer, "folder", "train", root=b, **kw).all_codes()  # the same cache file name
     images_b = torch.stack([x for x, _ in load_dataset("folder", "train", root=b)])
     assert torch.equal(codes_b, tokenizer.encode(images_b).long()) and not torch.equal(codes_a, codes_b)
     time.sleep(0.01)

@@ -3,15 +3,16 @@
 import json
 import re
 
+import numpy as np
 import pytest
 import torch
+from torch.utils.data import DataLoader
 
 from minivar import load, recipes
 from minivar.__main__ import main
-from minivar.checkpoint import load_checkpoint
 from minivar.models import weights_checksum
 from minivar.runs import load_run
-from minivar.token_cache import CACHE_KEYS, token_dataset
+from minivar.token_cache import token_dataset
 from minivar.train import train
 from tests.helpers import QUICK, tiny_raster_config, tiny_train_config
 
@@ -34,18 +35,64 @@ def test_token_cache_is_built_once_with_flipped_copies_and_rebuilt_for_a_new_tok
     images = torch.stack([img for img, _ in [load_dataset_item(0)]])
     assert torch.equal(tokens, tokenizer.encode(images)[0])  # the first training image's tokens ...
     assert torch.equal(train_tokens[3290][0], tokenizer.encode(images.flip(-1))[0])  # ... its mirror's: N later
-    cache = tmp_path / "tokens" / "emoji_test_32.pt"
-    assert load_checkpoint(cache, required=CACHE_KEYS)["codes"].dtype == torch.int16  # 4x smaller on disk than int64
-    stamp = cache.stat().st_mtime_ns
+    cache = tmp_path / "tokens" / "emoji_test_32"
+    assert np.load(cache / "codes.npy", mmap_mode="r").dtype == np.int16  # 4x smaller on disk than int64
+    assert json.loads((cache / "meta.json").read_text())["complete"]
+    stamp = (cache / "codes.npy").stat().st_mtime_ns
     token_dataset(tokenizer, "emoji", "test", **kw)
-    assert cache.stat().st_mtime_ns == stamp  # reused
-    saved = load_checkpoint(cache, required=CACHE_KEYS)
-    saved["made_by"] = "another tokenizer"
-    torch.save(saved, cache)
+    assert (cache / "codes.npy").stat().st_mtime_ns == stamp  # reused
+    meta = json.loads((cache / "meta.json").read_text())
+    (cache / "meta.json").write_text(json.dumps({**meta, "made_by": "another tokenizer"}))
     token_dataset(tokenizer, "emoji", "test", **kw)
-    assert load_checkpoint(cache, required=CACHE_KEYS)["made_by"].startswith(weights_checksum(tokenizer) + ":")
-    cache.write_bytes(b"garbage")  # a damaged cache is rebuilt, not an error
+    assert json.loads((cache / "meta.json").read_text())["made_by"].startswith(weights_checksum(tokenizer) + ":")
+    (cache / "codes.npy").write_bytes(b"garbage")  # a damaged cache is rebuilt, not an error
     assert len(token_dataset(tokenizer, "emoji", "test", **kw)) == 365
+    with open(cache / "codes.npy", "r+b") as fh:  # ... and so is a truncated one
+        fh.truncate(1000)
+    assert torch.equal(token_dataset(tokenizer, "emoji", "test", **kw).all_codes(), test_tokens.all_codes())
+
+
+class KilledAt(torch.nn.Module):
+    """A tokenizer whose machine dies (an exception here) after `batches` calls of encode."""
+
+    def __init__(self, tokenizer, batches):
+        super().__init__()
+        self.inner, self.batches, self.calls = tokenizer, batches, 0
+
+    def encode(self, images):
+        self.calls += 1
+        if self.calls > self.batches:
+            raise KeyboardInterrupt("killed")
+        return self.inner.encode(images)
+
+    def code_format(self):
+        return self.inner.code_format()
+
+    @property
+    def device(self):
+        return self.inner.device
+
+
+def test_a_killed_token_cache_build_goes_on_from_its_last_chunk(tokenizer_dir, tmp_path, monkeypatch):
+    """A build killed midway keeps the chunks it saved, and the next call encodes only the rest: the same rows as
+    a build that was never interrupted, read through a memory map."""
+    from minivar import token_cache
+    tokenizer = load(tokenizer_dir)
+    kw = dict(progress=False, flip=True, limit=100, chunk=32, batch_size=16)
+    whole = token_dataset(tokenizer, "emoji", "train", cache_dir=tmp_path / "whole", **kw)
+    killed = KilledAt(tokenizer, batches=2 * 5)  # encode + its mirror per batch of 16: killed in the 6th batch
+    monkeypatch.setattr(token_cache, "weights_checksum", lambda model: "the same weights")
+    with pytest.raises(KeyboardInterrupt):
+        token_dataset(killed, "emoji", "train", cache_dir=tmp_path / "resumed", **kw)
+    meta = json.loads((tmp_path / "resumed" / "emoji_train_32_flip_n100" / "meta.json").read_text())
+    assert meta["done"] == 64 and not meta["complete"]  # two chunks of 32 saved; the 5th batch's 16 were not
+    finisher = KilledAt(tokenizer, batches=10**6)
+    resumed = token_dataset(finisher, "emoji", "train", cache_dir=tmp_path / "resumed", **kw)
+    assert finisher.calls == 2 * 3  # images 64..99: three batches (and their mirrors), not the whole set again
+    assert isinstance(resumed.codes, np.memmap) and len(resumed) == 200
+    assert torch.equal(resumed.all_codes(), whole.all_codes()) and torch.equal(resumed.labels, whole.labels)
+    x, y = next(iter(DataLoader(resumed, batch_size=8, shuffle=True)))  # batches read through the map
+    assert x.shape == (8, 16, 16) and x.dtype == torch.long and y.shape == (8,)
 
 
 def load_dataset_item(i):
