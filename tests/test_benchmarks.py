@@ -4,6 +4,7 @@ recipes; no wall time is asserted)."""
 
 import csv
 import dataclasses
+import itertools
 import sys
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from tests.helpers import tiny_vqvae_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gpu_calibration  # noqa: E402  (a script beside the package, imported from its folder)
+import gpu_plan  # noqa: E402
+import token_cache as cache_benchmark  # noqa: E402  (benchmarks/token_cache.py, not minivar.token_cache)
 
 
 def test_synthetic_data_is_read_by_the_real_loaders(tmp_path):
@@ -82,6 +85,13 @@ def test_the_script_refuses_a_recipe_it_does_not_calibrate(monkeypatch):
         gpu_calibration.main()
 
 
+def readme_table(path, header: str) -> list:
+    """The cells of each row of the table whose header line starts with `header`."""
+    lines = Path(path).read_text().splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header)) + 2
+    return [line.split("|")[1:-1] for line in itertools.takewhile(lambda line: line.startswith("|"), lines[start:])]
+
+
 def test_the_readme_gpu_table_quotes_the_recorded_calibration():
     """Every measured figure of the README's GPU table is the recorded one (the longest run of each recipe), and the
     whole-recipe time is the recipe's steps at that rate: a recipe changed later makes this fail."""
@@ -90,8 +100,7 @@ def test_the_readme_gpu_table_quotes_the_recorded_calibration():
     for r in csv.DictReader(open(root / "benchmarks" / "results" / "gpu_calibration.csv")):
         if r["what"] == "train" and int(r["steps"]) >= int(recorded.get(r["recipe"], {}).get("steps", 0)):
             recorded[r["recipe"]] = r
-    rows = [line.split("|")[1:-1] for line in (root / "README.md").read_text().splitlines()
-            if line.startswith("| `cifar10-") or line.startswith("| `imagenet64-")]
+    rows = readme_table(root / "README.md", "| recipe | what it trains |")
     assert {cells[0].strip(" `") for cells in rows} == set(gpu_calibration.GPU_RECIPES)
     checked = 0
     for recipe, _, batch, params, rate, peak, whole in (c for c in (map(str.strip, cells) for cells in rows)):
@@ -111,6 +120,50 @@ def test_the_readme_gpu_table_quotes_the_recorded_calibration():
         assert whole == (f"{minutes:.0f} min" if minutes < 120 else hours), name
         checked += 1
     assert checked >= 13
+
+
+def test_the_readme_plan_is_the_recorded_one_for_todays_recipes():
+    """The README's plan (prose, table, the row worked by hand) and its token-cache figures are what the recorded
+    CSVs say, and every GPU recipe's row was counted at its batch and steps of today."""
+    root = Path(__file__).resolve().parents[1]
+    rows = gpu_plan.recorded(root / "benchmarks" / "results" / "gpu_plan.csv")
+    assert set(rows) == set(gpu_plan.GPU_RECIPES)
+    for name, r in rows.items():
+        assert (r["batch"], r["steps"]) == (recipes.get(name).batch_size, recipes.get(name).max_steps), name
+    readme = (root / "README.md").read_text()
+    assert gpu_plan.readme_section(rows) in readme
+    assert cache_benchmark.readme_paragraph(cache_benchmark.recorded(root / "benchmarks" / "results" /
+                                                                    "token_cache.csv")) in readme
+
+
+def test_the_plan_counts_a_step_and_divides_a_batch_until_it_fits():
+    row = {"batch": 256, "steps": 1000, "disc_start": "", "gflops_per_image": 10.0, "gflops_per_image_gan": "",
+           "activation_mib_per_image": 40.0, "activation_mib_per_image_gan": "", "fixed_gib": 2.0}
+    assert gpu_plan.recipe_flops(row) == 1000 * 256 * 10e9
+    gan = {**row, "disc_start": 400, "gflops_per_image_gan": 12.0, "activation_mib_per_image_gan": 80.0}
+    assert gpu_plan.recipe_flops(gan) == 400 * 256 * 10e9 + 600 * 256 * 12e9  # each phase at its own cost
+    card = gpu_plan.GPU("a card", 20.0, 100.0)  # 90% of 20 GiB less 2 fixed: 16 GiB for activations
+    assert gpu_plan.accumulation(row, card, 1.5) == 1  # 256 x 40 MiB x 1.5 = 15 GiB
+    assert gpu_plan.accumulation(gan, card, 1.5) == 2  # the PatchGAN phase's 80 MiB: 30 GiB, then 15 in two slices
+    assert gpu_plan.accumulation({**row, "batch": 243}, card, 3.0) == 3  # the smallest divisor that fits: 243 / 3
+    assert gpu_plan.accumulation({**row, "fixed_gib": 18.5}, card, 1.5) is None  # not even one image
+    assert gpu_plan.fixed_bytes(10, 20, 30, ema=False) == 16 * 10 + 4 * 20 + 16 * 30
+    assert gpu_plan.fixed_bytes(10, 20, 30, ema=True) == 20 * 10 + 4 * 20 + 16 * 30
+
+
+def test_the_plan_counts_a_transformer_step_as_six_flops_per_weight_and_token_plus_attention():
+    """Forward 2 and backward 4 FLOPs per weight and token, and attention's 12 x layers x T^2 x width: what any
+    LLM-from-scratch book derives; the counted FLOPs of emoji-raster's step must agree (the loss and norms add a
+    little; embeddings are lookups)."""
+    cost = gpu_plan.recipe_cost("emoji-raster")
+    model, cfg, _ = gpu_plan.build_recipe_model("emoji-raster", torch.device("cpu"))
+    weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Linear))
+    t, c = cost["tokens_per_image"], cfg.model_config
+    assert t == 64
+    expected = 6 * t * weights + 12 * c.n_layer * t * t * c.dim
+    assert 0.9 < cost["gflops_per_image"] * 1e9 / expected < 1.1
+    assert cost["activation_mib_per_image"] > 0 and cost["fixed_gib"] * 2**30 >= gpu_plan.fixed_bytes(
+        sum(p.numel() for p in model.parameters()), 0, 0, ema=False)
 
 
 def test_exposure_bias_teacher_forcing_is_the_models_own_loss_and_its_first_tokens_have_no_context_to_lose():
