@@ -257,7 +257,8 @@ class FlowAR(Generator):
                 return torch.zeros(0, C, full, full, device=self.device)
             guided = run.schedule.guided  # the conditions' second half: the same samples without their class
             cond = self.class_embedding(run.conditions)  # (B or 2B, D)
-            caches = ([KVCache() for _ in self.encoder_blocks], [KVCache() for _ in self.decoder_blocks])
+            caches = ([KVCache(self.starts[-1]) for _ in self.encoder_blocks],  # every scale's positions
+                      [KVCache(self.starts[-1]) for _ in self.decoder_blocks])
             x = cond[:, None]
             for k, s in enumerate(self.scales):
                 z = self.stacks(x, cond, self.starts[k], self.starts[k + 1], caches=caches)  # (B or 2B, s*s, Dd)

@@ -357,7 +357,7 @@ class RAR(Generator):
             seq = torch.zeros(B, 0, dtype=torch.long, device=dev)  # tokens in the order they are fed
             if n_given:
                 seq = given.to(dev).long().gather(1, orders[:, :n_given])
-            caches = [KVCache() for _ in self.blocks] if o.use_cache else None
+            caches = [KVCache(N + 1) for _ in self.blocks] if o.use_cache else None  # cls, class, N - 1 tokens
             n_past = 0  # slots in the caches
             for t in range(n_given, N):
                 x, cond = self.inputs(torch.cat([seq, seq]) if guided else seq, orders2, ids)

@@ -194,7 +194,7 @@ class RasterAR(Generator):
             if prefix is not None:
                 seq = prefix.flatten(1).to(self.device).long()
                 seq = torch.cat([seq, seq]) if guided else seq
-            caches = [KVCache() for _ in self.layers] if o.use_cache else None
+            caches = [KVCache(self.prefix_len + N) for _ in self.layers] if o.use_cache else None
             new = seq  # what the model has not seen yet
             while seq.shape[1] < N:
                 if o.use_cache:

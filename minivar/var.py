@@ -301,7 +301,7 @@ class VAR(Generator):
             level_pos = self.lvl_embed(self.level)[None] + self.pos_1LC  # (1, L, D)
             first = self.cfg.scales[0] ** 2
             x = cond[:, None].expand(len(cond), first, D) + self.pos_start + level_pos[:, :first]
-            caches = [KVCache() for _ in self.blocks]
+            caches = [KVCache(sum(s * s for s in self.cfg.scales)) for _ in self.blocks]  # every scale's tokens
             f_hat, maps, start = None, [], 0
             for k, s in enumerate(self.cfg.scales):
                 h = x

@@ -107,18 +107,31 @@ def test_causal_mask_with_past_tokens():
     assert torch.equal(causal_mask(2, 3), torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 1, 1]], dtype=torch.bool))
 
 
+@pytest.mark.parametrize("capacity", [0, 9, 12])  # growing by cat; static, exactly full; static with room left
 @pytest.mark.parametrize("n_kv_head", [0, 2])
-def test_attention_with_cache_equals_attention_without(n_kv_head):
+def test_attention_with_cache_equals_attention_without(n_kv_head, capacity):
     torch.manual_seed(0)
     attn = LlamaGenAttention(32, n_head=4, n_kv_head=n_kv_head).eval()
     x = torch.randn(2, 9, 32)
     rope = rope_1d(9, 8)
     full = attn(x, rope)
-    cache, outs = KVCache(), []
+    cache, outs = KVCache(capacity), []
     for start, end in [(0, 4), (4, 5), (5, 9)]:  # a prefill of 4, then one token, then a chunk
         outs.append(attn(x[:, start:end], rope[start:end], cache=cache))
     torch.testing.assert_close(torch.cat(outs, 1), full, atol=1e-6, rtol=1e-5)
     assert len(cache) == 9
+
+
+def test_a_static_cache_writes_in_place_into_one_buffer_and_refuses_to_overflow():
+    cache = KVCache(capacity=5)
+    k = torch.randn(2, 3, 4, 8)
+    cache.append(k, k + 1)
+    buffer = cache.k
+    keys, values = cache.append(k[:, :, :1], k[:, :, :1] + 1)
+    assert cache.k is buffer and keys.data_ptr() == buffer.data_ptr() and buffer.shape == (2, 3, 5, 8)
+    assert torch.equal(keys, torch.cat([k, k[:, :, :1]], 2)) and torch.equal(values, keys + 1)
+    with pytest.raises(ValueError, match="holds 5 positions"):
+        cache.append(k[:, :, :1], k[:, :, :1])
 
 
 def test_attention_is_causal_by_default():

@@ -1,0 +1,86 @@
+"""Sampling speed of the four generators, KV cache against KV cache: the growing one (torch.cat at every step, as
+minivar sampled until issue 31) and the static one (one buffer for the whole sequence, written in place).
+
+    python benchmarks/sampling_speed.py                          # the shipped emoji models on the CPU
+    python benchmarks/sampling_speed.py --models emoji-raster --batches 1 64 --rounds 3 --out /tmp/speed
+
+Each model samples `--batches` labels with its default options (guidance: the batch runs twice), in interleaved
+rounds (growing, static, growing, static, ...: a machine that slows down mid-run slows both alike); the median
+images/s per variant and their ratio are printed and recorded in <out>/sampling_speed.csv with the machine. The
+first call of each variant and batch is a warm-up, not timed. Wall time is measured here, never asserted in a test.
+`MINIVAR_MALLOC=0 python benchmarks/sampling_speed.py` measures the same with glibc's allocator left as it is
+(minivar.steady_allocator; the CSV's steady_allocator column says which).
+"""
+
+import argparse
+import contextlib
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from common import RESULTS, record
+
+import minivar
+from minivar import pretrained, transformer
+
+MODELS = ["emoji-raster", "emoji-rar", "emoji-var", "emoji-flowar"]
+
+
+@contextlib.contextmanager
+def growing_cache():
+    """Every KVCache made inside the block grows by concatenation (capacity ignored): the sampler before issue 31."""
+    init = transformer.KVCache.__init__
+
+    def growing(self, capacity: int = 0):
+        init(self, 0)
+
+    transformer.KVCache.__init__ = growing
+    try:
+        yield
+    finally:
+        transformer.KVCache.__init__ = init
+
+
+def images_per_s(model, batch: int, variant: str, device) -> float:
+    labels = torch.arange(batch, device=device) % model.cfg.num_classes
+    with growing_cache() if variant == "growing" else contextlib.nullcontext():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        model.generate(labels, generator=torch.Generator(device).manual_seed(0))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return batch / (time.perf_counter() - t0)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--models", nargs="+", default=MODELS, choices=MODELS)
+    p.add_argument("--batches", nargs="+", type=int, default=[1, 64, 256])
+    p.add_argument("--rounds", type=int, default=3, help="timed calls of each variant (after one warm-up)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args()
+    device = torch.device(args.device)
+    rows = []
+    print(f"{'model':<14} {'batch':>5} {'growing img/s':>14} {'static img/s':>13} {'static / growing':>17}")
+    for name in args.models:
+        model = pretrained.load(name).to(device).eval()
+        for batch in args.batches:
+            rates = {"growing": [], "static": []}
+            for r in range(args.rounds + 1):
+                for variant in rates:
+                    rate = images_per_s(model, batch, variant, device)
+                    if r:  # round 0 warms up
+                        rates[variant].append(rate)
+            grow, static = (statistics.median(rates[v]) for v in ("growing", "static"))
+            rows.append({"model": name, "batch": batch, "rounds": args.rounds,
+                         "steady_allocator": minivar.STEADY_ALLOCATOR, "growing_img_per_s": round(grow, 2),
+                         "static_img_per_s": round(static, 2), "static_over_growing": round(static / grow, 3)})
+            print(f"{name:<14} {batch:>5} {grow:>14.2f} {static:>13.2f} {static / grow:>16.2f}x", flush=True)
+    record(args.out / "sampling_speed.csv", rows, device)
+
+
+if __name__ == "__main__":
+    main()
