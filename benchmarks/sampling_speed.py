@@ -1,22 +1,31 @@
 """Sampling speed of the four generators, KV cache against KV cache: the growing one (torch.cat at every step, as
-minivar sampled until issue 31) and the static one (one buffer for the whole sequence, written in place).
+minivar sampled until issue 31) and the static one (one buffer for the whole sequence, written in place); and for
+the generators that offer it (the raster GPT), the compiled one-token step (sampling option compile).
 
     python benchmarks/sampling_speed.py                          # the shipped emoji models on the CPU
     python benchmarks/sampling_speed.py --models emoji-raster --batches 1 64 --rounds 3 --out /tmp/speed
 
 Each model samples `--batches` labels with its default options (guidance: the batch runs twice), in interleaved
-rounds (growing, static, growing, static, ...: a machine that slows down mid-run slows both alike); the median
-images/s per variant and their ratio are printed and recorded in <out>/sampling_speed.csv with the machine. The
-first call of each variant and batch is a warm-up, not timed. Wall time is measured here, never asserted in a test.
+rounds (growing, static, compiled, growing, ...: a machine that slows down mid-run slows all alike); the median
+images/s per variant and their ratios are printed and recorded in <out>/sampling_speed.csv with the machine. The
+first call of each variant and batch is a warm-up, not timed; for the compiled step it is also the compile, whose
+seconds (its time less a static call's) and break-even (the samples after which compiling has paid for itself)
+are recorded. Wall time is measured here, never asserted in a test.
 `MINIVAR_MALLOC=0 python benchmarks/sampling_speed.py` measures the same with glibc's allocator left as it is
 (minivar.steady_allocator; the CSV's steady_allocator column says which).
 """
 
 import argparse
 import contextlib
+import os
 import statistics
+import tempfile
 import time
 from pathlib import Path
+
+# a cold compile each run: torch's compiled-code cache (by default under /tmp, kept between runs) would otherwise
+# make the second run's compile seconds those of a cache lookup
+os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="minivar-inductor-")
 
 import torch
 from common import RESULTS, record
@@ -44,14 +53,19 @@ def growing_cache():
 
 def images_per_s(model, batch: int, variant: str, device) -> float:
     labels = torch.arange(batch, device=device) % model.cfg.num_classes
+    kw = {"compile": True} if variant == "compiled" else {}
     with growing_cache() if variant == "growing" else contextlib.nullcontext():
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        model.generate(labels, generator=torch.Generator(device).manual_seed(0))
+        model.generate(labels, generator=torch.Generator(device).manual_seed(0), **kw)
         if device.type == "cuda":
             torch.cuda.synchronize()
     return batch / (time.perf_counter() - t0)
+
+
+def compiles(model) -> bool:
+    return "compile" in model.options_class.field_types()
 
 
 def main():
@@ -64,21 +78,35 @@ def main():
     args = p.parse_args()
     device = torch.device(args.device)
     rows = []
-    print(f"{'model':<14} {'batch':>5} {'growing img/s':>14} {'static img/s':>13} {'static / growing':>17}")
+    print(f"{'model':<14} {'batch':>5} {'growing img/s':>14} {'static img/s':>13} {'static / growing':>17} "
+          f"{'compiled img/s':>15} {'compiled / growing':>19} {'compile s':>10} {'break-even':>11}")
     for name in args.models:
         model = pretrained.load(name).to(device).eval()
         for batch in args.batches:
-            rates = {"growing": [], "static": []}
+            rates = {"growing": [], "static": [], **({"compiled": []} if compiles(model) else {})}
+            first = {}
             for r in range(args.rounds + 1):
                 for variant in rates:
                     rate = images_per_s(model, batch, variant, device)
-                    if r:  # round 0 warms up
+                    if r:  # round 0 warms up (and compiles)
                         rates[variant].append(rate)
+                    else:
+                        first[variant] = batch / rate
             grow, static = (statistics.median(rates[v]) for v in ("growing", "static"))
-            rows.append({"model": name, "batch": batch, "rounds": args.rounds,
-                         "steady_allocator": minivar.STEADY_ALLOCATOR, "growing_img_per_s": round(grow, 2),
-                         "static_img_per_s": round(static, 2), "static_over_growing": round(static / grow, 3)})
-            print(f"{name:<14} {batch:>5} {grow:>14.2f} {static:>13.2f} {static / grow:>16.2f}x", flush=True)
+            row = {"model": name, "batch": batch, "rounds": args.rounds,
+                   "steady_allocator": minivar.STEADY_ALLOCATOR, "growing_img_per_s": round(grow, 2),
+                   "static_img_per_s": round(static, 2), "static_over_growing": round(static / grow, 3)}
+            line = f"{name:<14} {batch:>5} {grow:>14.2f} {static:>13.2f} {static / grow:>16.2f}x"
+            if "compiled" in rates:
+                fast = statistics.median(rates["compiled"])
+                compile_s = max(0.0, first["compiled"] - batch / fast)  # the first call less a compiled call
+                saved = 1 / static - 1 / fast  # seconds saved per image once compiled
+                even = round(compile_s / saved) if saved > 0 else "never"
+                row.update(compiled_img_per_s=round(fast, 2), compiled_over_growing=round(fast / grow, 3),
+                           compile_s=round(compile_s, 1), break_even_images=even)
+                line += f" {fast:>15.2f} {fast / grow:>18.2f}x {compile_s:>10.1f} {even:>11}"
+            rows.append(row)
+            print(line, flush=True)
     record(args.out / "sampling_speed.csv", rows, device)
 
 

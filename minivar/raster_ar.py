@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .models import Generator, register
-from .sampling import TokenByToken, guidance_mix, sample
+from .sampling import CompiledStep, CompiledTokens, guidance_mix, sample
 from .text import prefix_attention
 from .transformer import ClassEmbedding, KVCache, LlamaGenBlock, RMSNorm, init_weights, rope_1d, rope_2d
 
@@ -80,7 +80,7 @@ class RasterARConfig(LlamaGenConfig):
 
 @register("raster", RasterARConfig)
 class RasterAR(Generator):
-    options_class = TokenByToken  # temperature, top-k, top-p, KV cache; guidance constant over the tokens
+    options_class = CompiledTokens  # temperature, top-k, top-p, KV cache, compile; guidance constant over the tokens
     prefix_len = 1  # positions before the image tokens: the class token (text_to_image: the caption's words)
 
     def __init__(self, cfg: RasterARConfig):
@@ -166,6 +166,30 @@ class RasterAR(Generator):
             x = x[:, P - 1:]  # the condition's last position predicts the first image token
         return self.output(self.norm(x)).float()
 
+    def decode_step(self, token, position, caches, key_mask=None):
+        """One fed token -> the logits (B, V) of the token after it, with the same shapes at every position: what
+        torch.compile can turn into one graph (sampling option compile). `token` (B, 1) sits at `position` (a 0-dim
+        long tensor: its index in the whole sequence, the condition's positions first); every layer writes its key
+        and value there in its static cache and attends over the whole buffer, the positions after it masked.
+        `key_mask` (B, P): the condition positions that may be attended to (captions' padding hidden)."""
+        capacity = caches[0].capacity
+        x = self.tok_embeddings(token)
+        rope = self.rope.index_select(0, position.view(1))
+        visible = torch.arange(capacity, device=token.device) <= position  # (capacity,)
+        if key_mask is not None:
+            visible = visible & torch.cat([key_mask, key_mask.new_ones(len(key_mask), capacity - key_mask.shape[1])],
+                                          dim=1)  # (B, capacity)
+        mask = visible.view(-1, 1, 1, capacity)  # broadcast over heads and the one query
+        for layer, cache in zip(self.layers, caches):
+            x = layer(x, rope, mask, cache=cache, positions=position.view(1))
+        return self.output(self.norm(x[:, -1])).float()
+
+    def compiled_step(self):
+        """This model's decode_step compiled (CompiledStep: once per batch size, kept with the model)."""
+        if getattr(self, "_compiled_step", None) is None or self._compiled_step.device != self.device:
+            self._compiled_step = CompiledStep(self.decode_step, self.device)
+        return self._compiled_step
+
     def loss(self, batch, progress: float = 0.0):
         """Teacher forcing: mean cross-entropy of every token of the (B, N) maps given the ones before it."""
         tokens, labels = batch
@@ -181,7 +205,8 @@ class RasterAR(Generator):
         Options: sampling.TokenByToken (overrides such as guidance=2.0, top_k=100). guidance s (default: the
         config's) != 1 runs the batch twice, with the labels and with the null class, and samples from
         uncond + s * (cond - uncond) (constant over the tokens, as LlamaGen; guidance_schedule can make it rise).
-        use_cache=False recomputes the whole sequence at every step (slow; the reference the cache must match).
+        use_cache=False recomputes the whole sequence at every step (slow; the reference the cache must match);
+        compile=True runs every step after the first through the compiled decode_step.
         `prefix` (B, T) fixes the first T tokens (completion). A list given as `trace` receives
         {"step", "guidance", "logits" (B, V), "tokens" (B,)} for each sampled token.
         """
@@ -194,10 +219,15 @@ class RasterAR(Generator):
             if prefix is not None:
                 seq = prefix.flatten(1).to(self.device).long()
                 seq = torch.cat([seq, seq]) if guided else seq
-            caches = [KVCache(self.prefix_len + N) for _ in self.layers] if o.use_cache else None
+            caches = [KVCache(self.prefix_len + N) for _ in self.layers] if o.use_cache or o.compile else None
+            step = self.compiled_step() if o.compile else None
+            key_mask = self.condition_mask(conditions) if step is not None else None
+            positions = torch.arange(self.prefix_len + N, device=self.device)  # each fed token's place
             new = seq  # what the model has not seen yet
             while seq.shape[1] < N:
-                if o.use_cache:
+                if step is not None and len(caches[0]):  # after the first step: one token, fixed shapes
+                    logits = step(new, positions[self.prefix_len + seq.shape[1] - 1], caches, key_mask)
+                elif caches is not None:
                     logits = self(new, conditions, caches)[:, -1]  # (B or 2B, V)
                 else:
                     logits = self(seq, conditions)[:, -1]

@@ -21,7 +21,10 @@ plots the logits after sampling.)
 import dataclasses
 import math
 import numbers
+import sys
+import time
 import typing
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -126,6 +129,54 @@ class TokenByToken(TokenSampling):
 
 
 @dataclass(frozen=True)
+class CompiledTokens(TokenByToken):
+    """TokenByToken and a compiled decoding step (the raster GPT and its text-to-image form)."""
+    compile: bool = option(False, "compile the one-token step with torch.compile (static KV cache, fixed shapes; "
+                                  "CUDA: replayed as a CUDA graph). The first call at each batch size compiles "
+                                  "(tens of seconds); pays for many samples")
+
+
+class CompiledStep:
+    """A sampler's one-step function, compiled once per batch size and reused; where compiling is not possible
+    (no torch.compile, MPS, no C++ compiler, ...) it warns once and runs the function itself, which computes the same.
+
+    `backend` is torch.compile's (None: inductor; the tests use "eager", which traces without generating code)."""
+
+    backend = None
+
+    def __init__(self, fn, device: torch.device):
+        self.fn, self.device, self.compiled, self.failed, self.seen = fn, device, None, False, set()
+
+    def __call__(self, *args):
+        if self.failed:
+            return self.fn(*args)
+        reason = "MPS" if self.device.type == "mps" else None if hasattr(torch, "compile") else "torch < 2.0"
+        if reason:
+            return self.fall_back(reason, *args)
+        if self.compiled is None:
+            mode = "reduce-overhead" if self.device.type == "cuda" and self.backend is None else None
+            self.compiled = torch.compile(self.fn, mode=mode, dynamic=False,
+                                          **({"backend": self.backend} if self.backend else {}))
+        batch = args[0].shape[0]
+        t0 = time.perf_counter()
+        try:
+            out = self.compiled(*args)
+        except Exception as e:  # noqa: BLE001 (any compiler failure: fall back, never fail the sampling)
+            return self.fall_back(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}", *args)
+        if batch not in self.seen:
+            self.seen.add(batch)
+            print(f"compiled the sampling step for a batch of {batch} in {time.perf_counter() - t0:.1f} s (once per "
+                  f"batch size)", file=sys.stderr)
+        return out.clone() if self.device.type == "cuda" else out  # a CUDA graph's output is overwritten next call
+
+    def fall_back(self, reason: str, *args):
+        self.failed = True
+        warnings.warn(f"cannot compile the sampling step here ({reason}); sampling without compiling (the same "
+                      f"samples, at eager speed)", stacklevel=3)
+        return self.fn(*args)
+
+
+@dataclass(frozen=True)
 class GuidanceSchedule:
     """The guidance scale s of each step of a sampler. `scale` is the model's s; 0 means the unconditional model at
     every step (whatever the shape), 1 no guidance at all."""
@@ -226,6 +277,6 @@ def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
-__all__ = ["SamplingOptions", "TokenSampling", "TokenByToken", "GuidanceSchedule", "option", "ramp_over_scales",
-           "SCHEDULES", "guidance_mix", "linear_ramp", "cosine_ramp", "check_options", "top_k_filter", "top_p_filter",
-           "filter_logits", "sample"]
+__all__ = ["SamplingOptions", "TokenSampling", "TokenByToken", "CompiledTokens", "CompiledStep", "GuidanceSchedule",
+           "option", "ramp_over_scales", "SCHEDULES", "guidance_mix", "linear_ramp", "cosine_ramp", "check_options",
+           "top_k_filter", "top_p_filter", "filter_logits", "sample"]

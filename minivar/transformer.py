@@ -147,13 +147,23 @@ class KVCache:
         else:
             if self.n + L > self.capacity:
                 raise ValueError(f"the KV cache holds {self.capacity} positions; {self.n} + {L} do not fit")
-            if self.k is None:  # the one allocation: the whole sequence's keys and values
-                self.k = k.new_empty(*k.shape[:2], self.capacity, k.shape[3])
-                self.v = v.new_empty(*v.shape[:2], self.capacity, v.shape[3])
+            if self.k is None:  # the one allocation: the whole sequence's keys and values, zeroed (a fixed-shape
+                # step attends over the whole buffer with the unwritten part masked, and a masked weight 0 times
+                # whatever garbage empty memory holds, NaN included, is NaN)
+                self.k = k.new_zeros(*k.shape[:2], self.capacity, k.shape[3])
+                self.v = v.new_zeros(*v.shape[:2], self.capacity, v.shape[3])
             self.k[:, :, self.n:self.n + L] = k
             self.v[:, :, self.n:self.n + L] = v
         self.n += L
         return (self.k, self.v) if not self.capacity else (self.k[:, :, :self.n], self.v[:, :, :self.n])
+
+    def write(self, positions: torch.Tensor, k, v):
+        """Write k, v (B, H_kv, L, D) at `positions` (L,) of a static cache already holding the sequence's start,
+        and return the whole buffers: shapes that do not change from step to step (what a compiled step needs;
+        the caller masks the positions not written yet)."""
+        self.k.index_copy_(2, positions, k)
+        self.v.index_copy_(2, positions, v)
+        return self.k, self.v
 
 
 def causal_mask(n_new: int, n_past: int = 0, device=None) -> torch.Tensor:
@@ -172,8 +182,9 @@ class LlamaGenAttention(nn.Module):
         self.wo = nn.Linear(dim, dim, bias=False)
         self.dropout = dropout
 
-    def forward(self, x, rope=None, mask=None, cache: KVCache = None):
-        """x (B, L, dim); rope (L, head_dim/2, 2) for x's positions; mask (L, L_total) bool or None = causal."""
+    def forward(self, x, rope=None, mask=None, cache: KVCache = None, positions=None):
+        """x (B, L, dim); rope (L, head_dim/2, 2) for x's positions; mask (L, L_total) bool or None = causal.
+        With `positions` (L,) the cache is written there and read whole (KVCache.write; mask then required)."""
         B, L, _ = x.shape
         q, k, v = self.wqkv(x).split([self.n_head * self.head_dim, self.n_kv_head * self.head_dim,
                                       self.n_kv_head * self.head_dim], dim=-1)
@@ -184,7 +195,9 @@ class LlamaGenAttention(nn.Module):
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         q, k, v = (rearrange(t, "b l h d -> b h l d") for t in (q, k, v))
         n_past = 0
-        if cache is not None:
+        if cache is not None and positions is not None:
+            k, v = cache.write(positions, k, v)  # (B, H_kv, capacity, D), the mask hides what is not written yet
+        elif cache is not None:
             n_past = len(cache)
             k, v = cache.append(k, v)  # now (B, H_kv, n_past + L, D)
         if mask is None:
@@ -208,8 +221,8 @@ class LlamaGenBlock(nn.Module):
         self.feed_forward = SwiGLU(dim, swiglu_hidden(dim, multiple_of, ffn_dim_multiplier), dropout)
         self.resid_dropout = nn.Dropout(dropout)
 
-    def forward(self, x, rope=None, mask=None, cache=None):
-        x = x + self.resid_dropout(self.attention(self.attention_norm(x), rope, mask, cache))
+    def forward(self, x, rope=None, mask=None, cache=None, positions=None):
+        x = x + self.resid_dropout(self.attention(self.attention_norm(x), rope, mask, cache, positions))
         return x + self.feed_forward(self.ffn_norm(x))
 
 

@@ -34,3 +34,54 @@ def test_the_steady_allocator_is_set_on_linux_and_left_alone_when_asked(monkeypa
     assert minivar.steady_allocator() is False
     monkeypatch.delenv("MINIVAR_MALLOC")
     assert minivar.steady_allocator() is sys.platform.startswith("linux")
+
+
+@pytest.fixture
+def traced_only(monkeypatch):
+    """torch.compile with the "eager" backend: dynamo traces the step (fixed shapes, no graph break) without
+    generating code, so a test checks the compiled path in a second, not the half minute inductor takes."""
+    from minivar import sampling
+    monkeypatch.setattr(sampling.CompiledStep, "backend", "eager")
+
+
+def test_the_fixed_shape_step_gives_the_cached_paths_logits_at_every_position(traced_only):
+    model = pretrained.load("emoji-raster")
+    g = torch.Generator().manual_seed(0)
+    tokens = torch.randint(0, model.cfg.codebook_size, (3, model.cfg.seq_len), generator=g)
+    labels = torch.tensor([0, 5, model.null_class])
+    with torch.no_grad():
+        teacher = model(tokens[:, :-1], labels)  # (3, N, V): position i predicts token i
+        for step in (model.decode_step, model.compiled_step()):
+            caches = [transformer.KVCache(1 + model.cfg.seq_len) for _ in model.layers]
+            first = model(tokens[:, :0], labels, caches)[:, -1]  # the class token: the first token's logits
+            torch.testing.assert_close(first, teacher[:, 0], atol=1e-4, rtol=0)
+            for i in range(model.cfg.seq_len - 1):
+                logits = step(tokens[:, i:i + 1], torch.tensor(1 + i), caches)
+                torch.testing.assert_close(logits, teacher[:, i + 1], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["emoji-raster", "emoji-t2i"])
+def test_compiled_sampling_draws_the_eager_samples(name, traced_only):
+    model = pretrained.load(name)
+    condition = dict(prompts=["red apple", "smiling face"]) if name == "emoji-t2i" else {"labels": torch.tensor([1, 7])}
+
+    def draw(**kw):
+        return model.generate(**condition, generator=torch.Generator().manual_seed(0), **kw)
+
+    assert torch.equal(draw(compile=True), draw())
+
+
+def test_compiling_falls_back_with_one_warning_and_the_same_samples(monkeypatch):
+    model = pretrained.load("emoji-raster")
+    model._compiled_step = None
+
+    def broken(fn, **kw):
+        def fails(*args):
+            raise RuntimeError("no C++ compiler found")
+        return fails
+
+    monkeypatch.setattr(torch, "compile", broken)
+    labels = torch.tensor([2, 3])
+    with pytest.warns(UserWarning, match="cannot compile the sampling step here .*no C\\+\\+ compiler"):
+        compiled = model.generate(labels, generator=torch.Generator().manual_seed(0), compile=True)
+    assert torch.equal(compiled, model.generate(labels, generator=torch.Generator().manual_seed(0)))

@@ -157,3 +157,13 @@ def test_adaln_zero_init_is_the_identity_and_chunks_follow_the_linear():
     assert shift.shape == (2, 1, 3)
     torch.testing.assert_close(shift[:, 0], out[:, :3])
     torch.testing.assert_close(modulate(x, shift, scale), x * (1 + out[:, None, 3:]) + out[:, None, :3])
+
+
+def test_a_static_cache_starts_zeroed_so_a_masked_position_cannot_bring_nan():
+    """A fixed-shape step attends over the whole buffer, unwritten positions masked; softmax gives them weight 0,
+    but 0 x NaN is NaN, so the buffer must not hold what empty memory happened to hold (a flaky NaN otherwise)."""
+    cache = KVCache(capacity=6)
+    k = torch.randn(1, 2, 3, 4)
+    cache.append(k, k + 1)
+    zeros = torch.zeros(1, 2, 3, 4)
+    assert torch.equal(cache.k[:, :, 3:], zeros) and torch.equal(cache.v[:, :, 3:], zeros)
