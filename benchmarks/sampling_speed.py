@@ -1,6 +1,6 @@
 """Sampling speed of the four generators, KV cache against KV cache: the growing one (torch.cat at every step, as
 minivar sampled until issue 31) and the static one (one buffer for the whole sequence, written in place); and for
-the generators that offer it (the raster GPT), the compiled one-token step (sampling option compile).
+the generators that offer it (the raster GPT and RAR), the compiled one-token step (sampling option compile).
 
     python benchmarks/sampling_speed.py                          # the shipped emoji models on the CPU
     python benchmarks/sampling_speed.py --models emoji-raster --batches 1 64 --rounds 3 --out /tmp/speed

@@ -49,7 +49,7 @@ from .checkpoint import (
     shipped_manifest,
     state_checksum,
 )
-from .sampling import GuidanceSchedule, SamplingOptions
+from .sampling import CompiledStep, GuidanceSchedule, SamplingOptions
 
 MODELS = {}  # kind (the name in recipes and checkpoints) -> model class; filled by @register
 
@@ -241,6 +241,13 @@ class Generator(Model):
     def with_null(self, labels):
         """The conditions of a guided batch: the labels, then the null class for each (the unconditional half)."""
         return torch.cat([labels, torch.full_like(labels, self.null_class)])
+
+    def compiled_step(self):
+        """This generator's `decode_step` (one step with the same shapes at every position, where it has one)
+        compiled by sampling.CompiledStep: once per batch size, kept with the model; the sampling option compile."""
+        if getattr(self, "_compiled_step", None) is None or self._compiled_step.device != self.device:
+            self._compiled_step = CompiledStep(self.decode_step, self.device)
+        return self._compiled_step
 
     @contextlib.contextmanager
     def sampling(self, labels, options=None, **overrides):

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .models import Generator, register
-from .sampling import TokenByToken, guidance_mix, option, sample
+from .sampling import CompiledTokens, guidance_mix, option, sample
 from .transformer import AdaLN, KVCache, causal_mask, init_weights, modulate
 
 
@@ -140,14 +140,19 @@ class RARAttention(nn.Module):
         self.proj = nn.Linear(dim, dim)
         self.attn_dropout, self.drop = attn_dropout, nn.Dropout(dropout)
 
-    def forward(self, x, cache: KVCache = None):
+    def forward(self, x, cache: KVCache = None, positions=None, mask=None):
+        """With `positions` the cache is written there and read whole, `mask` hiding what is not written yet (a
+        fixed-shape step, RAR.decode_step); else causal over the cached slots and x's."""
         q, k, v = rearrange(self.qkv(x), "b l (three h d) -> three b h l d", three=3, h=self.n_head)
         q, k = self.q_norm(q), self.k_norm(k)
         n_past = 0
-        if cache is not None:
+        if cache is not None and positions is not None:
+            k, v = cache.write(positions, k, v)
+        elif cache is not None:
             n_past = len(cache)
             k, v = cache.append(k, v)
-        mask = causal_mask(x.shape[1], n_past, x.device)
+        if mask is None:
+            mask = causal_mask(x.shape[1], n_past, x.device)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            dropout_p=self.attn_dropout if self.training else 0.0)
         return self.drop(self.proj(rearrange(y, "b h l d -> b l (h d)")))
@@ -176,16 +181,16 @@ class RARBlock(nn.Module):
         self.mlp = MLP(D, int(D * cfg.mlp_ratio), cfg.dropout)
         self.ada = AdaLN(D, D, 6)
 
-    def forward(self, x, cond, cache=None):
+    def forward(self, x, cond, cache=None, positions=None, mask=None):
         shift1, scale1, gate1, shift2, scale2, gate2 = self.ada(cond)  # (the release's chunk order)
-        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), cache)
+        x = x + gate1 * self.attn(modulate(self.norm1(x), shift1, scale1), cache, positions, mask)
         return x + gate2 * self.mlp(modulate(self.norm2(x), shift2, scale2))
 
 
 # -------------------------------------------------------------------------------------------------- model
 
 @dataclass(frozen=True)
-class RARSampling(TokenByToken):
+class RARSampling(CompiledTokens):
     """RAR's sampling: token sampling whose guidance rises over the tokens along the release's cosine schedule."""
     guidance_schedule: str = option("cosine", "how s moves over the tokens: cosine (the release's, with "
                                               "--guidance-power), linear, or constant")
@@ -279,14 +284,33 @@ class RAR(Generator):
         cond = self.embeddings(ids)[:, None] + self.step_embed[:, :T + 2]  # the class, made distinct per slot
         return x, cond
 
-    def transform(self, x, cond, caches=None, with_cls=True):
-        """The blocks and the head on input slots -> logits (B, L, V); the cls slot's output is dropped."""
-        for i, block in enumerate(self.blocks):
+    def transform(self, x, cond, caches=None, with_cls=True, blocks=True):
+        """The blocks (blocks=False: only the head) and the head on input slots -> logits (B, L, V); the cls slot's
+        output is dropped."""
+        for i, block in enumerate(self.blocks if blocks else []):
             x = block(x, cond, caches[i] if caches is not None else None)
         if with_cls:
             x, cond = x[:, 1:], cond[:, 1:]  # the cls slot predicts nothing
         scale, shift = self.head_ada(cond)
         return self.head(modulate(self.norm(x), shift, scale)).float()
+
+    def decode_step(self, token, slot, caches, orders, ids):
+        """The token fed at input slot `slot` (a 0-dim long tensor; slot 2 + j holds the j-th fed token) -> the
+        logits (B, V) of the next token in the order, with the same shapes at every slot: what torch.compile can
+        turn into one graph (sampling option compile). The slot's input and condition are those `inputs` builds
+        for it; every block writes its key and value at the slot in its static cache and attends over the whole
+        buffer, the slots after it masked."""
+        capacity = caches[0].capacity
+        index = slot.view(1)
+        positions, targets = (t.index_select(1, index) for t in slot_positions(orders))  # (B, 1) each
+        x = self.embeddings(token) + F.embedding(positions, self.pos[0])
+        if self.cfg.target_aware:
+            x = x + torch.where(targets[..., None] >= 0, F.embedding(targets.clamp_min(0), self.target_pos[0]), 0.0)
+        cond = self.embeddings(ids)[:, None] + self.step_embed.index_select(1, index)
+        mask = (torch.arange(capacity, device=token.device) <= slot).view(1, 1, 1, capacity)
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, cond, cache, index, mask)
+        return self.transform(x, cond, with_cls=False, blocks=False)[:, -1]
 
     def forward(self, tokens, labels, orders=None):
         """tokens (B, N) raster order, labels (B,) (null = num_classes), orders (B, N) (default: raster)
@@ -342,7 +366,8 @@ class RAR(Generator):
         contract's meaning; the release's 0 means no guidance, minivar's 1). `given` (B, N) (or maps (B, grid, grid))
         of integers fixes the tokens at its entries >= 0 (completion; -1 = to sample): they are fed first, in the
         order `orders` lists them, and the rest is sampled in the order's remaining positions. use_cache=False
-        recomputes the sequence every step (slow; the reference the cache must match). A list given as `trace`
+        recomputes the sequence every step (slow; the reference the cache must match); compile=True runs every step
+        after the first through the compiled decode_step. A list given as `trace`
         receives {"step", "guidance", "logits" (B, V), "tokens" (B,)} for each sampled token.
         """
         with self.sampling(labels, options, **overrides) as run:  # everything is checked before the first step
@@ -357,14 +382,23 @@ class RAR(Generator):
             seq = torch.zeros(B, 0, dtype=torch.long, device=dev)  # tokens in the order they are fed
             if n_given:
                 seq = given.to(dev).long().gather(1, orders[:, :n_given])
-            caches = [KVCache(N + 1) for _ in self.blocks] if o.use_cache else None  # cls, class, N - 1 tokens
+            slots = N + 1  # cls, class and the N - 1 tokens fed before the last is drawn
+            caches = [KVCache(slots) for _ in self.blocks] if o.use_cache or o.compile else None
+            step = self.compiled_step() if o.compile else None
+            slot_index = torch.arange(slots, device=dev)
             n_past = 0  # slots in the caches
             for t in range(n_given, N):
-                x, cond = self.inputs(torch.cat([seq, seq]) if guided else seq, orders2, ids)
-                if o.use_cache:
+                fed = torch.cat([seq, seq]) if guided else seq
+                if step is not None and n_past:  # after the first step: one slot, fixed shapes (the token a tensor
+                    # of its own: a view into `fed` would change its strides, and so the compiled graph, every step)
+                    logits = step(fed[:, -1:].clone(), slot_index[n_past], caches, orders2, ids)
+                    n_past += 1
+                elif caches is not None:
+                    x, cond = self.inputs(fed, orders2, ids)
                     logits = self.transform(x[:, n_past:], cond[:, n_past:], caches, with_cls=n_past == 0)[:, -1]
                     n_past = x.shape[1]
                 else:
+                    x, cond = self.inputs(fed, orders2, ids)
                     logits = self.transform(x, cond)[:, -1]
                 s_t = run.schedule.at(t, N)
                 if guided:

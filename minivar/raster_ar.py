@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .models import Generator, register
-from .sampling import CompiledStep, CompiledTokens, guidance_mix, sample
+from .sampling import CompiledTokens, guidance_mix, sample
 from .text import prefix_attention
 from .transformer import ClassEmbedding, KVCache, LlamaGenBlock, RMSNorm, init_weights, rope_1d, rope_2d
 
@@ -183,12 +183,6 @@ class RasterAR(Generator):
         for layer, cache in zip(self.layers, caches):
             x = layer(x, rope, mask, cache=cache, positions=position.view(1))
         return self.output(self.norm(x[:, -1])).float()
-
-    def compiled_step(self):
-        """This model's decode_step compiled (CompiledStep: once per batch size, kept with the model)."""
-        if getattr(self, "_compiled_step", None) is None or self._compiled_step.device != self.device:
-            self._compiled_step = CompiledStep(self.decode_step, self.device)
-        return self._compiled_step
 
     def loss(self, batch, progress: float = 0.0):
         """Teacher forcing: mean cross-entropy of every token of the (B, N) maps given the ones before it."""

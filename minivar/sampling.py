@@ -130,7 +130,8 @@ class TokenByToken(TokenSampling):
 
 @dataclass(frozen=True)
 class CompiledTokens(TokenByToken):
-    """TokenByToken and a compiled decoding step (the raster GPT and its text-to-image form)."""
+    """TokenByToken and a compiled decoding step (the raster GPT, its text-to-image form, RAR): the generator's
+    `decode_step`, compiled by `Generator.compiled_step`."""
     compile: bool = option(False, "compile the one-token step with torch.compile (static KV cache, fixed shapes; "
                                   "CUDA: replayed as a CUDA graph). The first call at each batch size compiles "
                                   "(tens of seconds); pays for many samples")

@@ -1,6 +1,8 @@
 """Every generator samples through a static KV cache (one buffer for the whole sequence, written in place): for a
 fixed seed, in float32 on the CPU, it gives exactly the tokens (FlowAR: latents) of the growing cache it replaced."""
 
+import warnings
+
 import pytest
 import torch
 
@@ -39,9 +41,16 @@ def test_the_steady_allocator_is_set_on_linux_and_left_alone_when_asked(monkeypa
 @pytest.fixture
 def traced_only(monkeypatch):
     """torch.compile with the "eager" backend: dynamo traces the step (fixed shapes, no graph break) without
-    generating code, so a test checks the compiled path in a second, not the half minute inductor takes."""
+    generating code, so a test checks the compiled path in a second, not the half minute inductor takes. A second
+    trace for the same batch (a guard that fails at every step: strides, offsets) is an error, and so is falling back
+    to the uncompiled step: a step that silently recompiled every time would pass every equality."""
     from minivar import sampling
     monkeypatch.setattr(sampling.CompiledStep, "backend", "eager")
+    torch._dynamo.reset()
+    with torch._dynamo.config.patch(error_on_recompile=True), warnings.catch_warnings():
+        warnings.filterwarnings("error", message="cannot compile")
+        yield
+    torch._dynamo.reset()
 
 
 def test_the_fixed_shape_step_gives_the_cached_paths_logits_at_every_position(traced_only):
@@ -85,3 +94,23 @@ def test_compiling_falls_back_with_one_warning_and_the_same_samples(monkeypatch)
     with pytest.warns(UserWarning, match="cannot compile the sampling step here .*no C\\+\\+ compiler"):
         compiled = model.generate(labels, generator=torch.Generator().manual_seed(0), compile=True)
     assert torch.equal(compiled, model.generate(labels, generator=torch.Generator().manual_seed(0)))
+
+
+def test_rars_compiled_step_follows_any_order_and_a_given_start(traced_only):
+    """RAR's fixed-shape step reads each slot's position, target and step embedding by index: in a random order, with
+    the first tokens given, every step's logits agree with the cached path's and the samples are the same."""
+    from minivar.rar import sample_orders
+    model = pretrained.load("emoji-rar")
+    N = model.cfg.seq_len
+    orders = sample_orders(2, N, ratio=1.0, generator=torch.Generator().manual_seed(3))
+    given = torch.full((2, N), -1)
+    given[:, orders[0, :5]] = 7  # five tokens fixed at the first order's first positions
+    runs = {}
+    for compile in (False, True):
+        trace = []
+        maps = model.generate(torch.tensor([1, 6]), orders=orders, given=given, compile=compile, trace=trace,
+                              generator=torch.Generator().manual_seed(0))
+        runs[compile] = maps, trace
+    assert torch.equal(runs[True][0], runs[False][0])
+    for eager, compiled in zip(runs[False][1], runs[True][1]):
+        torch.testing.assert_close(compiled["logits"], eager["logits"], atol=1e-4, rtol=0)
