@@ -37,6 +37,12 @@ def machine(device) -> str:
     return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
 
 
+def latest_rows(csv_path: Path, key: str = "recipe") -> dict:
+    """The latest recorded row for each value of `key` in a results CSV: {value: row (strings, as the CSV holds
+    them)} (the files are append-only, so a later run of the same recipe supersedes an earlier one)."""
+    return {r[key]: r for r in csv.DictReader(open(csv_path, newline=""))}
+
+
 def record(csv_path: Path, rows: list, device):
     """Append rows (dicts) to csv_path with the date, command, machine and torch version. The file is rewritten
     whole and replaced atomically, so columns added later line up and an interrupt never leaves it half-written."""

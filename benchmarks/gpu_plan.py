@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from common import RESULTS, build_recipe_model, record
+from common import RESULTS, build_recipe_model, latest_rows, record
 from torch.utils.flop_counter import FlopCounterMode
 
 from minivar import recipes
@@ -271,16 +271,12 @@ def plan(rows: list, seen: dict) -> list:
 
 def recorded(csv_path: Path) -> dict:
     """The latest recorded row of each recipe in gpu_plan.csv, numbers as numbers: {recipe: row}."""
-    out = {}
-    for r in csv.DictReader(open(csv_path, newline="")):
-        row = {}
-        for k, v in r.items():
-            try:
-                row[k] = int(v) if v.lstrip("-").isdigit() else float(v)
-            except ValueError:
-                row[k] = v
-        out[r["recipe"]] = row
-    return out
+    def number(v: str):
+        try:
+            return int(v) if v.lstrip("-").isdigit() else float(v)
+        except ValueError:
+            return v
+    return {name: {k: number(v) for k, v in r.items()} for name, r in latest_rows(csv_path).items()}
 
 
 def gpu_key(gpu: GPU) -> str:

@@ -16,7 +16,6 @@ SIGKILL once it has saved a chunk, and finishes it here: the rows must equal an 
 """
 
 import argparse
-import csv
 import json
 import os
 import signal
@@ -149,11 +148,6 @@ def child(folder, root, batch):
     model, cfg = tokenizer("cifar10-vqvae")
     token_dataset(model, cfg.dataset, "train", folder, root=Path(root), progress=False, batch_size=int(batch),
                   chunk=int(batch))
-
-
-def recorded(csv_path: Path) -> dict:
-    """The latest recorded row of each recipe: {recipe: row (strings, as the CSV holds them)}."""
-    return {r["recipe"]: r for r in csv.DictReader(open(csv_path, newline=""))}
 
 
 def readme_paragraph(rows: dict) -> str:

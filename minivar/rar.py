@@ -284,13 +284,16 @@ class RAR(Generator):
         cond = self.embeddings(ids)[:, None] + self.step_embed[:, :T + 2]  # the class, made distinct per slot
         return x, cond
 
-    def transform(self, x, cond, caches=None, with_cls=True, blocks=True):
-        """The blocks (blocks=False: only the head) and the head on input slots -> logits (B, L, V); the cls slot's
-        output is dropped."""
-        for i, block in enumerate(self.blocks if blocks else []):
+    def transform(self, x, cond, caches=None, with_cls=True):
+        """The blocks and the head on input slots -> logits (B, L, V); the cls slot's output is dropped."""
+        for i, block in enumerate(self.blocks):
             x = block(x, cond, caches[i] if caches is not None else None)
         if with_cls:
             x, cond = x[:, 1:], cond[:, 1:]  # the cls slot predicts nothing
+        return self.logits(x, cond)
+
+    def logits(self, x, cond):
+        """The head: the final adaLN (from each slot's condition) and the projection to the vocabulary."""
         scale, shift = self.head_ada(cond)
         return self.head(modulate(self.norm(x), shift, scale)).float()
 
@@ -300,17 +303,16 @@ class RAR(Generator):
         turn into one graph (sampling option compile). The slot's input and condition are those `inputs` builds
         for it; every block writes its key and value at the slot in its static cache and attends over the whole
         buffer, the slots after it masked."""
-        capacity = caches[0].capacity
         index = slot.view(1)
         positions, targets = (t.index_select(1, index) for t in slot_positions(orders))  # (B, 1) each
         x = self.embeddings(token) + F.embedding(positions, self.pos[0])
         if self.cfg.target_aware:
             x = x + torch.where(targets[..., None] >= 0, F.embedding(targets.clamp_min(0), self.target_pos[0]), 0.0)
         cond = self.embeddings(ids)[:, None] + self.step_embed.index_select(1, index)
-        mask = (torch.arange(capacity, device=token.device) <= slot).view(1, 1, 1, capacity)
+        mask = caches[0].filled_through(slot).view(1, 1, 1, -1)  # broadcast over the batch, heads and the query
         for block, cache in zip(self.blocks, caches):
             x = block(x, cond, cache, index, mask)
-        return self.transform(x, cond, with_cls=False, blocks=False)[:, -1]
+        return self.logits(x, cond)[:, -1]
 
     def forward(self, tokens, labels, orders=None):
         """tokens (B, N) raster order, labels (B,) (null = num_classes), orders (B, N) (default: raster)
@@ -388,18 +390,19 @@ class RAR(Generator):
             slot_index = torch.arange(slots, device=dev)
             n_past = 0  # slots in the caches
             for t in range(n_given, N):
-                fed = torch.cat([seq, seq]) if guided else seq
                 if step is not None and n_past:  # after the first step: one slot, fixed shapes (the token a tensor
-                    # of its own: a view into `fed` would change its strides, and so the compiled graph, every step)
-                    logits = step(fed[:, -1:].clone(), slot_index[n_past], caches, orders2, ids)
+                    # of its own: a view into `seq` would change its strides, and so the compiled graph, every step)
+                    last = seq[:, -1:]
+                    token = torch.cat([last, last]) if guided else last.clone()
+                    logits = step(token, slot_index[n_past], caches, orders2, ids)
                     n_past += 1
-                elif caches is not None:
-                    x, cond = self.inputs(fed, orders2, ids)
-                    logits = self.transform(x[:, n_past:], cond[:, n_past:], caches, with_cls=n_past == 0)[:, -1]
-                    n_past = x.shape[1]
                 else:
-                    x, cond = self.inputs(fed, orders2, ids)
-                    logits = self.transform(x, cond)[:, -1]
+                    x, cond = self.inputs(torch.cat([seq, seq]) if guided else seq, orders2, ids)
+                    if caches is not None:
+                        logits = self.transform(x[:, n_past:], cond[:, n_past:], caches, with_cls=n_past == 0)[:, -1]
+                        n_past = x.shape[1]
+                    else:
+                        logits = self.transform(x, cond)[:, -1]
                 s_t = run.schedule.at(t, N)
                 if guided:
                     logits = guidance_mix(logits[:B], logits[B:], s_t)

@@ -175,7 +175,7 @@ class RasterAR(Generator):
         capacity = caches[0].capacity
         x = self.tok_embeddings(token)
         rope = self.rope.index_select(0, position.view(1))
-        visible = torch.arange(capacity, device=token.device) <= position  # (capacity,)
+        visible = caches[0].filled_through(position)  # (capacity,)
         if key_mask is not None:
             visible = visible & torch.cat([key_mask, key_mask.new_ones(len(key_mask), capacity - key_mask.shape[1])],
                                           dim=1)  # (B, capacity)

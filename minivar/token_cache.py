@@ -162,16 +162,16 @@ def build_cache(tokenizer, images, folder, made_by: str, flip: bool, meta=None, 
         first = next(batches, None)
         if first is None:
             raise ValueError(f"no images to encode into {folder}: the dataset split is empty")
-        dtype = storage_dtype(first[1], tokenizer.code_format().get("codebook_size"))
+        dtype = np.dtype(str(storage_dtype(first[1], tokenizer.code_format().get("codebook_size"))).removeprefix(
+            "torch."))
         rows = n * (2 if flip else 1)
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
         shape = tuple(first[1].shape[1:])
-        np.lib.format.open_memmap(folder / "codes.npy", "w+", np.dtype(str(dtype).removeprefix("torch.")),
-                                  (rows, *shape)).flush()
+        np.lib.format.open_memmap(folder / "codes.npy", "w+", dtype, (rows, *shape)).flush()
         np.lib.format.open_memmap(folder / "labels.npy", "w+", np.int64, (rows,)).flush()
         meta = {"format": FORMAT, "made_by": made_by, "images": n, "rows": rows, "flip": flip, "shape": list(shape),
-                "dtype": np.dtype(str(dtype).removeprefix("torch.")).name, "done": 0, "complete": False}
+                "dtype": dtype.name, "done": 0, "complete": False}
         write_json(folder / "meta.json", meta)
         batches = itertools.chain([first], batches)
     codes_file = np.load(folder / "codes.npy", mmap_mode="r+")
@@ -188,12 +188,12 @@ def build_cache(tokenizer, images, folder, made_by: str, flip: bool, meta=None, 
             if since >= chunk or i + b == n:
                 codes_file.flush()
                 labels_file.flush()  # on disk before meta.json says so
-                meta = {**meta, "done": i + b}
+                meta = {**meta, "done": i + b, "complete": i + b == n}
                 write_json(folder / "meta.json", meta)
                 since = 0
-    del codes_file, labels_file
-    meta = {**meta, "complete": True}
-    write_json(folder / "meta.json", meta)
+    if not meta["complete"]:  # nothing was left to encode (an older build stopped between its last two writes)
+        meta = {**meta, "complete": True}
+        write_json(folder / "meta.json", meta)
     return meta
 
 

@@ -157,6 +157,11 @@ class KVCache:
         self.n += L
         return (self.k, self.v) if not self.capacity else (self.k[:, :, :self.n], self.v[:, :, :self.n])
 
+    def filled_through(self, position: torch.Tensor) -> torch.Tensor:
+        """(capacity,) bool: the slots a query at `position` (0-dim tensor) may attend to in a fixed-shape step,
+        itself and every earlier one (the later slots hold nothing yet, or an earlier sample's leftovers)."""
+        return torch.arange(self.capacity, device=position.device) <= position
+
     def write(self, positions: torch.Tensor, k, v):
         """Write k, v (B, H_kv, L, D) at `positions` (L,) of a static cache already holding the sequence's start,
         and return the whole buffers: shapes that do not change from step to step (what a compiled step needs;

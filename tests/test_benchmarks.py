@@ -19,6 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import gpu_calibration  # noqa: E402  (a script beside the package, imported from its folder)
 import gpu_plan  # noqa: E402
 import token_cache as cache_benchmark  # noqa: E402  (benchmarks/token_cache.py, not minivar.token_cache)
+from common import latest_rows  # noqa: E402
 
 
 def test_synthetic_data_is_read_by_the_real_loaders(tmp_path):
@@ -132,8 +133,8 @@ def test_the_readme_plan_is_the_recorded_one_for_todays_recipes():
         assert (r["batch"], r["steps"]) == (recipes.get(name).batch_size, recipes.get(name).max_steps), name
     readme = (root / "README.md").read_text()
     assert gpu_plan.readme_section(rows) in readme
-    assert cache_benchmark.readme_paragraph(cache_benchmark.recorded(root / "benchmarks" / "results" /
-                                                                    "token_cache.csv")) in readme
+    assert cache_benchmark.readme_paragraph(latest_rows(root / "benchmarks" / "results" / "token_cache.csv")) \
+        in readme
 
 
 def test_the_plan_counts_a_step_and_divides_a_batch_until_it_fits():
