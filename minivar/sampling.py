@@ -83,6 +83,9 @@ class SamplingOptions:
         p = self.guidance_power
         if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0 <= p < float("inf"):
             raise ValueError(f"guidance_power must be a number >= 0 (0 = constant guidance), got {p!r}")
+        for name, (kind, _, _) in self.field_types().items():  # every generator's switches (use_cache, compile, heun)
+            if kind is bool and not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} is a switch: True or False, got {getattr(self, name)!r}")
 
     @property
     def schedule(self) -> "GuidanceSchedule":

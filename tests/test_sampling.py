@@ -137,3 +137,14 @@ def test_sampling_options_take_the_config_default_and_are_checked_in_one_place()
         SamplingOptions().resolved(object())  # no default anywhere: None is not a guidance
     types = TokenByToken.field_types()
     assert types["top_k"][:2] == (int, 0) and types["use_cache"][:2] == (bool, True) and types["top_p"][2]
+
+
+@pytest.mark.parametrize("name, switch", [("emoji-raster", "compile"), ("emoji-rar", "use_cache"),
+                                          ("emoji-flowar", "heun")])
+def test_a_switch_takes_true_or_false_not_a_truthy_word(name, switch):
+    """"yes", 1 or "false" for a switch would otherwise be read by truthiness ("false" is true)."""
+    from minivar import pretrained
+    model = pretrained.load(name)
+    for value in ("yes", 1, "false"):
+        with pytest.raises(ValueError, match=f"{switch} is a switch: True or False"):
+            model.generate(torch.tensor([0]), **{switch: value})
