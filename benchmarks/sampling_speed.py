@@ -13,12 +13,20 @@ seconds (its time less a static call's) and break-even (the samples after which 
 are recorded. Wall time is measured here, never asserted in a test.
 `MINIVAR_MALLOC=0 python benchmarks/sampling_speed.py` measures the same with glibc's allocator left as it is
 (minivar.steady_allocator; the CSV's steady_allocator column says which).
+
+    python benchmarks/sampling_speed.py --llamagen ~/src/LlamaGen   # and LlamaGen's own sampler, in the same run
+
+With --llamagen (a checkout of FoundationVision/LlamaGen; nothing of it is copied here) the official GPT at
+emoji-raster's size (random weights: speed does not depend on them) samples the same batches with its own
+`generate`, eagerly and compiled as its sample_c2i.py --compile does (torch.compile(model, mode="reduce-overhead",
+fullgraph=True)), interleaved with minivar's rounds; its rows are recorded as model "llamagen-official".
 """
 
 import argparse
 import contextlib
 import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -64,6 +72,36 @@ def images_per_s(model, batch: int, variant: str, device) -> float:
     return batch / (time.perf_counter() - t0)
 
 
+class LlamaGen:
+    """LlamaGen's class-to-image GPT and sampler, from a checkout, at a minivar raster model's size."""
+
+    def __init__(self, root: Path, like, device):
+        sys.path.insert(0, str(root))
+        from autoregressive.models.generate import generate
+        from autoregressive.models.gpt import ModelArgs, Transformer
+        c = like.cfg
+        args = ModelArgs(dim=c.dim, n_layer=c.n_layer, n_head=c.n_head, multiple_of=c.multiple_of,
+                         vocab_size=c.codebook_size, num_classes=c.num_classes, block_size=c.grid ** 2,
+                         cls_token_num=1, model_type="c2i")
+        self.model = Transformer(args).to(device).eval()
+        self.compiled = torch.compile(self.model, mode="reduce-overhead", fullgraph=True)
+        self.sample, self.cfg, self.tokens, self.device = generate, like.cfg, c.grid ** 2, device
+        print(f"llamagen-official: {sum(p.numel() for p in self.model.parameters()) / 1e6:.2f}M parameters "
+              f"(minivar's {like.kind}: {sum(p.numel() for p in like.parameters()) / 1e6:.2f}M)")
+
+    def images_per_s(self, batch: int, variant: str) -> float:
+        labels = torch.arange(batch, device=self.device) % self.cfg.num_classes
+        model = self.compiled if variant == "compiled" else self.model
+        torch.manual_seed(0)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        self.sample(model, labels, self.tokens, cfg_scale=self.cfg.guidance, temperature=1.0, top_k=0, top_p=1.0)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return batch / (time.perf_counter() - t0)
+
+
 def compiles(model) -> bool:
     return "compile" in model.options_class.field_types()
 
@@ -75,19 +113,29 @@ def main():
     p.add_argument("--rounds", type=int, default=3, help="timed calls of each variant (after one warm-up)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--llamagen", type=Path, help="a checkout of FoundationVision/LlamaGen: time its sampler too")
     args = p.parse_args()
     device = torch.device(args.device)
+    if args.llamagen and not (args.llamagen / "autoregressive" / "models" / "generate.py").is_file():
+        p.error(f"--llamagen {args.llamagen}: no autoregressive/models/generate.py there; give the folder of a "
+                f"FoundationVision/LlamaGen checkout")
     rows = []
     print(f"{'model':<14} {'batch':>5} {'growing img/s':>14} {'static img/s':>13} {'static / growing':>17} "
           f"{'compiled img/s':>15} {'compiled / growing':>19} {'compile s':>10} {'break-even':>11}")
     for name in args.models:
         model = pretrained.load(name).to(device).eval()
+        official = LlamaGen(args.llamagen, model, device) if args.llamagen and name == "emoji-raster" else None
         for batch in args.batches:
             rates = {"growing": [], "static": [], **({"compiled": []} if compiles(model) else {})}
+            if official:
+                rates.update({"llamagen eager": [], "llamagen compiled": []})
             first = {}
             for r in range(args.rounds + 1):
                 for variant in rates:
-                    rate = images_per_s(model, batch, variant, device)
+                    if variant.startswith("llamagen"):
+                        rate = official.images_per_s(batch, variant.split()[1])
+                    else:
+                        rate = images_per_s(model, batch, variant, device)
                     if r:  # round 0 warms up (and compiles)
                         rates[variant].append(rate)
                     else:
@@ -107,6 +155,15 @@ def main():
                 line += f" {fast:>15.2f} {fast / grow:>18.2f}x {compile_s:>10.1f} {even:>11}"
             rows.append(row)
             print(line, flush=True)
+            if official:  # their cache is static too (setup_caches): their eager sits in the static column
+                eager, fast = (statistics.median(rates[f"llamagen {v}"]) for v in ("eager", "compiled"))
+                compile_s = max(0.0, first["llamagen compiled"] - batch / fast)
+                rows.append({"model": "llamagen-official", "batch": batch, "rounds": args.rounds,
+                             "steady_allocator": minivar.STEADY_ALLOCATOR, "static_img_per_s": round(eager, 2),
+                             "compiled_img_per_s": round(fast, 2), "compile_s": round(compile_s, 1)})
+                print(f"{'llamagen':<14} {batch:>5} {'':>14} {eager:>13.2f} {'':>17} {fast:>15.2f} {'':>19} "
+                      f"{compile_s:>10.1f}   minivar compiled / llamagen compiled: "
+                      f"{row.get('compiled_img_per_s', 0) / fast:.2f}x", flush=True)
     record(args.out / "sampling_speed.csv", rows, device)
 
 

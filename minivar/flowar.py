@@ -38,7 +38,7 @@ from einops import rearrange
 
 from .flow_matching import FlowARAttention, GeGLU, MLPHead, TransformerHead, euler_sample, flow_matching_loss
 from .models import Generator, register
-from .sampling import SamplingOptions, option, ramp_over_scales
+from .sampling import SamplingOptions, compile_switch, option, ramp_over_scales
 from .scales import block_causal_mask
 from .transformer import AdaLN, ClassEmbedding, KVCache, RMSNorm, modulate, rope_2d
 
@@ -109,6 +109,7 @@ class FlowARSampling(SamplingOptions):
     guidance_high: float = option(None, "guide only while t <= this in each ODE solve (default: the model's, 0.9; "
                                         "1 = always)")
     heun: bool = option(False, "Heun's second-order steps (two network calls a step, one on the last)")
+    compile: bool = compile_switch()
 
     def check(self):
         super().check()
@@ -217,6 +218,13 @@ class FlowAR(Generator):
                                                              for i in inputs], dim=1))], dim=1)  # (B, L, D)
         return self.stacks(x, cond, 0, self.starts[-1], self.attn_bias)
 
+    def decode_step(self, x, cond, caches):
+        """One scale's pass while sampling: its inputs x (B, s*s, D) -> its conditions (B, s*s, Dd), the scale's
+        keys and values written after the coarser ones' in the static caches (a scale sees itself and every coarser
+        one: no mask). Fixed shapes within a scale: torch.compile makes one graph per scale (option compile)."""
+        start = len(caches[0][0])
+        return self.stacks(x, cond, start, start + x.shape[1], caches=caches)
+
     def velocity(self, x_t, t, z):
         """The flow-matching head: x_t (B, N, C) at times t (B,) with conditions z (B, N, Dd) -> velocity (B, N, C)."""
         return self.head(x_t, t, z)
@@ -250,7 +258,8 @@ class FlowAR(Generator):
         ramps from 1 at the first scale to `guidance` at the last (the release's linear cfg schedule;
         guidance_schedule "constant": `guidance` at every scale), applied while t <= guidance_high. A list given as
         `trace` receives {"scale", "guidance", "latent" (B, C, s_k, s_k), "path": [(t, x_t (B, C, s_k, s_k)), ...]}
-        for each scale: every scale's latent and the trajectory of its ODE, to look at."""
+        for each scale: every scale's latent and the trajectory of its ODE, to look at. compile=True runs every
+        scale's pass after the first, and every velocity, through their compiled forms."""
         with self.sampling(labels, options, **overrides) as run:
             B, K, C, full, o = run.batch, len(self.scales), self.cfg.latent_channels, self.cfg.grid, run.options
             if B == 0:  # no labels, no samples (of the right shape)
@@ -259,13 +268,16 @@ class FlowAR(Generator):
             cond = self.class_embedding(run.conditions)  # (B or 2B, D)
             caches = ([KVCache(self.starts[-1]) for _ in self.encoder_blocks],  # every scale's positions
                       [KVCache(self.starts[-1]) for _ in self.decoder_blocks])
+            step = self.compiled_step() if o.compile else self.decode_step
+            velocity = self.compiled_step("velocity") if o.compile else self.velocity
             x = cond[:, None]
             for k, s in enumerate(self.scales):
-                z = self.stacks(x, cond, self.starts[k], self.starts[k + 1], caches=caches)  # (B or 2B, s*s, Dd)
+                # the first scale allocates the caches (and is one token): never compiled
+                z = (step if k else self.decode_step)(x, cond, caches)  # (B or 2B, s*s, Dd)
                 noise = torch.randn(z.shape[0], s * s, C, device=z.device, generator=generator)
                 s_k = run.schedule.at(k, K)
                 points = [] if trace is not None else None
-                tokens = euler_sample(self.velocity, noise, z, o.sample_steps, s_k, o.guidance_high, heun=o.heun,
+                tokens = euler_sample(velocity, noise, z, o.sample_steps, s_k, o.guidance_high, heun=o.heun,
                                       path=points)
                 latent = rearrange(tokens[:B].float(), "b (h w) c -> b c h w", h=s)
                 if trace is not None:

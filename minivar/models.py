@@ -242,12 +242,13 @@ class Generator(Model):
         """The conditions of a guided batch: the labels, then the null class for each (the unconditional half)."""
         return torch.cat([labels, torch.full_like(labels, self.null_class)])
 
-    def compiled_step(self):
-        """This generator's `decode_step` (one step with the same shapes at every position, where it has one)
-        compiled by sampling.CompiledStep: once per batch size, kept with the model; the sampling option compile."""
-        if getattr(self, "_compiled_step", None) is None or self._compiled_step.device != self.device:
-            self._compiled_step = CompiledStep(self.decode_step, self.device)
-        return self._compiled_step
+    def compiled_step(self, name: str = "decode_step"):
+        """This generator's step `name` (decode_step: one step of its sampling loop; FlowAR also compiles its
+        velocity) compiled by sampling.CompiledStep: once per input shape, kept with the model; the option compile."""
+        steps = self.__dict__.setdefault("_compiled_steps", {})
+        if name not in steps or steps[name].device != self.device:
+            steps[name] = CompiledStep(getattr(self, name), self.device)
+        return steps[name]
 
     @contextlib.contextmanager
     def sampling(self, labels, options=None, **overrides):

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .models import Generator, register
-from .sampling import CompiledTokens, guidance_mix, option, sample
+from .sampling import CompiledTokens, guidance_mix, option, raise_if_nonfinite, sample
 from .transformer import AdaLN, KVCache, causal_mask, init_weights, modulate
 
 
@@ -381,23 +381,25 @@ class RAR(Generator):
             guided = run.schedule.guided  # the conditions' second half: the same sequences without their class
             ids = run.conditions + self.cfg.codebook_size
             orders2 = torch.cat([orders, orders]) if guided else orders
-            seq = torch.zeros(B, 0, dtype=torch.long, device=dev)  # tokens in the order they are fed
+            both = (lambda t: torch.cat([t, t])) if guided else (lambda t: t)  # a batch fed with both conditions
+            fed = torch.zeros(B, N, dtype=torch.long, device=dev)  # the tokens in the order they are fed, in place
             if n_given:
-                seq = given.to(dev).long().gather(1, orders[:, :n_given])
+                fed[:, :n_given] = given.to(dev).long().gather(1, orders[:, :n_given])
             slots = N + 1  # cls, class and the N - 1 tokens fed before the last is drawn
             caches = [KVCache(slots) for _ in self.blocks] if o.use_cache or o.compile else None
             step = self.compiled_step() if o.compile else None
             slot_index = torch.arange(slots, device=dev)
+            token = torch.empty(len(ids), 1, dtype=torch.long, device=dev)  # the compiled step's input, in place
+            nonfinite = torch.zeros((), dtype=torch.bool, device=dev)  # checked once, after the loop
             n_past = 0  # slots in the caches
-            for t in range(n_given, N):
+            for t in range(n_given, N):  # no allocation and no wait for the GPU on the compiled path
                 if step is not None and n_past:  # after the first step: one slot, fixed shapes (the token a tensor
-                    # of its own: a view into `seq` would change its strides, and so the compiled graph, every step)
-                    last = seq[:, -1:]
-                    token = torch.cat([last, last]) if guided else last.clone()
+                    # of its own: a view into `fed` would move every step, and dynamo would compile again)
+                    token.view(-1, B).copy_(fed[:, t - 1].expand(len(ids) // B, B))
                     logits = step(token, slot_index[n_past], caches, orders2, ids)
                     n_past += 1
                 else:
-                    x, cond = self.inputs(torch.cat([seq, seq]) if guided else seq, orders2, ids)
+                    x, cond = self.inputs(both(fed[:, :t]), orders2, ids)
                     if caches is not None:
                         logits = self.transform(x[:, n_past:], cond[:, n_past:], caches, with_cls=n_past == 0)[:, -1]
                         n_past = x.shape[1]
@@ -406,11 +408,12 @@ class RAR(Generator):
                 s_t = run.schedule.at(t, N)
                 if guided:
                     logits = guidance_mix(logits[:B], logits[B:], s_t)
-                nxt = sample(logits, o.temperature, o.top_k, o.top_p, generator)
+                nxt = sample(logits, o.temperature, o.top_k, o.top_p, generator, nonfinite)
                 if trace is not None:
                     trace.append({"step": t, "guidance": s_t, "logits": logits, "tokens": nxt})
-                seq = torch.cat([seq, nxt[:, None]], dim=1)
-        maps = torch.empty_like(seq).scatter_(1, orders, seq)  # back from the order to raster positions
+                fed[:, t] = nxt
+            raise_if_nonfinite(nonfinite, o.temperature)
+        maps = torch.empty_like(fed).scatter_(1, orders, fed)  # back from the order to raster positions
         return maps.view(B, self.cfg.grid, self.cfg.grid)
 
     def check_orders(self, orders, batch):

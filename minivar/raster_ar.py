@@ -29,7 +29,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .models import Generator, register
-from .sampling import CompiledTokens, guidance_mix, sample
+from .sampling import CompiledTokens, guidance_mix, raise_if_nonfinite, sample
 from .text import prefix_attention
 from .transformer import ClassEmbedding, KVCache, LlamaGenBlock, RMSNorm, init_weights, rope_1d, rope_2d
 
@@ -209,31 +209,41 @@ class RasterAR(Generator):
             if B == 0:  # no labels, no samples (of the right shape)
                 return torch.zeros(0, self.cfg.grid, self.cfg.grid, dtype=torch.long, device=self.device)
             guided, conditions = run.schedule.guided, run.conditions  # guided: the second half has no class
-            seq = torch.zeros(len(conditions), 0, dtype=torch.long, device=self.device)
+            both = (lambda t: torch.cat([t, t])) if guided else (lambda t: t)  # a batch fed with both conditions
+            out = torch.zeros(B, N, dtype=torch.long, device=self.device)  # the tokens, written in place
+            t = 0  # tokens known
             if prefix is not None:
-                seq = prefix.flatten(1).to(self.device).long()
-                seq = torch.cat([seq, seq]) if guided else seq
+                prefix = torch.as_tensor(prefix, device=self.device).flatten(1)
+                if prefix.shape[0] != B or prefix.shape[1] > N or prefix.is_floating_point():
+                    raise ValueError(f"prefix must hold ({B}, T) tokens (integers, T <= {N}; or maps), the first T "
+                                     f"of each sample, got {prefix.dtype} {tuple(prefix.shape)}")
+                t = prefix.shape[1]
+                out[:, :t] = prefix
             caches = [KVCache(self.prefix_len + N) for _ in self.layers] if o.use_cache or o.compile else None
             step = self.compiled_step() if o.compile else None
             key_mask = self.condition_mask(conditions) if step is not None else None
             positions = torch.arange(self.prefix_len + N, device=self.device)  # each fed token's place
-            new = seq  # what the model has not seen yet
-            while seq.shape[1] < N:
+            new = both(out[:, :t])  # what the model has not seen yet
+            token = torch.empty(len(conditions), 1, dtype=torch.long, device=self.device)  # each step's, in place
+            nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # checked once, after the loop
+            while t < N:  # no allocation and no wait for the GPU in here
                 if step is not None and len(caches[0]):  # after the first step: one token, fixed shapes
-                    logits = step(new, positions[self.prefix_len + seq.shape[1] - 1], caches, key_mask)
+                    logits = step(new, positions[self.prefix_len + t - 1], caches, key_mask)
                 elif caches is not None:
                     logits = self(new, conditions, caches)[:, -1]  # (B or 2B, V)
                 else:
-                    logits = self(seq, conditions)[:, -1]
-                s_t = run.schedule.at(seq.shape[1], N)
+                    logits = self(both(out[:, :t]), conditions)[:, -1]
+                s_t = run.schedule.at(t, N)
                 if guided:
                     logits = guidance_mix(logits[:B], logits[B:], s_t)
-                nxt = sample(logits, o.temperature, o.top_k, o.top_p, generator)  # (B,)
+                nxt = sample(logits, o.temperature, o.top_k, o.top_p, generator, nonfinite)  # (B,)
                 if trace is not None:
-                    trace.append({"step": seq.shape[1], "guidance": s_t, "logits": logits, "tokens": nxt})
-                new = torch.cat([nxt, nxt])[:, None] if guided else nxt[:, None]
-                seq = torch.cat([seq, new], dim=1)
-        return seq[:B].view(B, self.cfg.grid, self.cfg.grid)
+                    trace.append({"step": t, "guidance": s_t, "logits": logits, "tokens": nxt})
+                out[:, t] = nxt
+                token.view(-1, B).copy_(nxt.expand(len(conditions) // B, B))  # both halves feed the same token
+                new, t = token, t + 1
+            raise_if_nonfinite(nonfinite, o.temperature)
+        return out.view(B, self.cfg.grid, self.cfg.grid)
 
 
 __all__ = ["LlamaGenConfig", "RasterARConfig", "RasterAR"]

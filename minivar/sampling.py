@@ -51,6 +51,13 @@ def ramp_over_scales():
                             "release's), constant, or cosine", choices=SCHEDULES)
 
 
+def compile_switch():
+    """The compile field of every generator that has one (the raster GPT, RAR, VAR, FlowAR)."""
+    return option(False, "compile the sampling loop's step with torch.compile (static KV cache, fixed shapes: one "
+                         "graph per batch size, and per scale for VAR and FlowAR; CUDA: replayed as CUDA graphs). "
+                         "Each new shape compiles on first use (seconds to tens of seconds): pays for many samples")
+
+
 @dataclass(frozen=True)
 class SamplingOptions:
     """What every generator's sampling takes. Subclass it (a frozen dataclass) to add a generator's own knobs, and
@@ -135,18 +142,18 @@ class TokenByToken(TokenSampling):
 class CompiledTokens(TokenByToken):
     """TokenByToken and a compiled decoding step (the raster GPT, its text-to-image form, RAR): the generator's
     `decode_step`, compiled by `Generator.compiled_step`."""
-    compile: bool = option(False, "compile the one-token step with torch.compile (static KV cache, fixed shapes; "
-                                  "CUDA: replayed as a CUDA graph). The first call at each batch size compiles "
-                                  "(tens of seconds); pays for many samples")
+    compile: bool = compile_switch()
 
 
 class CompiledStep:
-    """A sampler's one-step function, compiled once per batch size and reused; where compiling is not possible
-    (no torch.compile, MPS, no C++ compiler, ...) it warns once and runs the function itself, which computes the same.
+    """A sampler's step function, compiled once for each shape of its inputs (a batch size; for VAR and FlowAR also
+    a scale) and reused; where compiling is not possible (no torch.compile, MPS, no C++ compiler, ...) it warns once
+    and runs the function itself, which computes the same.
 
     `backend` is torch.compile's (None: inductor; the tests use "eager", which traces without generating code)."""
 
     backend = None
+    most_shapes = 64  # graphs kept per step: 10 scales x a few batch sizes (dynamo's default stops at 8)
 
     def __init__(self, fn, device: torch.device):
         self.fn, self.device, self.compiled, self.failed, self.seen = fn, device, None, False, set()
@@ -161,16 +168,17 @@ class CompiledStep:
             mode = "reduce-overhead" if self.device.type == "cuda" and self.backend is None else None
             self.compiled = torch.compile(self.fn, mode=mode, dynamic=False,
                                           **({"backend": self.backend} if self.backend else {}))
-        batch = args[0].shape[0]
+        shape = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
         t0 = time.perf_counter()
         try:
-            out = self.compiled(*args)
+            with torch._dynamo.config.patch(recompile_limit=self.most_shapes):
+                out = self.compiled(*args)
         except Exception as e:  # noqa: BLE001 (any compiler failure: fall back, never fail the sampling)
             return self.fall_back(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}", *args)
-        if batch not in self.seen:
-            self.seen.add(batch)
-            print(f"compiled the sampling step for a batch of {batch} in {time.perf_counter() - t0:.1f} s (once per "
-                  f"batch size)", file=sys.stderr)
+        if shape not in self.seen:
+            self.seen.add(shape)
+            print(f"compiled {getattr(self.fn, '__name__', 'the step')} for inputs {shape[0]} in "
+                  f"{time.perf_counter() - t0:.1f} s (once per shape)", file=sys.stderr)
         return out.clone() if self.device.type == "cuda" else out  # a CUDA graph's output is overwritten next call
 
     def fall_back(self, reason: str, *args):
@@ -266,21 +274,45 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return top_p_filter(top_k_filter(logits, top_k), top_p)
 
 
+def draw(probs: torch.Tensor, generator: torch.Generator = None) -> torch.Tensor:
+    """One index per row of probs (B, V), drawn in proportion to them: argmax(p / q) with q ~ Exp(1) per entry (the
+    Gumbel-max trick, with the exponential of the Gumbel noise folded in). torch.multinomial(probs, 1) computes
+    exactly this, the same draws from the same generator (tests/test_sampling.py checks it), but first reads the
+    probabilities back to the CPU to check them: on a GPU that read makes the CPU wait at every token."""
+    q = torch.empty_like(probs).exponential_(1, generator=generator)
+    return (probs / q).argmax(-1)
+
+
+def nonfinite_error(temperature: float) -> ValueError:
+    return ValueError(f"sampling met logits that are not finite numbers (NaN or inf) after dividing by the "
+                      f"temperature {temperature:g}: a temperature this small (use 1e-3 or more, or 0 for the most "
+                      f"likely token) or a guidance this large makes them overflow; choose milder values")
+
+
 def sample(logits: torch.Tensor, temperature: float = 1.0, top_k: int = 0, top_p: float = 1.0,
-           generator: torch.Generator = None) -> torch.Tensor:
-    """logits (B, V) -> token indices (B,). temperature 0 means greedy (argmax)."""
+           generator: torch.Generator = None, nonfinite: torch.Tensor = None) -> torch.Tensor:
+    """logits (B, V) -> token indices (B,). temperature 0 means greedy (argmax).
+
+    Logits that are not finite raise an error that names the cause (softmax would give NaN). `nonfinite`, a bool
+    tensor () on the logits' device, defers that check: each call ORs into it instead of reading it, and the sampler
+    calls `raise_if_nonfinite` once after its loop (on a GPU, reading it every token makes the CPU wait each time)."""
     check_options(temperature)
     if temperature == 0:
         return logits.argmax(-1)
     scaled = logits.float() / temperature
-    if not torch.isfinite(scaled).all():  # else softmax gives NaN and torch's multinomial a puzzling error
-        raise ValueError(f"sampling met logits that are not finite numbers (NaN or inf) after dividing by the "
-                         f"temperature {temperature:g}: a temperature this small (use 1e-3 or more, or 0 for the most "
-                         f"likely token) or a guidance this large makes them overflow; choose milder values")
-    probs = filter_logits(scaled, top_k, top_p).softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if nonfinite is not None:
+        nonfinite |= ~torch.isfinite(scaled).all()
+    elif not torch.isfinite(scaled).all():  # else softmax gives NaN
+        raise nonfinite_error(temperature)
+    return draw(filter_logits(scaled, top_k, top_p).softmax(-1), generator)
+
+
+def raise_if_nonfinite(nonfinite: torch.Tensor, temperature: float):
+    """After a sampler's loop: the deferred check of `sample(..., nonfinite=)` (one read for the whole loop)."""
+    if bool(nonfinite):
+        raise nonfinite_error(temperature)
 
 
 __all__ = ["SamplingOptions", "TokenSampling", "TokenByToken", "CompiledTokens", "CompiledStep", "GuidanceSchedule",
-           "option", "ramp_over_scales", "SCHEDULES", "guidance_mix", "linear_ramp", "cosine_ramp", "check_options",
-           "top_k_filter", "top_p_filter", "filter_logits", "sample"]
+           "option", "compile_switch", "ramp_over_scales", "SCHEDULES", "guidance_mix", "linear_ramp", "cosine_ramp",
+           "check_options", "top_k_filter", "top_p_filter", "filter_logits", "draw", "sample", "raise_if_nonfinite"]

@@ -41,7 +41,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from .models import Generator, register
-from .sampling import TokenSampling, guidance_mix, ramp_over_scales, sample
+from .sampling import TokenSampling, compile_switch, guidance_mix, raise_if_nonfinite, ramp_over_scales, sample
 from .scales import block_causal_mask, split_scales
 from .transformer import AdaLN, ClassEmbedding, KVCache, init_weights, modulate
 
@@ -170,6 +170,7 @@ class VARBlock(nn.Module):
 class VARSampling(TokenSampling):
     """VAR's sampling: token sampling whose guidance ramps linearly over the scales, as the release does."""
     guidance_schedule: str = ramp_over_scales()
+    compile: bool = compile_switch()
 
 
 @register("var", VARConfig)
@@ -274,6 +275,15 @@ class VAR(Generator):
 
     # --- generation -------------------------------------------------------------------------------------------
 
+    def decode_step(self, x, c, cond, caches):
+        """One scale's pass: its inputs x (B, s*s, D) -> its logits (B, s*s, V). Every block writes the scale's keys
+        and values after the coarser ones in its static cache and attends to all of them (block-causal needs no mask
+        here: a scale sees itself and everything before it). The shapes are fixed within a scale, so torch.compile
+        makes one graph per scale (sampling option compile)."""
+        for block, cache in zip(self.blocks, caches):
+            x = block(x, c, None, cache)
+        return self.logits(x, cond)
+
     @torch.no_grad()
     def generate(self, labels, options=None, *, generator=None, trace=None, prefix=None, **overrides):
         """Sample token maps [(B, s_k, s_k)], coarsest first, one scale per forward pass (KV cache).
@@ -282,8 +292,9 @@ class VAR(Generator):
         (guidance_schedule "linear"): s_k = 1 + (guidance - 1) * k / (K - 1), logits uncond + s_k (cond - uncond), so
         the first scale is unguided and the last gets `guidance` (default: the config's). guidance = 1 switches it
         off (and halves the work: no unconditional pass); "constant" guides every scale alike (an ablation: the
-        release always ramps). A list given as `trace` receives {"scale", "guidance", "logits" (B, s*s, V, guided),
-        "tokens" (B, s, s)} for each scale.
+        release always ramps). compile=True runs every scale after the first through the compiled decode_step. A
+        list given as `trace` receives {"scale", "guidance", "logits" (B, s*s, V, guided), "tokens" (B, s, s)} for
+        each scale.
 
         `prefix`, a list of the first j scales' maps [(B, s_1, s_1), ...], fixes those scales (completion: VAR's
         zero-shot in- and out-painting teacher-forces known tokens the same way); the model still reads them, so the
@@ -302,12 +313,12 @@ class VAR(Generator):
             first = self.cfg.scales[0] ** 2
             x = cond[:, None].expand(len(cond), first, D) + self.pos_start + level_pos[:, :first]
             caches = [KVCache(sum(s * s for s in self.cfg.scales)) for _ in self.blocks]  # every scale's tokens
+            step = self.compiled_step() if o.compile else self.decode_step
+            nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # checked once, after the loop
             f_hat, maps, start = None, [], 0
             for k, s in enumerate(self.cfg.scales):
-                h = x
-                for block, cache in zip(self.blocks, caches):
-                    h = block(h, c, None, cache)  # attends to every cached (coarser) token and its own scale
-                logits = self.logits(h, cond)  # (B or 2B, s*s, V)
+                # the first scale allocates the caches (and is one token): never compiled
+                logits = (step if k else self.decode_step)(x, c, cond, caches)  # (B or 2B, s*s, V)
                 s_k = run.schedule.at(k, K)
                 if guided:
                     logits = guidance_mix(logits[:B], logits[B:], s_k)
@@ -315,7 +326,7 @@ class VAR(Generator):
                     idx = prefix[k]
                 else:
                     flat = logits.reshape(B * s * s, -1)
-                    idx = sample(flat, o.temperature, o.top_k, o.top_p, generator).view(B, s, s)
+                    idx = sample(flat, o.temperature, o.top_k, o.top_p, generator, nonfinite).view(B, s, s)
                 maps.append(idx)
                 if trace is not None:
                     trace.append({"scale": k, "guidance": s_k, "logits": logits, "tokens": idx})
@@ -326,6 +337,7 @@ class VAR(Generator):
                     x = self.word_embed(rearrange(nxt, "b c h w -> b (h w) c"))
                     x = x + level_pos[:, start:start + s_next ** 2]
                     x = torch.cat([x, x]) if guided else x
+            raise_if_nonfinite(nonfinite, o.temperature)
         return maps
 
     def check_prefix(self, prefix, batch: int) -> list:

@@ -11,9 +11,11 @@ from minivar.sampling import (
     TokenByToken,
     TokenSampling,
     cosine_ramp,
+    draw,
     filter_logits,
     guidance_mix,
     linear_ramp,
+    raise_if_nonfinite,
     sample,
     top_k_filter,
     top_p_filter,
@@ -94,6 +96,35 @@ def test_sample_frequencies_follow_the_probabilities():
     draws = sample(probs.log().expand(20000, 3), generator=g)
     freq = torch.bincount(draws, minlength=3).float() / 20000
     torch.testing.assert_close(freq, probs[0], atol=0.015, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(1, 7), (64, 512), (3, 4096)])
+def test_draw_is_torch_multinomial_without_its_host_read(shape):
+    """The same draws as torch.multinomial(probs, 1) from the same generator state, zero entries included (never
+    drawn): the samplers' fixed-seed results, and the official fixtures, do not change with the sync-free draw."""
+    for seed in range(20):
+        probs = torch.randn(shape, generator=torch.Generator().manual_seed(100 + seed)).mul(3).softmax(-1)
+        probs[:, : shape[1] // 3] = 0 if seed % 2 else probs[:, : shape[1] // 3]
+        mine = draw(probs, torch.Generator().manual_seed(seed))
+        theirs = torch.multinomial(probs, 1, generator=torch.Generator().manual_seed(seed)).squeeze(-1)
+        assert torch.equal(mine, theirs)
+        assert (probs.gather(1, mine[:, None]) > 0).all()
+
+
+def test_a_deferred_finiteness_check_raises_after_the_loop_not_during_it():
+    logits = torch.randn(4, 10)
+    flag = torch.zeros((), dtype=torch.bool)
+    sample(logits, generator=torch.Generator().manual_seed(0), nonfinite=flag)
+    raise_if_nonfinite(flag, 1.0)  # all finite: nothing to say
+    bad = logits.clone()
+    bad[2, 3] = float("nan")
+    with pytest.raises(ValueError, match="not finite"):
+        sample(bad)  # without the flag: at once
+    out = sample(bad, nonfinite=flag)  # with it: the step goes on, the flag remembers
+    assert out.shape == (4,) and bool(flag)
+    sample(logits, nonfinite=flag)  # a later good step does not clear it
+    with pytest.raises(ValueError, match="temperature 0.5"):
+        raise_if_nonfinite(flag, 0.5)
 
 
 def test_one_guidance_schedule_gives_every_generators_s_per_step():
