@@ -49,7 +49,7 @@ def growing_cache():
     """Every KVCache made inside the block grows by concatenation (capacity ignored): the sampler before issue 31."""
     init = transformer.KVCache.__init__
 
-    def growing(self, capacity: int = 0):
+    def growing(self, capacity: int = 0, fixed_address: bool = False):
         init(self, 0)
 
     transformer.KVCache.__init__ = growing

@@ -157,6 +157,18 @@ class CompiledStep:
 
     def __init__(self, fn, device: torch.device):
         self.fn, self.device, self.compiled, self.failed, self.seen = fn, device, None, False, set()
+        self.kept = {}
+
+    def caches(self, key, make):
+        """The static KV caches the step reads for `key` (the batch size: one set per shape, as the graphs), made
+        once by make() (KVCaches with fixed_address, in a list or a tuple of lists) and kept with the step, emptied
+        for each new sample: a compiled step, above all a CUDA graph, works on them at fixed addresses. (They stay
+        allocated with the model after sampling; `model.__dict__.pop("_compiled_steps")` lets them go.)"""
+        if key not in self.kept:
+            self.kept[key] = make()
+        for cache in flat(self.kept[key]):
+            cache.reset()
+        return self.kept[key]
 
     def __call__(self, *args):
         if self.failed:
@@ -186,6 +198,12 @@ class CompiledStep:
         warnings.warn(f"cannot compile the sampling step here ({reason}); sampling without compiling (the same "
                       f"samples, at eager speed)", stacklevel=3)
         return self.fn(*args)
+
+
+def flat(items):
+    """The leaves of nested lists and tuples."""
+    for item in items:
+        yield from flat(item) if isinstance(item, (list, tuple)) else (item,)
 
 
 @dataclass(frozen=True)

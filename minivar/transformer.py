@@ -131,9 +131,15 @@ class KVCache:
     which copies the whole past at every step (on a GPU a fifth of a raster sample's time went to those copies)
     and allocates anew each time; it stays as the simple form to read first."""
 
-    def __init__(self, capacity: int = 0):
-        self.capacity, self.n = capacity, 0
+    def __init__(self, capacity: int = 0, fixed_address: bool = False):
+        self.capacity, self.n, self.fixed_address = capacity, 0, fixed_address
         self.k = self.v = None
+
+    def reset(self):
+        """Empty the cache for a new sequence, keeping (and zeroing) its buffers."""
+        self.n = 0
+        for buffer in (self.k, self.v) if self.capacity and self.k is not None else ():
+            buffer.zero_()
 
     def __len__(self):
         return self.n
@@ -152,6 +158,10 @@ class KVCache:
                 # whatever garbage empty memory holds, NaN included, is NaN)
                 self.k = k.new_zeros(*k.shape[:2], self.capacity, k.shape[3])
                 self.v = v.new_zeros(*v.shape[:2], self.capacity, v.shape[3])
+                if self.fixed_address:  # kept across samples (CompiledStep.caches): compiled code, a CUDA graph
+                    # above all, may read and write them in place at their address instead of copying them in
+                    torch._dynamo.mark_static_address(self.k)
+                    torch._dynamo.mark_static_address(self.v)
             self.k[:, :, self.n:self.n + L] = k
             self.v[:, :, self.n:self.n + L] = v
         self.n += L

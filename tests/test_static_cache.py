@@ -9,8 +9,8 @@ import torch
 from minivar import pretrained, transformer
 
 
-def growing(self, capacity: int = 0):  # KVCache as it was: every step concatenates the whole past
-    self.capacity, self.n, self.k, self.v = 0, 0, None, None
+def growing(self, capacity: int = 0, fixed_address: bool = False):  # KVCache as it was: every step concatenates
+    self.capacity, self.n, self.k, self.v, self.fixed_address = 0, 0, None, None, False  # the whole past
 
 
 @pytest.mark.parametrize("name", ["emoji-raster", "emoji-var", "emoji-flowar", "emoji-rar"])
@@ -78,6 +78,22 @@ def test_compiled_sampling_draws_the_eager_samples(name, traced_only):
         return model.generate(**condition, generator=torch.Generator().manual_seed(0), **kw)
 
     assert torch.equal(draw(compile=True), draw())
+
+
+def test_the_compiled_step_keeps_its_caches_at_fixed_addresses(traced_only):
+    """One set of caches per batch size, kept with the compiled step and emptied for each sample: the second call
+    reuses the first's buffers (a CUDA graph reads them at their address) without compiling again, and a leftover of
+    the first sample changes nothing."""
+    model = pretrained.load("emoji-raster")
+    model.__dict__.pop("_compiled_steps", None)
+    labels = torch.tensor([1, 7])
+    first = model.generate(labels, generator=torch.Generator().manual_seed(0), compile=True)
+    kept = model.compiled_step().kept
+    addresses = [c.k.data_ptr() for c in kept[4]]  # guided: 2 x 2 rows
+    other = model.generate(labels, generator=torch.Generator().manual_seed(1), compile=True)
+    again = model.generate(labels, generator=torch.Generator().manual_seed(0), compile=True)
+    assert torch.equal(again, first) and not torch.equal(other, first)
+    assert [c.k.data_ptr() for c in kept[4]] == addresses and list(kept) == [4]
 
 
 def test_compiling_falls_back_with_one_warning_and_the_same_samples(monkeypatch):
