@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from .models import Generator, register
 from .sampling import CompiledTokens, guidance_mix, option, raise_if_nonfinite, sample
-from .transformer import AdaLN, KVCache, causal_mask, init_weights, modulate
+from .transformer import AdaLN, KVCache, causal_mask, init_weights, modulate, one_query_attention
 
 
 @dataclass
@@ -310,8 +310,9 @@ class RAR(Generator):
             x = x + torch.where(targets[..., None] >= 0, F.embedding(targets.clamp_min(0), self.target_pos[0]), 0.0)
         cond = self.embeddings(ids)[:, None] + self.step_embed.index_select(1, index)
         mask = caches[0].filled_through(slot).view(1, 1, 1, -1)  # broadcast over the batch, heads and the query
-        for block, cache in zip(self.blocks, caches):
-            x = block(x, cond, cache, index, mask)
+        with one_query_attention():
+            for block, cache in zip(self.blocks, caches):
+                x = block(x, cond, cache, index, mask)
         return self.logits(x, cond)[:, -1]
 
     def forward(self, tokens, labels, orders=None):

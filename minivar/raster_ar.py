@@ -31,7 +31,16 @@ import torch.nn.functional as F
 from .models import Generator, register
 from .sampling import CompiledTokens, guidance_mix, raise_if_nonfinite, sample
 from .text import prefix_attention
-from .transformer import ClassEmbedding, KVCache, LlamaGenBlock, RMSNorm, init_weights, rope_1d, rope_2d
+from .transformer import (
+    ClassEmbedding,
+    KVCache,
+    LlamaGenBlock,
+    RMSNorm,
+    init_weights,
+    one_query_attention,
+    rope_1d,
+    rope_2d,
+)
 
 
 @dataclass
@@ -180,8 +189,9 @@ class RasterAR(Generator):
             visible = visible & torch.cat([key_mask, key_mask.new_ones(len(key_mask), capacity - key_mask.shape[1])],
                                           dim=1)  # (B, capacity)
         mask = visible.view(-1, 1, 1, capacity)  # broadcast over heads and the one query
-        for layer, cache in zip(self.layers, caches):
-            x = layer(x, rope, mask, cache=cache, positions=position.view(1))
+        with one_query_attention():
+            for layer, cache in zip(self.layers, caches):
+                x = layer(x, rope, mask, cache=cache, positions=position.view(1))
         return self.output(self.norm(x[:, -1])).float()
 
     def loss(self, batch, progress: float = 0.0):

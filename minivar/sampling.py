@@ -18,6 +18,7 @@ Hugging Face helper writes -inf into the caller's logits in place; harmless ther
 plots the logits after sampling.)
 """
 
+import contextlib
 import dataclasses
 import math
 import numbers
@@ -181,13 +182,13 @@ class CompiledStep:
             self.compiled = torch.compile(self.fn, mode=mode, dynamic=False,
                                           **({"backend": self.backend} if self.backend else {}))
         shape = tuple(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))
-        t0 = time.perf_counter()
-        try:
-            with torch._dynamo.config.patch(recompile_limit=self.most_shapes):
+        new, t0 = shape not in self.seen, time.perf_counter()
+        try:  # a new shape compiles (dynamo's limit raised for it); a seen one runs its graph
+            with torch._dynamo.config.patch(recompile_limit=self.most_shapes) if new else contextlib.nullcontext():
                 out = self.compiled(*args)
         except Exception as e:  # noqa: BLE001 (any compiler failure: fall back, never fail the sampling)
             return self.fall_back(f"{type(e).__name__}: {str(e).splitlines()[0][:200] if str(e) else ''}", *args)
-        if shape not in self.seen:
+        if new:
             self.seen.add(shape)
             print(f"compiled {getattr(self.fn, '__name__', 'the step')} for inputs {shape[0]} in "
                   f"{time.perf_counter() - t0:.1f} s (once per shape)", file=sys.stderr)
