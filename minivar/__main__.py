@@ -67,7 +67,15 @@ def cmd_sample(args):
     if tokenizer is None:
         raise ValueError(f"{args.run} is a {cfg.model} run (a tokenizer), not a generator; sample a run of a "
                          f"generator recipe")
-    options = model.sampling_options(**given_options(args, model))  # checked: before any sampling
+    given = given_options(args, model)
+    if "compile" in model.options_class.field_types() and "compile" not in given:  # the faster path, where it pays
+        from .sampling import COMPILE_PAYS_AFTER, compile_pays
+        given["compile"] = compile_pays(model.kind, args.n, args.batch_size, dev)
+        if given["compile"]:
+            print(f"compiling the sampling step: on a CPU it pays for itself after a few thousand samples "
+                  f"({model.kind}: {COMPILE_PAYS_AFTER[model.kind]}, by batch size; benchmarks/sampling_speed.py), "
+                  f"and {args.n:,} are more; --no-compile samples without (the same images)")
+    options = model.sampling_options(**given)  # checked: before any sampling
     side = tokenizer.code_format()["image_size"]
     need, have = args.n * 3 * side * side * 4, physical_memory()  # the samples are kept as float images
     if have and need > have // 2:
@@ -87,7 +95,7 @@ def cmd_sample(args):
     # the default name carries everything that changes the picture, so another seed or option never overwrites it
     changed = options.changed(model.sampling_options())
     name = "_".join([f"samples_guidance{options.guidance:g}",
-                     *(name_part(k, v) for k, v in changed.items() if k != "guidance"),
+                     *(name_part(k, v) for k, v in changed.items() if k not in ("guidance", "compile")),
                      f"seed{args.seed}", f"n{args.n}", *(["fd"] if args.fd else []),
                      *([f"classes{'-'.join(map(str, columns))}"] if args.classes else []),
                      *([f"prompts{len(columns)}"] if args.prompt else [])])

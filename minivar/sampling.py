@@ -201,6 +201,28 @@ class CompiledStep:
         return self.fn(*args)
 
 
+# The samples after which compiling the sampling step has paid for its compile time, per generator and batch size,
+# on 2 CPU cores: benchmarks/sampling_speed.py (compile seconds / seconds saved per sample; tests/test_benchmarks.py
+# holds these to the latest rows of results/sampling_speed.csv). None: compiling was never faster there. No GPU was
+# measured, so there `sample` compiles only when asked.
+COMPILE_PAYS_AFTER = {
+    "raster": {1: 200, 64: 2_700, 256: 3_300},
+    "rar": {1: 150, 64: 2_400, 256: 3_000},
+    "var": {1: 32_000, 64: 37_000, 256: 13_000},
+    "flowar": {1: 1_000, 64: 4_700, 256: 2_800},
+}
+
+def compile_pays(kind: str, n_samples: int, batch_size: int, device) -> bool:
+    """Whether compiling a `kind` generator's sampling step pays for itself over n_samples drawn batch_size at a
+    time on `device`: the recorded break-even at the nearest batch size measured (CPU only: no GPU was measured)."""
+    table = COMPILE_PAYS_AFTER.get(kind) if torch.device(device).type == "cpu" else None
+    if not table:
+        return False
+    batch = max(1, min(batch_size, n_samples))
+    even = table[min(table, key=lambda b: abs(math.log(b / batch)))]
+    return even is not None and n_samples >= even
+
+
 def flat(items):
     """The leaves of nested lists and tuples."""
     for item in items:
@@ -333,5 +355,6 @@ def raise_if_nonfinite(nonfinite: torch.Tensor, temperature: float):
 
 
 __all__ = ["SamplingOptions", "TokenSampling", "TokenByToken", "CompiledTokens", "CompiledStep", "GuidanceSchedule",
-           "option", "compile_switch", "ramp_over_scales", "SCHEDULES", "guidance_mix", "linear_ramp", "cosine_ramp",
-           "check_options", "top_k_filter", "top_p_filter", "filter_logits", "draw", "sample", "raise_if_nonfinite"]
+           "option", "compile_switch", "COMPILE_PAYS_AFTER", "compile_pays", "ramp_over_scales", "SCHEDULES",
+           "guidance_mix", "linear_ramp", "cosine_ramp", "check_options", "top_k_filter", "top_p_filter",
+           "filter_logits", "draw", "sample", "raise_if_nonfinite"]

@@ -198,3 +198,35 @@ def test_grading_time_times_a_class_of_ten_and_records_what_it_graded(tmp_path):
     # honest 4 of 4, endless 3 of 4 (its loop costs one part), everyone else 0: the timing is of a right grading
     assert rows[0]["result"].startswith("graded 10 submissions: 7 of 40 parts passed"), rows[0]["result"]
     assert rows[0]["late_write"] == "False"
+
+
+def test_the_compile_break_evens_sample_uses_are_the_recorded_ones():
+    """minivar.sampling.COMPILE_PAYS_AFTER (what `sample` decides by when --compile is not given) agrees with the
+    latest CPU rows of benchmarks/results/sampling_speed.csv: within a factor 1.5 of each recorded break-even, None
+    where compiling was never faster; and for the course's 1,000-sample measurements at batch 64, compiling does
+    not pay for any generator (so sample --fd and the notebooks' sweeps stay eager on a CPU)."""
+    from minivar.sampling import COMPILE_PAYS_AFTER, compile_pays
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "results" / "sampling_speed.csv"
+    rows = {}
+    for r in csv.DictReader(open(path, newline="")):
+        if r["device"] == "cpu" and r.get("break_even_images"):
+            rows[r["model"], int(r["batch"])] = r["break_even_images"]  # later rows supersede earlier ones
+    for kind, table in COMPILE_PAYS_AFTER.items():
+        for batch, even in table.items():
+            recorded = rows[f"emoji-{kind}", batch]
+            if even is None:
+                assert recorded == "never", (kind, batch, recorded)
+            else:
+                assert recorded != "never" and 1 / 1.5 <= even / int(recorded) <= 1.5, (kind, batch, recorded)
+        assert not compile_pays(kind, 1000, 64, "cpu")
+
+
+def test_compile_pays_reads_the_nearest_recorded_batch_and_never_guesses_for_a_gpu(monkeypatch):
+    from minivar import sampling
+    monkeypatch.setattr(sampling, "COMPILE_PAYS_AFTER", {"raster": {1: 300, 64: 3000, 256: None}})
+    assert sampling.compile_pays("raster", 500, 1, "cpu")           # batch 1: pays after 300
+    assert not sampling.compile_pays("raster", 500, 64, "cpu")      # batch 64: after 3,000
+    assert sampling.compile_pays("raster", 5000, 100, "cpu")        # 100 is nearest 64
+    assert not sampling.compile_pays("raster", 10**6, 200, "cpu")   # nearest 256: never paid
+    assert not sampling.compile_pays("raster", 10**6, 64, "cuda")   # not measured on a GPU
+    assert not sampling.compile_pays("t2i", 10**6, 64, "cpu")       # not measured at all

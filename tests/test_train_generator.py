@@ -2,6 +2,7 @@
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,6 +147,26 @@ def test_cli_sample_writes_a_grid(tmp_path, tokenizer_dir, capsys):
     assert "labels follow the test split" in printed and low < fd < high
     assert main(["sample", str(tokenizer_dir)]) == 2
     assert "not a generator" in capsys.readouterr().err
+
+
+def test_sample_compiles_by_itself_only_where_the_record_says_it_pays(tmp_path, tokenizer_dir, capsys, monkeypatch):
+    """Without --compile, `sample` compiles when its samples outnumber the recorded break-even (here made 5 so that
+    9 samples pay), says so, and draws the same picture under the same name as --no-compile; below it, it does not."""
+    from minivar import sampling
+    monkeypatch.setattr(sampling.CompiledStep, "backend", "eager")  # dynamo traces, no code generated: seconds
+    monkeypatch.setattr(sampling, "COMPILE_PAYS_AFTER", {"raster": {1: 5, 64: 5}})
+    cfg = tiny_raster_config(tmp_path, tokenizer_dir, max_steps=2)
+    train(cfg, progress=False)
+    pictures = {}
+    for flags in ([], ["--no-compile"]):
+        assert main(["sample", str(cfg.run_dir), "--n", "9", "--seed", "3", *flags]) == 0
+        printed = capsys.readouterr().out
+        assert ("compiling the sampling step" in printed) == (not flags)
+        written = re.search(r"wrote (\S+\.png)", printed).group(1)
+        pictures[tuple(flags)] = (Path(written).name, Path(written).read_bytes())
+    assert pictures[()] == pictures[("--no-compile",)]
+    assert main(["sample", str(cfg.run_dir), "--n", "4"]) == 0  # 4 < 5: eager, nothing said
+    assert "compiling the sampling step" not in capsys.readouterr().out
 
 
 def test_generator_errors_name_the_fix(tmp_path, tokenizer_dir):
