@@ -246,8 +246,9 @@ class Generator(Model):
         """This generator's step `name` (decode_step: one step of its sampling loop; FlowAR also compiles its
         velocity) compiled by sampling.CompiledStep: once per input shape, kept with the model; the option compile."""
         steps = self.__dict__.setdefault("_compiled_steps", {})
-        if name not in steps or steps[name].device != self.device:
-            steps[name] = CompiledStep(getattr(self, name), self.device)
+        made_for = (self.device, next(self.parameters()).dtype)  # moved or cast: new graphs and caches
+        if name not in steps or steps[name].made_for != made_for:
+            steps[name] = CompiledStep(getattr(self, name), self.device, made_for)
         return steps[name]
 
     @contextlib.contextmanager

@@ -156,8 +156,9 @@ class CompiledStep:
     backend = None
     most_shapes = 64  # graphs kept per step: 10 scales x a few batch sizes (dynamo's default stops at 8)
 
-    def __init__(self, fn, device: torch.device):
+    def __init__(self, fn, device: torch.device, made_for=None):
         self.fn, self.device, self.compiled, self.failed, self.seen = fn, device, None, False, set()
+        self.made_for = made_for  # what the caller made it for (Generator.compiled_step: the model's device, dtype)
         self.kept = {}
 
     def caches(self, key, make):

@@ -174,3 +174,24 @@ def test_scale_wise_generators_compile_one_graph_per_scale_and_sample_the_same(n
                 torch.testing.assert_close(c["logits"], e["logits"], atol=1e-4, rtol=0)
         else:
             torch.testing.assert_close(out, eager, atol=1e-5, rtol=0)
+
+
+def test_a_model_cast_after_compiling_gets_a_new_step_and_new_caches(monkeypatch):
+    """The compiled step and its kept caches belong to the model's device and dtype: after .double() the next
+    compiled sampling makes new ones (float64 caches), instead of writing float64 keys into float32 buffers."""
+    from minivar import sampling
+    monkeypatch.setattr(sampling.CompiledStep, "backend", "eager")
+    torch._dynamo.reset()
+    model = pretrained.load("emoji-raster")
+    labels = torch.tensor([1, 2])
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="cannot compile")
+        model.generate(labels, compile=True)
+        first = model.compiled_step()
+        model.double()
+        maps = model.generate(labels, compile=True, generator=torch.Generator().manual_seed(0))
+    step = model.compiled_step()
+    assert step is not first and step.made_for == (torch.device("cpu"), torch.float64)
+    assert all(c.k.dtype == torch.float64 for c in step.kept[4])
+    assert torch.equal(maps, model.generate(labels, generator=torch.Generator().manual_seed(0)))
+    torch._dynamo.reset()
