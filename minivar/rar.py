@@ -142,8 +142,8 @@ class RARAttention(nn.Module):
     def forward(self, x, cache: KVCache = None, positions=None, mask=None):
         """With `positions` the cache is written there and read whole, `mask` hiding what is not written yet (a
         fixed-shape step, RAR.decode_step); else causal over the cached slots and x's."""
-        B, L, _ = x.shape  # plain views, not einops: fewer guards for the compiled step (transformer.py says why)
-        q, k, v = self.qkv(x).view(B, L, 3, self.n_head, -1).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, D)
+        B, L, C = x.shape  # plain views, not einops: fewer guards for the compiled step (transformer.py says why)
+        q, k, v = self.qkv(x).view(B, L, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # 3 x (B, H, L, D)
         q, k = self.q_norm(q), self.k_norm(k)
         n_past = 0
         if cache is not None and positions is not None:
@@ -155,7 +155,7 @@ class RARAttention(nn.Module):
             mask = causal_mask(x.shape[1], n_past, x.device)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask,
                                            dropout_p=self.attn_dropout if self.training else 0.0)
-        return self.drop(self.proj(y.transpose(1, 2).reshape(B, L, -1)))  # (B, L, H * D)
+        return self.drop(self.proj(y.transpose(1, 2).reshape(B, L, C)))  # (B, L, H * D)
 
 
 class MLP(nn.Module):

@@ -230,7 +230,7 @@ class LlamaGenAttention(nn.Module):
             k = k.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
             v = v.repeat_interleave(self.n_head // self.n_kv_head, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=self.dropout if self.training else 0.0)
-        return self.wo(y.transpose(1, 2).reshape(B, L, -1))  # (B, L, H * D)
+        return self.wo(y.transpose(1, 2).reshape(B, L, self.n_head * self.head_dim))  # (B, L, H * D)
 
 
 class LlamaGenBlock(nn.Module):
