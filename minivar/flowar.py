@@ -266,13 +266,10 @@ class FlowAR(Generator):
                 return torch.zeros(0, C, full, full, device=self.device)
             guided = run.schedule.guided  # the conditions' second half: the same samples without their class
             cond = self.class_embedding(run.conditions)  # (B or 2B, D)
-            def make(fixed=False):  # every scale's positions, for the encoder's blocks and the decoder's
-                return ([KVCache(self.starts[-1], fixed) for _ in self.encoder_blocks],
-                        [KVCache(self.starts[-1], fixed) for _ in self.decoder_blocks])
-            caches = make()
+            caches = self.sampling_caches(lambda fixed: (  # every scale's positions, the encoder's and the decoder's
+                [KVCache(self.starts[-1], fixed) for _ in self.encoder_blocks],
+                [KVCache(self.starts[-1], fixed) for _ in self.decoder_blocks]), o.compile, len(cond))
             step = self.compiled_step() if o.compile else self.decode_step
-            if o.compile:  # kept with the compiled step, at fixed addresses
-                caches = step.caches(len(cond), lambda: make(True))
             velocity = self.compiled_step("velocity") if o.compile else self.velocity
             x = cond[:, None]
             for k, s in enumerate(self.scales):

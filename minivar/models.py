@@ -251,6 +251,11 @@ class Generator(Model):
             steps[name] = CompiledStep(getattr(self, name), self.device, made_for)
         return steps[name]
 
+    def sampling_caches(self, make, compile: bool, batch: int):
+        """The KV caches of one generate: make(fixed_address) builds them (KVCaches in a list, or a tuple of lists).
+        Compiled, they are the compiled step's own set for this batch size, kept at fixed addresses and emptied."""
+        return self.compiled_step().caches(batch, lambda: make(True)) if compile else make(False)
+
     @contextlib.contextmanager
     def sampling(self, labels, options=None, **overrides):
         """The opening every generate() shares: options resolved and checked, labels checked, and the conditions

@@ -388,9 +388,8 @@ class RAR(Generator):
                 fed[:, :n_given] = given.to(dev).long().gather(1, orders[:, :n_given])
             slots = N + 1  # cls, class and the N - 1 tokens fed before the last is drawn
             step = self.compiled_step() if o.compile else None
-            caches = [KVCache(slots) for _ in self.blocks] if o.use_cache else None
-            if step is not None:  # kept with the compiled step, at fixed addresses
-                caches = step.caches(len(ids), lambda: [KVCache(slots, True) for _ in self.blocks])
+            caches = self.sampling_caches(lambda fixed: [KVCache(slots, fixed) for _ in self.blocks], o.compile,
+                                          len(ids)) if o.use_cache or o.compile else None
             slot_index = torch.arange(slots, device=dev)
             token = torch.empty(len(ids), 1, dtype=torch.long, device=dev)  # the compiled step's input, in place
             nonfinite = torch.zeros((), dtype=torch.bool, device=dev)  # checked once, after the loop

@@ -230,9 +230,8 @@ class RasterAR(Generator):
                 t = prefix.shape[1]
                 out[:, :t] = prefix
             step = self.compiled_step() if o.compile else None
-            caches = [KVCache(self.prefix_len + N) for _ in self.layers] if o.use_cache else None
-            if step is not None:  # kept with the compiled step, at fixed addresses
-                caches = step.caches(len(conditions), lambda: [KVCache(self.prefix_len + N, True) for _ in self.layers])
+            caches = self.sampling_caches(lambda fixed: [KVCache(self.prefix_len + N, fixed) for _ in self.layers],
+                                          o.compile, len(conditions)) if o.use_cache or o.compile else None
             key_mask = self.condition_mask(conditions) if step is not None else None
             positions = torch.arange(self.prefix_len + N, device=self.device)  # each fed token's place
             new = both(out[:, :t])  # what the model has not seen yet

@@ -313,10 +313,8 @@ class VAR(Generator):
             first = self.cfg.scales[0] ** 2
             x = cond[:, None].expand(len(cond), first, D) + self.pos_start + level_pos[:, :first]
             L = sum(s * s for s in self.cfg.scales)  # the caches hold every scale's tokens
-            caches = [KVCache(L) for _ in self.blocks]
+            caches = self.sampling_caches(lambda fixed: [KVCache(L, fixed) for _ in self.blocks], o.compile, len(cond))
             step = self.compiled_step() if o.compile else self.decode_step
-            if o.compile:  # kept with the compiled step, at fixed addresses
-                caches = step.caches(len(cond), lambda: [KVCache(L, True) for _ in self.blocks])
             nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)  # checked once, after the loop
             f_hat, maps, start = None, [], 0
             for k, s in enumerate(self.cfg.scales):
